@@ -1,0 +1,17 @@
+"""seqviz-trackers: see what a language model predicts, token by token, while it trains.
+
+The core turns logits into one JSON entry per logged step and appends it to a JSONL
+file; :class:`SeqVizLogger` mirrors the same steps into TensorBoard and W&B.
+"""
+
+from .convert import tensor_to_training_entry
+from .jsonl import Problem, StepInfo, TrainingDataReader, TrainingDataWriter, encode_entry
+from .logger import SeqVizLogger
+from .schema import SCHEMA_VERSION, SchemaValidationError, validate_entry
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "tensor_to_training_entry", "TrainingDataWriter", "TrainingDataReader", "SeqVizLogger",
+    "validate_entry", "SchemaValidationError", "encode_entry", "StepInfo", "Problem", "SCHEMA_VERSION",
+]

@@ -1,0 +1,35 @@
+"""The ``seqviz`` command. Each subcommand lives in its own module, imported only when used."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# name: (module, one-line help). Each module has add_arguments(parser) and run(args) -> int.
+COMMANDS = {
+    "validate": ("seqviz_trackers.validate", "check every line of a JSONL file against the schema"),
+    "summary": ("seqviz_trackers.summary", "print step count and loss figures of a JSONL file"),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="seqviz", description="See what your language model predicts, token by token.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, (module, help_text) in COMMANDS.items():
+        sub.add_parser(name, help=help_text, description=help_text).set_defaults(_module=module)
+    argv = sys.argv[1:] if argv is None else argv
+    # Parse once to find the command, then let its module declare its own arguments.
+    known, _ = parser.parse_known_args(argv[:1] if argv and not argv[0].startswith("-") else argv)
+    module = importlib.import_module(known._module)
+    module.add_arguments(sub.choices[known.command])
+    args = parser.parse_args(argv)
+    try:
+        return int(module.run(args) or 0)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,361 @@
+"""The JSONL file: one entry per line. One writer, one reader, used by every part.
+
+Writing appends each entry as one line in a single ``write`` call, so a crash can at
+worst leave an incomplete *last* line, which the next writer removes and every reader
+skips. Reading indexes the byte offset of each line once and extends the index as the
+file grows, so ``get_step`` is one seek and one parse, however long the run.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO, Iterator, Protocol
+
+from .schema import SchemaValidationError, check_schema, find_non_finite
+
+__all__ = [
+    "TrainingDataWriter", "TrainingDataReader", "StepInfo", "Problem", "Update",
+    "encode_entry", "LocalFiles",
+]
+
+log = logging.getLogger(__name__)
+
+#: Fields written first on each line, in this order: readers index a file from them.
+HEADER = ("step", "timestamp", "loss", "perplexity")
+_NUM = rb"(-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?|null)"
+_HEADER_RE = re.compile(rb'\{"step":(\d+),"timestamp":' + _NUM + rb',"loss":' + _NUM + rb',"perplexity":' + _NUM + rb"[,}]")
+_BLOCK = 1 << 20
+
+
+def encode_entry(entry: dict[str, Any], validate: bool = True) -> bytes:
+    """One entry as one JSONL line (bytes, ending in a newline).
+
+    Raises:
+        SchemaValidationError: the entry breaks the schema or holds NaN/Infinity;
+            the message names the JSON path of the field.
+    """
+    if not isinstance(entry, dict):
+        raise SchemaValidationError(f"an entry must be a JSON object (dict), got {type(entry).__name__}")
+    if validate:
+        check_schema(entry)
+    ordered = {key: entry[key] for key in HEADER if key in entry}
+    ordered.update(entry)
+    try:
+        text = json.dumps(ordered, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    except ValueError:
+        raise SchemaValidationError("is NaN or infinite; JSON cannot hold it", find_non_finite(entry) or "$") from None
+    except TypeError as exc:
+        raise SchemaValidationError(f"cannot be written as JSON ({exc})") from None
+    return text.encode("utf-8") + b"\n"
+
+
+class TrainingDataWriter:
+    """Append entries to a JSONL file, one line per step.
+
+    >>> with TrainingDataWriter("runs/a/steps.jsonl") as w:
+    ...     w.write_step(entry)
+
+    Args:
+        path: the file; parent folders are created.
+        validate: check each entry against the schema before writing (nothing is
+            written when it fails).
+        fsync: force each line to disk before ``write_step`` returns.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], validate: bool = True, fsync: bool = False):
+        self.path = Path(path)
+        self.validate = validate
+        self.fsync = fsync
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._fd: int | None = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+        self._drop_incomplete_tail()
+
+    def _drop_incomplete_tail(self) -> None:
+        """A writer that died mid-line left bytes with no newline: remove them."""
+        size = os.fstat(self._fd).st_size
+        if size == 0:
+            return
+        with open(self.path, "rb") as f:
+            pos = size
+            while pos > 0:
+                start = max(0, pos - _BLOCK)
+                f.seek(start)
+                block = f.read(pos - start)
+                nl = block.rfind(b"\n")
+                if nl >= 0:
+                    pos = start + nl + 1
+                    break
+                pos = start
+        if pos < size:
+            log.warning("%s: removed an incomplete last line (%d bytes) left by an interrupted writer", self.path, size - pos)
+            os.ftruncate(self._fd, pos)
+
+    def write_step(self, entry: dict[str, Any]) -> int:
+        """Validate and append one entry; returns the bytes written."""
+        return self.write_line(encode_entry(entry, self.validate))
+
+    def write_line(self, line: bytes) -> int:
+        """Append one line already made by :func:`encode_entry`."""
+        if self._fd is None:
+            raise ValueError(f"{self.path}: writer is closed")
+        view = memoryview(line)
+        while view:
+            written = os.write(self._fd, view)
+            view = view[written:]
+        if self.fsync:
+            os.fsync(self._fd)
+        return len(line)
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self) -> "TrainingDataWriter":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        self.close()
+
+
+@dataclass(frozen=True)
+class StepInfo:
+    """Where one step lives in the file, and its header numbers."""
+
+    step: int
+    line: int
+    offset: int
+    length: int
+    loss: float | None = None
+    perplexity: float | None = None
+    timestamp: float | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"step": self.step, "loss": self.loss, "perplexity": self.perplexity, "timestamp": self.timestamp}
+
+
+@dataclass(frozen=True)
+class Problem:
+    """A line that was skipped, and why (line numbers start at 1)."""
+
+    line: int
+    message: str
+
+    def __str__(self) -> str:
+        return f"line {self.line}: {self.message}"
+
+
+@dataclass
+class Update:
+    """What :meth:`TrainingDataReader.refresh` found since the last call."""
+
+    new: list[StepInfo] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+    reset: bool = False  # the file was truncated or replaced, and is read anew
+
+
+class Files(Protocol):
+    def open(self, path: str) -> BinaryIO: ...
+    def stat(self, path: str) -> tuple[int, Any] | None: ...
+
+
+class LocalFiles:
+    """The local file system: ``stat`` gives (size, identity) or None when missing."""
+
+    def open(self, path: str) -> BinaryIO:
+        return open(path, "rb")
+
+    def stat(self, path: str) -> tuple[int, Any] | None:
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            return None
+        return st.st_size, (st.st_dev, st.st_ino)
+
+
+def _number(raw: bytes) -> float | None:
+    return None if raw == b"null" else float(raw)
+
+
+def parse_line(raw: bytes, line: int) -> dict[str, Any]:
+    """One line as an entry dict, or :class:`ValueError` saying what is wrong with it."""
+    try:
+        entry = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"not valid JSON ({exc})") from None
+    if not isinstance(entry, dict):
+        raise ValueError(f"not a JSON object but a {type(entry).__name__}")
+    step = entry.get("step")
+    if not isinstance(step, int) or isinstance(step, bool) or step < 0:
+        raise ValueError(f"field 'step' is missing or not a non-negative integer ({step!r})")
+    return entry
+
+
+def _finite(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) else None
+
+
+class TrainingDataReader:
+    """Read a JSONL file of entries, tolerating what a live or damaged file holds.
+
+    - ``for entry in reader`` streams entries without loading the file;
+    - ``refresh()`` indexes lines appended since the last call (and starts over if the
+      file was truncated or replaced); ``steps`` and ``get_step`` call it for you;
+    - an incomplete last line (a writer mid-append) is left for later; a malformed
+      line is skipped and reported in ``problems`` with its line number.
+
+    When a step number appears on several lines, the last one wins.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], files: Files | None = None):
+        self.path = str(path)
+        self.files: Files = files or LocalFiles()
+        self._clear()
+
+    def _clear(self) -> None:
+        self._offset = 0
+        self._line = 0
+        self._identity: Any = None
+        self._by_step: dict[int, StepInfo] = {}
+        self._sorted: list[StepInfo] | None = None
+        self._problems: dict[int, Problem] = {}
+
+    # -- index -----------------------------------------------------------------
+    def refresh(self) -> Update:
+        """Index what was appended since the last call."""
+        update = Update()
+        stat = self.files.stat(self.path)
+        if stat is None:
+            if self._offset or self._by_step:
+                self._clear()
+                update.reset = True
+            return update
+        size, identity = stat
+        if self._identity is not None and (identity != self._identity or size < self._offset):
+            self._clear()
+            update.reset = True
+        self._identity = identity
+        if size == self._offset:
+            return update
+        with self.files.open(self.path) as f:
+            f.seek(self._offset)
+            carry = b""
+            base = self._offset
+            while True:
+                block = f.read(_BLOCK)
+                if not block:
+                    break
+                data = carry + block
+                start = 0
+                while True:
+                    nl = data.find(b"\n", start)
+                    if nl < 0:
+                        break
+                    self._index_line(data, start, nl, base + start, update)
+                    start = nl + 1
+                base += start
+                carry = data[start:]
+            self._offset = base  # an incomplete last line waits for its newline
+        return update
+
+    def _index_line(self, data: bytes, start: int, end: int, offset: int, update: Update) -> None:
+        self._line += 1
+        if start == end or data[start:end].isspace():
+            return
+        m = _HEADER_RE.match(data, start, min(end, start + 256))
+        if m:
+            info = StepInfo(int(m[1]), self._line, offset, end - start, _number(m[3]), _number(m[4]), _number(m[2]))
+        else:
+            try:
+                entry = parse_line(data[start:end], self._line)
+            except ValueError as exc:
+                problem = Problem(self._line, str(exc))
+                self._problems[self._line] = problem
+                update.problems.append(problem)
+                return
+            info = StepInfo(entry["step"], self._line, offset, end - start, _finite(entry.get("loss")),
+                            _finite(entry.get("perplexity")), _finite(entry.get("timestamp")))
+        self._by_step[info.step] = info
+        self._sorted = None
+        update.new.append(info)
+
+    @property
+    def steps(self) -> list[StepInfo]:
+        """Every indexed step, sorted by step number (refreshes first)."""
+        self.refresh()
+        if self._sorted is None:
+            self._sorted = sorted(self._by_step.values(), key=lambda s: s.step)
+        return self._sorted
+
+    @property
+    def problems(self) -> list[Problem]:
+        """Lines skipped so far, by line number."""
+        return [self._problems[k] for k in sorted(self._problems)]
+
+    def read(self, info: StepInfo) -> dict[str, Any]:
+        """The entry at ``info``. Raises ValueError when that line is corrupt."""
+        with self.files.open(self.path) as f:
+            f.seek(info.offset)
+            raw = f.read(info.length)
+        try:
+            return parse_line(raw, info.line)
+        except ValueError as exc:
+            self._problems[info.line] = Problem(info.line, str(exc))
+            raise ValueError(f"{self.path}:{info.line}: {exc}") from None
+
+    def get_step(self, step: int) -> dict[str, Any] | None:
+        """The entry logged at ``step``, or None."""
+        info = self._by_step.get(step)
+        if info is None:
+            self.refresh()
+            info = self._by_step.get(step)
+        return None if info is None else self.read(info)
+
+    def latest(self) -> dict[str, Any] | None:
+        """The entry with the highest step, or None for an empty file."""
+        steps = self.steps
+        return self.read(steps[-1]) if steps else None
+
+    # -- streaming -------------------------------------------------------------
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        """Every good entry in file order; bad lines are skipped and recorded in ``problems``."""
+        if self.files.stat(self.path) is None:
+            raise FileNotFoundError(f"{self.path}: no such file")
+        with self.files.open(self.path) as f:
+            for number, raw in enumerate(f, 1):
+                if not raw.endswith(b"\n"):
+                    self._problems[number] = Problem(number, "incomplete last line (no newline yet: a writer may be mid-append)")
+                    break
+                if raw.isspace():
+                    continue
+                try:
+                    yield parse_line(raw, number)
+                except ValueError as exc:
+                    self._problems[number] = Problem(number, str(exc))
+
+    def get_summary(self) -> dict[str, Any]:
+        """Counts and loss figures over the indexed steps."""
+        steps = self.steps
+        losses = [(s.loss, s.step) for s in steps if s.loss is not None]
+        ppl = [s.perplexity for s in steps if s.perplexity is not None]
+        return {
+            "path": self.path,
+            "num_steps": len(steps),
+            "first_step": steps[0].step if steps else None,
+            "last_step": steps[-1].step if steps else None,
+            "avg_loss": sum(l for l, _ in losses) / len(losses) if losses else None,
+            "min_loss": min(losses)[0] if losses else None,
+            "min_loss_step": min(losses)[1] if losses else None,
+            "last_loss": steps[-1].loss if steps else None,
+            "min_perplexity": min(ppl) if ppl else None,
+            "skipped_lines": len(self._problems),
+        }

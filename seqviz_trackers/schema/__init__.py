@@ -1,0 +1,87 @@
+"""The one schema of a logged step, and its validation.
+
+The JSON Schema (2020-12) lives beside this file in ``training_data.schema.json``.
+It is compiled once, on first use, into plain Python code (``fastjsonschema``), so
+validating an entry costs about as much as serialising it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from functools import lru_cache
+from importlib import resources
+from typing import Any, Callable
+
+SCHEMA_VERSION = 1
+
+__all__ = ["SCHEMA_VERSION", "SchemaValidationError", "load_schema", "validate_entry", "check_schema", "find_non_finite"]
+
+
+class SchemaValidationError(ValueError):
+    """An entry does not match the schema. ``path`` is the JSON path of the offending field."""
+
+    def __init__(self, message: str, path: str = "$"):
+        super().__init__(f"{path}: {message}" if path else message)
+        self.path = path
+        self.reason = message
+
+
+def load_schema() -> dict[str, Any]:
+    """The schema as a dict (a fresh copy each call)."""
+    text = resources.files(__package__).joinpath("training_data.schema.json").read_text("utf-8")
+    return json.loads(text)
+
+
+@lru_cache(maxsize=1)
+def _compiled() -> Callable[[Any], Any]:
+    import fastjsonschema
+
+    return fastjsonschema.compile(load_schema())
+
+
+def _json_path(parts: list[str]) -> str:
+    path = "$"
+    for part in parts[1:]:  # parts[0] is fastjsonschema's "data"
+        path += f"[{part}]" if part.isdigit() else f".{part}"
+    return path
+
+
+def validate_entry(entry: Any) -> None:
+    """Raise :class:`SchemaValidationError` if ``entry`` is not a valid step.
+
+    Besides the schema, every number must be finite: JSON has no NaN or Infinity.
+    """
+    check_schema(entry)
+    bad = find_non_finite(entry)
+    if bad is not None:
+        raise SchemaValidationError("is NaN or infinite; JSON cannot hold it", bad)
+
+
+def check_schema(entry: Any) -> None:
+    """The schema part of :func:`validate_entry` (writers check finiteness while serialising)."""
+    import fastjsonschema
+
+    try:
+        _compiled()(entry)
+    except fastjsonschema.JsonSchemaValueException as exc:
+        prefix = exc.name or "data"
+        reason = exc.message[len(prefix):].strip() if exc.message.startswith(prefix) else exc.message
+        raise SchemaValidationError(reason, _json_path(list(exc.path or ["data"]))) from None
+
+
+def find_non_finite(value: Any, path: str = "$") -> str | None:
+    """JSON path of the first NaN/Infinity float inside ``value``, or None."""
+    if isinstance(value, float):
+        return None if math.isfinite(value) else path
+    if isinstance(value, dict):
+        for key, item in value.items():
+            found = find_non_finite(item, f"{path}.{key}")
+            if found:
+                return found
+    elif isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            found = find_non_finite(item, f"{path}[{i}]")
+            if found:
+                return found
+    return None

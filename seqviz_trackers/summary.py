@@ -1,0 +1,34 @@
+"""``seqviz summary FILE``: step count and loss figures, from the file's index."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .jsonl import TrainingDataReader
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("file", help="a seqviz JSONL file")
+    parser.add_argument("--json", action="store_true", help="print the summary as JSON")
+
+
+def run(args: argparse.Namespace) -> int:
+    path = Path(args.file)
+    if not path.is_file():
+        print(f"{path}: no such file", file=sys.stderr)
+        return 2
+    reader = TrainingDataReader(path)
+    summary = reader.get_summary()
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        width = max(map(len, summary))
+        for key, value in summary.items():
+            shown = f"{value:.6g}" if isinstance(value, float) else value
+            print(f"{key:<{width}}  {shown}")
+    for problem in reader.problems:
+        print(f"{path}:{problem.line}: {problem.message}", file=sys.stderr)
+    return 0
