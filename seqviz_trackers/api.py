@@ -1,0 +1,112 @@
+"""The data routes every dashboard back end answers, as plain functions.
+
+``seqviz serve`` (HTTP beside its websocket) and the TensorBoard plugin both expose
+these under the same relative names, so the dashboard's fetch adapter works on both:
+
+- ``runs``                 -> ``{"runs": [{"run", "num_steps", "last_step"}]}``
+- ``steps?run=R``          -> ``{"run", "steps": [{"step", "loss", "perplexity", "timestamp"}],
+                               "problems": [{"line", "message"}]}``
+- ``step?run=R&step=N``    -> the entry logged at step N (a JSON object in the schema)
+
+Each function returns data or raises :class:`NotFound` / :class:`BadRequest`; the
+back end turns those into a 404 / 400 with ``{"error": message}``.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import Any, Callable
+
+from .jsonl import Files, TrainingDataReader
+
+__all__ = ["Runs", "NotFound", "BadRequest", "runs_impl", "steps_impl", "step_impl", "parse_step"]
+
+
+class NotFound(LookupError):
+    """The run or step asked for does not exist (HTTP 404)."""
+
+
+class BadRequest(ValueError):
+    """The request itself is malformed (HTTP 400)."""
+
+
+class Runs:
+    """Named runs, each one JSONL file behind one :class:`TrainingDataReader`.
+
+    ``discover`` (optional) returns ``{name: path}`` for the runs that exist now; it
+    is called on each :meth:`names` so runs that appear later are picked up.
+    """
+
+    def __init__(self, discover: Callable[[], dict[str, str]] | None = None, files: Files | None = None):
+        self._discover = discover
+        self._files = files
+        self._paths: dict[str, str] = {}
+        self._readers: dict[str, TrainingDataReader] = {}
+        self._lock = threading.Lock()
+
+    def add(self, name: str, path: str | os.PathLike[str]) -> None:
+        self._paths[name] = str(path)
+
+    def names(self) -> list[str]:
+        if self._discover is not None:
+            self._paths.update(self._discover())
+        return sorted(self._paths)
+
+    def reader(self, name: str | None) -> TrainingDataReader:
+        if not name:
+            raise BadRequest("missing query parameter 'run'")
+        with self._lock:
+            if name not in self._paths:
+                self.names()
+            if name not in self._paths:
+                raise NotFound(f"unknown run {name!r}")
+            reader = self._readers.get(name)
+            if reader is None or reader.path != self._paths[name]:
+                reader = self._readers[name] = TrainingDataReader(self._paths[name], files=self._files)
+            return reader
+
+
+def parse_step(value: Any) -> int:
+    """A step number from a query string, or :class:`BadRequest`."""
+    try:
+        step = int(str(value))
+    except (TypeError, ValueError):
+        raise BadRequest(f"step must be a non-negative integer, got {value!r}") from None
+    if step < 0:
+        raise BadRequest(f"step must be a non-negative integer, got {value!r}")
+    return step
+
+
+def runs_impl(runs: Runs) -> dict[str, Any]:
+    """``{"runs": [{"run", "num_steps", "last_step"}]}``, runs with at least one step."""
+    out = []
+    for name in runs.names():
+        steps = runs.reader(name).steps
+        if steps:
+            out.append({"run": name, "num_steps": len(steps), "last_step": steps[-1].step})
+    return {"runs": out}
+
+
+def steps_impl(runs: Runs, run: str | None) -> dict[str, Any]:
+    """``{"run", "steps": [...], "problems": [...]}`` for one run, from its index."""
+    reader = runs.reader(run)
+    steps = reader.steps
+    return {
+        "run": run,
+        "steps": [s.to_json() for s in steps],
+        "problems": [{"line": p.line, "message": p.message} for p in reader.problems],
+    }
+
+
+def step_impl(runs: Runs, run: str | None, step: Any) -> dict[str, Any]:
+    """The entry logged at ``step`` in ``run``."""
+    reader = runs.reader(run)
+    number = parse_step(step)
+    try:
+        entry = reader.get_step(number)
+    except ValueError as exc:  # the indexed line turned out corrupt
+        raise NotFound(f"step {number} of run {run!r} cannot be read: {exc}") from None
+    if entry is None:
+        raise NotFound(f"run {run!r} has no step {number}")
+    return entry
