@@ -9,7 +9,9 @@ these under the same relative names, so the dashboard's fetch adapter works on b
 - ``step?run=R&step=N``    -> the entry logged at step N (a JSON object in the schema)
 
 Each function returns data or raises :class:`NotFound` / :class:`BadRequest`; the
-back end turns those into a 404 / 400 with ``{"error": message}``.
+back end turns those into a 404 / 400 with ``{"error": message}``. :data:`ROUTES` maps
+each route name to a function of ``(runs, query)``; a back end serves every entry of it,
+so a new route is added here once and every back end answers it.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from typing import Any, Callable
 
 from .jsonl import Files, TrainingDataReader
 
-__all__ = ["Runs", "NotFound", "BadRequest", "runs_impl", "steps_impl", "step_impl", "parse_step"]
+__all__ = ["Runs", "NotFound", "BadRequest", "runs_impl", "steps_impl", "step_impl", "parse_step", "ROUTES", "handle"]
 
 
 class NotFound(LookupError):
@@ -110,3 +112,26 @@ def step_impl(runs: Runs, run: str | None, step: Any) -> dict[str, Any]:
     if entry is None:
         raise NotFound(f"run {run!r} has no step {number}")
     return entry
+
+
+Query = dict[str, str]
+
+#: route name -> function(runs, query) returning JSON-ready data.
+ROUTES: dict[str, Callable[[Runs, Query], Any]] = {
+    "runs": lambda runs, q: runs_impl(runs),
+    "steps": lambda runs, q: steps_impl(runs, q.get("run")),
+    "step": lambda runs, q: step_impl(runs, q.get("run"), q.get("step")),
+}
+
+
+def handle(runs: Runs, route: str, query: Query) -> tuple[int, Any]:
+    """Answer one request: ``(HTTP status, JSON-ready body)``. Never raises for bad input."""
+    fn = ROUTES.get(route)
+    if fn is None:
+        return 404, {"error": f"unknown route {route!r}"}
+    try:
+        return 200, fn(runs, query)
+    except NotFound as exc:
+        return 404, {"error": str(exc)}
+    except BadRequest as exc:
+        return 400, {"error": str(exc)}
