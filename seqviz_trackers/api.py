@@ -7,6 +7,8 @@ these under the same relative names, so the dashboard's fetch adapter works on b
 - ``steps?run=R``          -> ``{"run", "steps": [{"step", "loss", "perplexity", "timestamp"}],
                                "problems": [{"line", "message"}]}``
 - ``step?run=R&step=N``    -> the entry logged at step N (a JSON object in the schema)
+- ``sequences``, ``series``, ``diff``, ``learned`` -> training dynamics, see
+  :mod:`seqviz_trackers.dynamics_routes` and ``docs/dynamics.md``
 
 Each function returns data or raises :class:`NotFound` / :class:`BadRequest`; the
 back end turns those into a 404 / 400 with ``{"error": message}``. :data:`ROUTES` maps
@@ -122,6 +124,18 @@ ROUTES: dict[str, Callable[[Runs, Query], Any]] = {
     "steps": lambda runs, q: steps_impl(runs, q.get("run")),
     "step": lambda runs, q: step_impl(runs, q.get("run"), q.get("step")),
 }
+
+
+def _dynamics_route(name: str) -> Callable[[Runs, Query], Any]:
+    """A route of :mod:`seqviz_trackers.dynamics_routes`, imported on first use."""
+    def call(runs: Runs, q: Query) -> Any:
+        from .dynamics_routes import DYNAMICS_ROUTES
+        return DYNAMICS_ROUTES[name](runs, q)
+    return call
+
+
+# Training dynamics: sequences, series, diff, learned (shapes in docs/dynamics.md).
+ROUTES.update({name: _dynamics_route(name) for name in ("sequences", "series", "diff", "learned")})
 
 
 def handle(runs: Runs, route: str, query: Query) -> tuple[int, Any]:

@@ -169,7 +169,7 @@ def tensor_to_training_entry(
                 "loss": max(loss_l[j], 0.0),
                 "correct": rank_l[j] == 1,
                 "entropy": max(ent_l[j], 0.0),
-                "top_k": [{"id": i, "token": strings[i], "p": p} for i, p in zip(top_ids_l[j], top_probs_l[j])],
+                "top_k": [[i, strings[i], p] for i, p in zip(top_ids_l[j], top_probs_l[j])],
             })
             j += 1
         seq: dict[str, Any] = {}
@@ -205,37 +205,38 @@ def _row_stats(flat, rows, targets, k: int) -> np.ndarray:
     if n == 0:
         return np.zeros((0, 2 * k + 4))
     device = flat.device
-    rows_d, targets_d = rows.to(device), targets.to(device)
+    targets_d = targets.to(device)
     chunk = max(1, CHUNK_BYTES // (4 * vocab))
+    buf = torch.empty(min(chunk, n), vocab, dtype=torch.float32, device=device)  # reused scratch
+    # Chunks never straddle a gap between selected rows, so each is a view, not a copy.
+    breaks = (torch.diff(rows) != 1).nonzero().squeeze(1) + 1
+    edges = [0, *breaks.tolist(), n]
+    spans = [(a, min(a + chunk, b)) for lo, b in zip(edges, edges[1:]) for a in range(lo, b, chunk)]
     out = []
     with torch.no_grad():
-        for start in range(0, n, chunk):
-            r = rows_d[start:start + chunk]
-            lo, hi = int(rows[start]), int(rows[min(start + chunk, n) - 1])
-            x = flat[lo:hi + 1] if hi - lo + 1 == r.numel() else flat.index_select(0, r)
-            x = x.float()  # a copy only for half precision
+        for start, stop in spans:
+            first = int(rows[start])
+            x = flat[first:first + stop - start].float()  # a copy only for half precision
+            scratch = buf[:x.shape[0]]
             top_v, top_i = torch.topk(x, k, dim=-1)
-            shifted = x - top_v[:, :1]
-            e = shifted.exp_()
+            e = torch.sub(x, top_v[:, :1], out=scratch).exp_()
             z = e.sum(-1)
             lse = top_v[:, 0] + z.log()
             entropy = lse - torch.linalg.vecdot(e, x) / z  # H = lse - E_p[logit]
-            del e, shifted
             bad = ~torch.isfinite(entropy)
             if bool(bad.any()):  # -inf logits (masked tokens) give 0 * -inf above
                 idx = bad.nonzero().squeeze(1)
                 logp = torch.log_softmax(x[idx], -1)
                 entropy[idx] = -(logp.exp() * logp.nan_to_num(neginf=0.0)).sum(-1)
-            t = targets_d[start:start + chunk]
+            t = targets_d[start:stop]
             t_logit = x.gather(1, t.unsqueeze(1)).squeeze(1)
             # Rank = 1 + number of strictly larger logits: read off the top-k when the
-            # target is in it, else count over the row.
-            rank = (top_v > t_logit.unsqueeze(1)).sum(1) + 1
-            idx = (~(top_i == t.unsqueeze(1)).any(1)).nonzero().squeeze(1)
-            if idx.numel():
-                rank[idx] = (x[idx] > t_logit[idx].unsqueeze(1)).sum(1) + 1
+            # target is in it, else count over the row (a float 0/1 buffer sums fastest).
+            rank = (top_v > t_logit.unsqueeze(1)).sum(1).to(torch.float32) + 1
+            if not bool((top_i == t.unsqueeze(1)).any(1).all()):
+                rank = torch.gt(x, t_logit.unsqueeze(1), out=scratch).sum(1) + 1
             out.append(torch.cat([
                 top_i.double(), (top_v - lse.unsqueeze(1)).exp().double(),
-                torch.stack([(t_logit - lse).exp(), entropy, lse - t_logit, rank.to(entropy.dtype)], 1).double(),
+                torch.stack([(t_logit - lse).exp(), entropy, lse - t_logit, rank], 1).double(),
             ], 1))
     return torch.cat(out).cpu().numpy()

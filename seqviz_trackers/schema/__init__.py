@@ -33,11 +33,20 @@ def load_schema() -> dict[str, Any]:
     return json.loads(text)
 
 
+def _as_draft7(node: Any) -> Any:
+    """fastjsonschema speaks draft 7: spell 2020-12's ``prefixItems`` as draft 7's tuple ``items``."""
+    if isinstance(node, dict):
+        return {("items" if k == "prefixItems" else k): _as_draft7(v) for k, v in node.items() if k != "$schema"}
+    if isinstance(node, list):
+        return [_as_draft7(v) for v in node]
+    return node
+
+
 @lru_cache(maxsize=1)
 def _compiled() -> Callable[[Any], Any]:
     import fastjsonschema
 
-    return fastjsonschema.compile(load_schema())
+    return fastjsonschema.compile(_as_draft7(load_schema()))
 
 
 def _json_path(parts: list[str]) -> str:

@@ -1,0 +1,175 @@
+"""``seqviz demo``: train a tiny GPT-2 on Hamlet on the CPU and watch it learn.
+
+Everything is built on the spot, nothing is downloaded: a byte-level BPE tokenizer is
+trained on the play bundled with the package, a small GPT-2 is made from a config and
+trained with the Hugging Face ``Trainer`` and :class:`VisualizationCallback` on Act III,
+scene 1 (the "To be, or not to be" soliloquy). The probe set is the first lines of the
+soliloquy, so you can see them go from noise to recited text.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+import time
+from importlib import resources, util
+from pathlib import Path
+from typing import Any
+
+__all__ = ["add_arguments", "run", "train_demo", "probe_accuracy", "PROBE_LINES"]
+
+#: The evaluation set starts with these lines, so they are the probe set.
+PROBE_LINES = [
+    "To be, or not to be, that is the question:",
+    "Whether 'tis nobler in the mind to suffer",
+    "The slings and arrows of outrageous fortune",
+    "Or to take arms against a sea of troubles,",
+]
+SEED = 1234
+BLOCK = 64
+EVALS = 15  # evaluations across training, plus one before the first step
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", default="runs/demo", help="output folder (default: runs/demo)")
+    parser.add_argument("--steps", type=int, default=300, help="training steps (default: 300)")
+    parser.add_argument("--serve", action="store_true", help="start the live dashboard while it trains")
+    parser.add_argument("--port", type=int, default=8765, help="port of the live dashboard (default: 8765)")
+    parser.add_argument("--no-wandb", action="store_true", help="no W&B offline run even when wandb is installed")
+
+
+def _text() -> str:
+    return resources.files("seqviz_trackers").joinpath("data/hamlet.txt").read_text("utf-8")
+
+
+def _scene(text: str) -> str:
+    """Act III, scene 1, with this edition's dashes turned into plain punctuation."""
+    start = text.index("ACT III.")
+    end = text.index("Scene II.", start)
+    scene = text[start:end].replace(",--", ", ").replace("--", " ")
+    return "\n".join(line.rstrip() for line in scene.splitlines()) + "\n"
+
+
+def _tokenizer(text: str, vocab_size: int = 1024) -> Any:
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<|endoftext|>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tok.train_from_iterator([text[i:i + 4096] for i in range(0, len(text), 4096)], trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>", pad_token="<|endoftext|>")
+
+
+def train_demo(out: str | os.PathLike[str], steps: int = 300, *, wandb: bool = False, quiet: bool = False) -> dict[str, Any]:
+    """Build, train and log the demo run. Returns paths and timings.
+
+    The run lands in ``out``: ``training_viz.jsonl`` (the seqviz file) and, beside the
+    Trainer's scalars, its TensorBoard run under ``out/runs/`` (+ ``out/wandb/``).
+    """
+    from transformers import (DataCollatorForLanguageModeling, GPT2Config, GPT2LMHeadModel, Trainer,
+                              TrainingArguments, set_seed)
+    from transformers.utils import logging as hf_logging
+
+    from .integrations import VisualizationCallback
+
+    started = time.perf_counter()
+    hf_logging.set_verbosity_error()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    jsonl = out / "training_viz.jsonl"
+    jsonl.unlink(missing_ok=True)  # a fresh file each run; TensorBoard keeps runs apart itself
+    set_seed(SEED)
+
+    text = _text()
+    tok = _tokenizer(text)
+    ids = tok(_scene(text))["input_ids"]
+    train = [{"input_ids": ids[i:i + BLOCK]} for i in range(0, len(ids) - BLOCK + 1, BLOCK // 2)]
+    evals = [{"input_ids": tok(line)["input_ids"]} for line in PROBE_LINES] + [{"input_ids": ids[i:i + BLOCK]} for i in range(0, 8 * BLOCK, BLOCK)]
+
+    config = GPT2Config(vocab_size=len(tok), n_positions=BLOCK, n_embd=128, n_layer=2, n_head=4,
+                        bos_token_id=tok.eos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    model = GPT2LMHeadModel(config)
+    every = max(1, steps // EVALS)
+    report_to = ["tensorboard"] + (["wandb"] if wandb else [])
+    args = TrainingArguments(
+        output_dir=str(out), max_steps=steps, per_device_train_batch_size=16, per_device_eval_batch_size=16,
+        learning_rate=3e-3, warmup_steps=max(1, steps // 20), lr_scheduler_type="cosine", weight_decay=0.01,
+        eval_strategy="steps", eval_steps=every, eval_on_start=True, logging_steps=every,
+        save_strategy="no", report_to=report_to, run_name="seqviz-demo", use_cpu=True, seed=SEED,
+        dataloader_num_workers=0, disable_tqdm=quiet,
+    )
+    viz = VisualizationCallback(jsonl, max_sequences_per_eval=len(PROBE_LINES), model_name="tiny-gpt2-hamlet")
+    trainer = Trainer(model=model, args=args, train_dataset=train, eval_dataset=evals, processing_class=tok,
+                      data_collator=DataCollatorForLanguageModeling(tok, mlm=False), callbacks=[viz])
+    trainer.train()
+    run_dirs = sorted((out / "runs").glob("*"), key=lambda p: p.stat().st_mtime)
+    return {"jsonl": jsonl, "tensorboard_run": run_dirs[-1] if run_dirs else None,
+            "seconds": time.perf_counter() - started, "steps": steps}
+
+
+def probe_accuracy(path: str | os.PathLike[str], name: str = "eval[0]") -> dict[int, tuple[int, int]]:
+    """``{step: (correct, predicted)}`` for one probe sequence of a seqviz file."""
+    result: dict[int, tuple[int, int]] = {}
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            entry = json.loads(line)
+            for seq in entry["sequences"]:
+                if seq.get("name") == name:
+                    preds = seq["predictions"]
+                    result[entry["step"]] = (sum(bool(p.get("correct")) for p in preds), len(preds))
+    return result
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.steps < 1:
+        print(f"--steps must be at least 1, got {args.steps}", file=sys.stderr)
+        return 2
+    missing = [m for m in ("transformers", "tokenizers", "accelerate", "tensorboard") if util.find_spec(m) is None]
+    if missing:
+        print(f"seqviz demo needs {', '.join(missing)}: pip install 'seqviz-trackers[hf,tensorboard]'", file=sys.stderr)
+        return 2
+    out = Path(args.out)
+    use_wandb = not args.no_wandb and util.find_spec("wandb") is not None and util.find_spec("wandb_panel") is not None
+    if use_wandb:
+        os.environ.setdefault("WANDB_MODE", "offline")
+        os.environ.setdefault("WANDB_DIR", str(out))
+        os.environ.setdefault("WANDB_PROJECT", "seqviz-demo")
+        os.environ.setdefault("WANDB_SILENT", "true")
+    jsonl = out / "training_viz.jsonl"
+    server = None
+    if args.serve:
+        from .server import start_in_thread
+
+        out.mkdir(parents=True, exist_ok=True)
+        jsonl.unlink(missing_ok=True)
+        jsonl.touch()
+        server = start_in_thread(file=str(jsonl), port=args.port)
+        print(f"Live dashboard: {server.url}")
+    try:
+        result = train_demo(out, args.steps, wandb=use_wandb)
+        acc = probe_accuracy(result["jsonl"])
+        first, last = min(acc), max(acc)
+        print(f"\nTrained {result['steps']} steps in {result['seconds']:.0f} s; logged {len(acc)} steps to {result['jsonl']}")
+        print(f'Probe "{PROBE_LINES[0]}": {acc[first][0]}/{acc[first][1]} tokens predicted right at step {first}, '
+              f"{acc[last][0]}/{acc[last][1]} at step {last}")
+        print("\nLook at it:")
+        print(f"  tensorboard --logdir {out}        # then open the SEQVIZ tab")
+        print(f"  seqviz serve --file {result['jsonl']}")
+        if use_wandb:
+            print(f"  wandb sync {out / 'wandb'}/offline-run-*        # upload the offline W&B run")
+        if server is not None:
+            print(f"\nThe live dashboard stays up at {server.url}; press Ctrl+C to stop.")
+            while True:
+                time.sleep(1)
+    except KeyboardInterrupt:
+        return 130 if server is None else 0
+    finally:
+        if server is not None:
+            server.stop()
+    return 0

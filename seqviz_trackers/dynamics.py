@@ -1,0 +1,808 @@
+"""Training dynamics: how each predicted token changes across the logged steps.
+
+Pure Python and NumPy. Three questions, one module:
+
+- **Series**: for every tracked sequence and position, the target probability, target
+  rank, loss, entropy and top-1 token at every step where the sequence was logged.
+  :class:`Dynamics` keeps them in NumPy arrays that grow by step; adding a step costs
+  work proportional to that step, not to the run.
+- **Learned-when**: the step from which the target stays top-1 (and top-5) up to the
+  last step where it was predicted, and *forgetting events*: the target was top-1 at
+  one logged step and not at the next one where it was predicted.
+- **Compare two steps** (:func:`compare`): change in log p(target), change in rank,
+  top-1 flips, and a divergence between the two predicted distributions (see
+  :data:`DIVERGENCE`).
+
+Identity: a sequence is the same across steps when it has the same ``name``; a
+sequence without a name is known by its ``token_ids`` (or, in old files without ids,
+its ``tokens``). Tracked sequences are numbered ``seq = 0, 1, ...`` in the order they
+first appear in the run. Steps where a sequence is absent are simply not part of its
+series; "stays top-1 to the end" is judged over the steps where that position was
+predicted.
+
+Old files may lack ``target_prob`` / ``target_rank`` / ``loss`` / ``token_ids`` /
+``name``: the probability and rank are read off the logged candidates when the target
+is among them, and are *unknown* (NaN here, ``null`` in JSON) otherwise. An unknown
+rank counts as "not top-1, not top-5".
+
+:func:`dynamics_for` keeps one :class:`Dynamics` per :class:`TrainingDataReader`, brought
+up to date on each call (a truncated or rewritten file, or a step logged again, rebuilds
+it). The ``series`` / ``diff`` / ``learned`` / ``sequences`` route functions at the end
+return the JSON shapes documented on each of them and in ``docs/dynamics.md``.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+import threading
+import time
+import weakref
+from dataclasses import dataclass
+from itertools import chain
+from typing import Any, Callable, Hashable, Iterable, Sequence
+
+import numpy as np
+
+__all__ = [
+    "Dynamics", "Columns", "columns", "sequence_key", "compare", "js_topk_other", "dynamics_for",
+    "DIVERGENCE", "series_json", "learned_json", "sequences_json", "diff_json",
+]
+
+#: The divergence reported by :func:`compare`, named so a UI can say what it shows.
+DIVERGENCE = {
+    "name": "js_topk_other",
+    "label": "JS divergence (top-k + other)",
+    "description": (
+        "Jensen-Shannon divergence in nats (0 to ln 2 = 0.693) between the two predicted "
+        "distributions, each restricted to the union of both logged top-k sets plus one "
+        "'other' bucket holding its remaining mass; a token missing from one side's top-k "
+        "counts as probability 0 there."
+    ),
+}
+
+_FIELDS = operator.itemgetter("position", "target_prob", "target_rank", "loss", "entropy")
+_TOP = operator.itemgetter("top_k")
+_FIRST = operator.itemgetter(0)
+_ID = operator.itemgetter("id")
+#: Log-probabilities are floored here when only a probability of 0 is known.
+_LOGP_FLOOR = math.log(1e-30)
+_MAX_POSITIONS = 1 << 20
+
+
+def sequence_key(seq: dict[str, Any]) -> Hashable:
+    """What identifies a logged sequence across steps: its name, else its token ids, else its tokens."""
+    name = seq.get("name")
+    if isinstance(name, str):
+        return ("name", name)
+    ids = seq.get("token_ids")
+    if isinstance(ids, list):
+        return ("ids", tuple(ids))
+    tokens = seq.get("tokens")
+    return ("tokens", tuple(tokens) if isinstance(tokens, list) else ())
+
+
+def candidates(pred: dict[str, Any]) -> list[dict[str, Any]]:
+    """The logged candidates of one prediction, most likely first (``top_k``, or the
+    longer ``top_20`` of the original format); malformed items are dropped."""
+    best: list[Any] = []
+    for field in ("top_k", "top_20"):
+        value = pred.get(field)
+        if isinstance(value, list) and len(value) > len(best):
+            best = value
+    return [c for c in best if isinstance(c, dict) and _is_int(c.get("id")) and _is_num(c.get("p"))]
+
+
+def _first_candidate(pred: dict[str, Any]) -> dict[str, Any] | None:
+    """The most likely logged candidate of one prediction, or None."""
+    for field in ("top_k", "top_20"):
+        value = pred.get(field)
+        if isinstance(value, list) and value and isinstance(value[0], dict) and _is_int(value[0].get("id")):
+            return value[0]
+    return None
+
+
+def _is_int(x: Any) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _is_num(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+@dataclass
+class Columns:
+    """One logged sequence's predictions as arrays, one item per prediction.
+
+    ``prob``/``loss``/``entropy`` are NaN and ``rank`` is 0 where unknown; ``top1`` is
+    the most likely token id (-1 when no candidates were logged); ``target`` is the
+    target token id (None when not read: a step's targets are read once per text, see
+    :func:`targets`); ``index`` is the prediction's index in the ``predictions`` list.
+    """
+
+    pos: np.ndarray
+    prob: np.ndarray
+    rank: np.ndarray
+    loss: np.ndarray
+    entropy: np.ndarray
+    top1: np.ndarray
+    target: np.ndarray | None
+    index: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.pos)
+
+
+def columns(seq: dict[str, Any]) -> Columns:
+    """Read a sequence's predictions into :class:`Columns`; never raises on odd data.
+
+    Predictions with a position outside the sequence's tokens are dropped.
+    """
+    preds = seq.get("predictions")
+    if not isinstance(preds, list):
+        preds = []
+    tokens = seq.get("tokens")
+    limit = min(len(tokens) if isinstance(tokens, list) else 0, _MAX_POSITIONS)
+    n = len(preds)
+    try:  # files written by the converter: every field present
+        flat = np.fromiter(chain.from_iterable(map(_FIELDS, preds)), dtype=np.float64, count=5 * n).reshape(n, 5)
+        top1 = np.fromiter(map(_ID, map(_FIRST, map(_TOP, preds))), dtype=np.int64, count=n)
+        if n and not (np.isfinite(flat).all() and flat[:, 2].min() >= 1):
+            raise ValueError("odd values")
+        cols = Columns(flat[:, 0].astype(np.int64), flat[:, 1], flat[:, 2].astype(np.int64), flat[:, 3],
+                       flat[:, 4], top1, None, np.arange(n))
+        if n and not (flat[:, 0] == cols.pos).all():
+            raise ValueError("fractional position")
+    except (KeyError, IndexError, TypeError, ValueError):
+        cols = _columns_slow(preds)
+    if n and (cols.pos.min() < 0 or cols.pos.max() >= limit):
+        keep = (cols.pos >= 0) & (cols.pos < limit)
+        cols = Columns(*(None if getattr(cols, f) is None else getattr(cols, f)[keep]
+                         for f in ("pos", "prob", "rank", "loss", "entropy", "top1", "target", "index")))
+    return cols
+
+
+def _columns_slow(preds: list[Any]) -> Columns:
+    rows = []
+    for index, pred in enumerate(preds):
+        if not isinstance(pred, dict) or not _is_int(pred.get("position")):
+            continue
+        cands = candidates(pred)
+        target = pred.get("target_token_id")
+        target = target if _is_int(target) else -1
+        where = next((i for i, c in enumerate(cands) if c["id"] == target), None)
+        prob = pred.get("target_prob")
+        prob = float(prob) if _is_num(prob) and 0 <= prob <= 1 else (float(cands[where]["p"]) if where is not None else math.nan)
+        loss = pred.get("loss")
+        loss = float(loss) if _is_num(loss) and loss >= 0 else math.nan
+        if math.isnan(loss) and prob > 0:
+            loss = -math.log(prob)
+        elif math.isnan(prob) and not math.isnan(loss):
+            prob = math.exp(-loss)
+        rank = pred.get("target_rank")
+        rank = rank if _is_int(rank) and rank >= 1 else (where + 1 if where is not None else 0)
+        entropy = pred.get("entropy")
+        entropy = float(entropy) if _is_num(entropy) else math.nan
+        rows.append((pred["position"], prob, rank, loss, entropy, cands[0]["id"] if cands else -1, target, index))
+    if not rows:
+        e = np.zeros(0)
+        i = np.zeros(0, dtype=np.int64)
+        return Columns(i, e, i, e, e, i, i, i)
+    pos, prob, rank, loss, entropy, top1, target, index = (np.array(c) for c in zip(*rows))
+    return Columns(pos.astype(np.int64), prob.astype(np.float64), rank.astype(np.int64), loss.astype(np.float64),
+                   entropy.astype(np.float64), top1.astype(np.int64), target.astype(np.int64), index.astype(np.int64))
+
+
+def _logp(cols: Columns) -> np.ndarray:
+    """log p(target): minus the loss (more precise for tiny p), else log of the probability."""
+    with np.errstate(divide="ignore"):
+        out = np.where(np.isnan(cols.loss), np.log(cols.prob), -cols.loss)
+    return np.maximum(out, _LOGP_FLOOR)
+
+
+# -- growing storage ------------------------------------------------------------------------------
+class _Track:
+    """The series of one tracked sequence: rows are the steps where it was logged."""
+
+    ARRAYS = {"prob": (np.float32, np.nan), "loss": (np.float32, np.nan), "entropy": (np.float32, np.nan),
+              "rank": (np.int32, 0), "top1": (np.int32, -1), "present": (np.bool_, False)}
+    STATE = {"target": (np.int64, -2), "top1_now": (np.bool_, False), "since1": (np.int64, -1),
+             "since5": (np.int64, -1), "last_seen": (np.int64, -1), "times_forgotten": (np.int32, 0)}
+
+    def __init__(self, number: int, seq: dict[str, Any]):
+        self.number = number
+        self.name: str | None = seq.get("name") if isinstance(seq.get("name"), str) else None
+        self.tokens: list[str] = []
+        self.token_ids: list[int] | None = None
+        self.target_str: list[str | None] = []
+        self.n = 0
+        self.width = 0
+        self.steps = np.zeros(8, dtype=np.int64)
+        self.row_of: dict[int, int] = {}
+        for field, (dtype, fill) in self.ARRAYS.items():
+            setattr(self, field, np.full((8, 0), fill, dtype=dtype))
+        for field, (dtype, fill) in self.STATE.items():
+            setattr(self, field, np.full(0, fill, dtype=dtype))
+
+    def _grow(self, rows: int, width: int) -> None:
+        cap = self.steps.shape[0]
+        if rows <= cap and width <= self.width:
+            return
+        new_cap = max(cap, rows) if rows <= cap else max(rows, 2 * cap)
+        new_width = max(width, self.width)
+        if new_cap != cap:
+            steps = np.zeros(new_cap, dtype=np.int64)
+            steps[:self.n] = self.steps[:self.n]
+            self.steps = steps
+        for field, (dtype, fill) in self.ARRAYS.items():
+            old = getattr(self, field)
+            arr = np.full((new_cap, new_width), fill, dtype=dtype)
+            arr[:self.n, :self.width] = old[:self.n, :self.width]
+            setattr(self, field, arr)
+        for field, (dtype, fill) in self.STATE.items():
+            old = getattr(self, field)
+            arr = np.full(new_width, fill, dtype=dtype)
+            arr[:self.width] = old
+            setattr(self, field, arr)
+        self.target_str.extend([None] * (new_width - self.width))
+        self.width = new_width
+
+    def add(self, step: int, seq: dict[str, Any], cols: Columns) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Append one step; returns (gained positions, lost positions, their since-steps, their last top-1 steps)."""
+        width = int(cols.pos.max()) + 1 if len(cols) else 0
+        self._grow(self.n + 1, width)
+        row, pos = self.n, cols.pos
+        self.steps[row] = step
+        self.row_of[step] = row
+        self.prob[row, pos] = cols.prob
+        self.loss[row, pos] = cols.loss
+        self.entropy[row, pos] = cols.entropy
+        self.rank[row, pos] = cols.rank
+        self.top1[row, pos] = cols.top1
+        self.present[row, pos] = True
+        self.n += 1
+        ids = seq.get("token_ids")
+        tokens = seq.get("tokens")
+        new_text = isinstance(tokens, list) and (not self.tokens or ids != self.token_ids
+                                                 or (ids is None and tokens != self.tokens))
+        if new_text:
+            self.tokens = [t if isinstance(t, str) else str(t) for t in tokens]
+            self.token_ids = ids if isinstance(ids, list) else None
+        if new_text or (self.target[pos] == -2).any():  # read targets once per text and position
+            for p, (target_id, target_str) in targets(seq).items():
+                if p < self.width:
+                    self.target[p], self.target_str[p] = target_id, target_str
+
+        # learned-when state, at the predicted positions only
+        hit1 = cols.rank == 1
+        hit5 = (cols.rank >= 1) & (cols.rank <= 5)
+        was1 = self.top1_now[pos]
+        lost = pos[was1 & ~hit1]
+        gained = pos[~was1 & hit1]
+        since, last = self.since1[lost].copy(), self.last_seen[lost].copy()
+        self.times_forgotten[lost] += 1
+        self.since1[lost] = -1
+        self.since1[gained] = step
+        self.since5[pos[~hit5]] = -1
+        self.since5[pos[hit5 & (self.since5[pos] < 0)]] = step
+        self.top1_now[pos] = hit1
+        self.last_seen[pos] = step
+        return gained, lost, since, last
+
+    def label(self) -> str:
+        if self.name is not None:
+            return self.name
+        text = "".join(self.tokens[:12])
+        return text if len(self.tokens) <= 12 else text + "…"
+
+
+def targets(seq: dict[str, Any]) -> dict[int, tuple[int, str | None]]:
+    """Position -> (target token id or -1, target display string or None) of a logged sequence."""
+    out: dict[int, tuple[int, str | None]] = {}
+    for pred in seq.get("predictions") or ():
+        if isinstance(pred, dict) and _is_int(pred.get("position")):
+            tid, tstr = pred.get("target_token_id"), pred.get("target_token_str")
+            out[pred["position"]] = (tid if _is_int(tid) else -1, tstr if isinstance(tstr, str) else None)
+    return out
+
+
+class _Grow:
+    """A 1-D NumPy array that grows by appending (amortised O(1))."""
+
+    def __init__(self, dtype: Any):
+        self.data = np.zeros(16, dtype=dtype)
+        self.n = 0
+
+    def append(self, value: Any) -> None:
+        if self.n == len(self.data):
+            self.data = np.concatenate([self.data, np.zeros_like(self.data)])
+        self.data[self.n] = value
+        self.n += 1
+
+    def view(self) -> np.ndarray:
+        return self.data[:self.n]
+
+
+class Dynamics:
+    """Per-token series and learned-when state of one run, built step by step.
+
+    >>> dyn = Dynamics()
+    >>> for entry in entries:        # in increasing step order
+    ...     dyn.add_entry(entry)
+    >>> dyn.learned_at(0)            # per position of sequence 0: step or -1
+
+    Steps must arrive in increasing order (:meth:`add_entry` raises ValueError
+    otherwise); :func:`dynamics_for` rebuilds when a file's steps do not.
+    """
+
+    def __init__(self) -> None:
+        self.tracks: list[_Track] = []
+        self._by_key: dict[Hashable, _Track] = {}
+        self.steps = _Grow(np.int64)
+        self.gained = _Grow(np.int64)
+        self.forgotten = _Grow(np.int64)
+        self.step_seqs: list[list[int]] = []
+        self._events: list[np.ndarray] = []  # per step: (seq, pos, step, since, last top-1) rows
+        self.vocab: dict[int, str] = {}
+        self._known = np.zeros(0, dtype=bool)
+
+    # -- building --------------------------------------------------------------------------------
+    def add_entry(self, entry: dict[str, Any]) -> None:
+        """Add one logged step. Raises ValueError when its step is not after the last one."""
+        step = entry.get("step")
+        if not _is_int(step) or step < 0:
+            raise ValueError(f"entry has no valid 'step' ({step!r})")
+        if self.steps.n and step <= self.steps.data[self.steps.n - 1]:
+            raise ValueError(f"step {step} arrives after step {int(self.steps.data[self.steps.n - 1])}; steps must increase")
+        numbers: list[int] = []
+        n_gained = n_lost = 0
+        events = []
+        seqs = entry.get("sequences")
+        for seq in seqs if isinstance(seqs, list) else ():
+            if not isinstance(seq, dict):
+                continue
+            key = sequence_key(seq)
+            track = self._by_key.get(key)
+            if track is None:
+                track = self._by_key[key] = _Track(len(self.tracks), seq)
+                self.tracks.append(track)
+            elif track.row_of.get(step) is not None:
+                continue  # the same sequence twice in one step: the first one counts
+            numbers.append(track.number)
+            cols = columns(seq)
+            self._learn_strings(seq, cols)
+            gained, lost, since, last = track.add(step, seq, cols)
+            n_gained += len(gained)
+            n_lost += len(lost)
+            if len(lost):
+                events.append(np.stack([np.full(len(lost), track.number), lost, np.full(len(lost), step), since, last], 1))
+        self.steps.append(step)
+        self.gained.append(n_gained)
+        self.forgotten.append(n_lost)
+        self.step_seqs.append(numbers)
+        if events:
+            self._events.append(np.concatenate(events).astype(np.int64))
+
+    def add_missing_step(self, step: int) -> None:
+        """Record a logged step whose entry could not be read (no sequences at it)."""
+        self.add_entry({"step": step, "sequences": []})
+
+    def _learn_strings(self, seq: dict[str, Any], cols: Columns) -> None:
+        """Remember display strings of top-1 ids not seen before (one pass only when there are some)."""
+        top = cols.top1
+        hi = int(top.max()) if len(top) else -1
+        if hi < 0:
+            return
+        if hi >= len(self._known):
+            known = np.zeros(max(hi + 1, 2 * len(self._known)), dtype=bool)
+            known[:len(self._known)] = self._known
+            self._known = known
+        new = (top >= 0) & ~self._known[np.maximum(top, 0)]
+        if not new.any():
+            return
+        preds = seq["predictions"]
+        for i in cols.index[new].tolist():
+            first = _first_candidate(preds[i])
+            if first is not None and isinstance(first.get("token"), str):
+                self.vocab.setdefault(first["id"], first["token"])
+        self._known[top[top >= 0]] = True
+
+    # -- queries ---------------------------------------------------------------------------------
+    @property
+    def num_steps(self) -> int:
+        return self.steps.n
+
+    def track(self, seq: int) -> _Track:
+        """The tracked sequence numbered ``seq``; IndexError when there is none."""
+        if not 0 <= seq < len(self.tracks):
+            raise IndexError(f"no sequence {seq} (the run has {len(self.tracks)})")
+        return self.tracks[seq]
+
+    def number_of(self, seq: dict[str, Any]) -> int | None:
+        """The tracked number of a logged sequence, or None when it was never added."""
+        track = self._by_key.get(sequence_key(seq))
+        return None if track is None else track.number
+
+    def learned_at(self, seq: int, top: int = 1) -> np.ndarray:
+        """Per position of sequence ``seq``: the step from which its target stays within the
+        top ``top`` (1 or 5) to the last step where it was predicted, or -1 if it does not."""
+        track = self.track(seq)
+        return (track.since1 if top == 1 else track.since5).copy()
+
+    def events(self) -> np.ndarray:
+        """Every forgetting event as rows ``(seq, pos, step, since, last_top1)``, oldest first:
+        the target was top-1 from ``since`` through ``last_top1`` and was not at ``step``."""
+        return np.concatenate(self._events) if self._events else np.zeros((0, 5), dtype=np.int64)
+
+    def per_step(self) -> dict[str, np.ndarray]:
+        """Per logged step: ``gained`` (became top-1 there), ``forgotten`` (lost top-1 there),
+        and ``learned`` (tokens whose learned-at step, as of now, is that step)."""
+        steps = self.steps.view()
+        learned = np.zeros(len(steps), dtype=np.int64)
+        for track in self.tracks:
+            at = track.since1[track.since1 >= 0]
+            np.add.at(learned, np.searchsorted(steps, at), 1)
+        return {"steps": steps.copy(), "learned": learned, "gained": self.gained.view().copy(),
+                "forgotten": self.forgotten.view().copy()}
+
+
+# -- comparing two steps ---------------------------------------------------------------------------
+def js_topk_other(a: Sequence[dict[str, Any]], b: Sequence[dict[str, Any]]) -> float:
+    """The divergence named in :data:`DIVERGENCE` between two candidate lists."""
+    pa = {c["id"]: max(float(c["p"]), 0.0) for c in a}
+    pb = {c["id"]: max(float(c["p"]), 0.0) for c in b}
+    if not pa and not pb:
+        return math.nan
+    union = pa.keys() | pb.keys()
+    va = [pa.get(t, 0.0) for t in union]
+    vb = [pb.get(t, 0.0) for t in union]
+    va.append(max(0.0, 1.0 - sum(pa.values())))
+    vb.append(max(0.0, 1.0 - sum(pb.values())))
+    sa, sb = sum(va), sum(vb)
+    total = 0.0
+    for x, y in zip(va, vb):
+        x, y = x / sa, y / sb
+        m = 0.5 * (x + y)
+        if x > 0:
+            total += 0.5 * x * math.log(x / m)
+        if y > 0:
+            total += 0.5 * y * math.log(y / m)
+    return max(total, 0.0)
+
+
+def _sig(x: Any, digits: int = 4) -> Any:
+    """A float rounded to ``digits`` significant digits for JSON, or None for NaN."""
+    if x is None:
+        return None
+    x = float(x)
+    return None if not math.isfinite(x) else float(f"{x:.{digits}g}")
+
+
+def _sig_list(values: Iterable[Any]) -> list[Any]:
+    return [_sig(v) for v in values]
+
+
+def _rank_list(values: Iterable[Any]) -> list[int | None]:
+    return [int(v) if v >= 1 else None for v in values]
+
+
+def _context(tokens: list[str], pos: int, before: int = 6) -> str:
+    return "".join(t for t in tokens[max(0, pos - before + 1):pos + 1] if isinstance(t, str))
+
+
+def compare(entry_a: dict[str, Any], entry_b: dict[str, Any], *, limit: int = 20, per_token: bool = False,
+            number: Callable[[dict[str, Any]], int | None] | None = None) -> dict[str, Any]:
+    """Compare the predictions of two entries, position by position (see :func:`diff_json` for the shape).
+
+    Sequences are matched by :func:`sequence_key`, positions by ``position``. ``number``
+    gives the ``seq`` reported for a sequence (default: its index in ``entry_b``).
+    """
+    seqs_a = [s for s in entry_a.get("sequences") or () if isinstance(s, dict)]
+    seqs_b = [s for s in entry_b.get("sequences") or () if isinstance(s, dict)]
+    index_a: dict[Hashable, int] = {}
+    for i, s in enumerate(seqs_a):
+        index_a.setdefault(sequence_key(s), i)
+    sequences, rows, per = [], [], []
+    for ib, sb in enumerate(seqs_b):
+        ia = index_a.get(sequence_key(sb))
+        if ia is None:
+            continue
+        sa = seqs_a[ia]
+        seq_no = number(sb) if number is not None else ib
+        name = sb.get("name") if isinstance(sb.get("name"), str) else None
+        sequences.append({"seq": seq_no, "name": name, "index_a": ia, "index_b": ib})
+        ca, cb = columns(sa), columns(sb)
+        common, ja, jb = np.intersect1d(ca.pos, cb.pos, assume_unique=False, return_indices=True)
+        logp_a, logp_b = _logp(ca)[ja], _logp(cb)[jb]
+        rank_a, rank_b = ca.rank[ja], cb.rank[jb]
+        d_logp = logp_b - logp_a
+        known = (rank_a >= 1) & (rank_b >= 1)
+        d_rank = np.where(known, rank_b - rank_a, 0)
+        hit_a, hit_b = rank_a == 1, rank_b == 1
+        flip = hit_b.astype(np.int64) - hit_a.astype(np.int64)
+        preds_a = _by_position(sa)
+        preds_b = _by_position(sb)
+        div = np.array([js_topk_other(candidates(preds_a[p]), candidates(preds_b[p])) for p in common.tolist()])
+        tokens = sb.get("tokens") if isinstance(sb.get("tokens"), list) else []
+        target_of = targets(sb)
+        top_a = {p: (candidates(preds_a[p]) or [{}])[0].get("token") for p in common.tolist()}
+        top_b = {p: (candidates(preds_b[p]) or [{}])[0].get("token") for p in common.tolist()}
+        for j, p in enumerate(common.tolist()):
+            rows.append({
+                "seq": seq_no, "name": name, "index": ib, "pos": p,
+                "context": _context(tokens, p), "token": tokens[p] if p < len(tokens) else None,
+                "target": target_of.get(p, (-1, None))[1],
+                "p_a": _sig(math.exp(logp_a[j])), "p_b": _sig(math.exp(logp_b[j])),
+                "rank_a": int(rank_a[j]) or None, "rank_b": int(rank_b[j]) or None,
+                "delta_logp": _sig(d_logp[j]), "delta_rank": int(d_rank[j]) if known[j] else None,
+                "divergence": _sig(div[j]), "top1_a": top_a[p], "top1_b": top_b[p], "flip": int(flip[j]),
+            })
+        if per_token:
+            per.append({"seq": seq_no, "index_b": ib, "positions": common.tolist(), "delta_logp": _sig_list(d_logp),
+                        "delta_rank": [int(r) if k else None for r, k in zip(d_rank.tolist(), known.tolist())],
+                        "divergence": _sig_list(div), "flip": flip.tolist()})
+
+    def top(pred: Callable[[dict[str, Any]], bool], key: Callable[[dict[str, Any]], float]) -> list[dict[str, Any]]:
+        return sorted((r for r in rows if pred(r)), key=key)[:limit]
+
+    has = [r for r in rows if r["delta_logp"] is not None]
+    divs = [r["divergence"] for r in rows if r["divergence"] is not None]
+    out: dict[str, Any] = {
+        "a": entry_a.get("step"), "b": entry_b.get("step"),
+        "loss_a": _sig(entry_a.get("loss"), 6) if _is_num(entry_a.get("loss")) else None,
+        "loss_b": _sig(entry_b.get("loss"), 6) if _is_num(entry_b.get("loss")) else None,
+        "divergence": DIVERGENCE,
+        "summary": {
+            "compared": len(rows),
+            "improved": sum(r["delta_logp"] > 0 for r in has),
+            "worsened": sum(r["delta_logp"] < 0 for r in has),
+            "wrong_to_right": sum(r["flip"] == 1 for r in rows),
+            "right_to_wrong": sum(r["flip"] == -1 for r in rows),
+            "mean_delta_logp": _sig(sum(r["delta_logp"] for r in has) / len(has)) if has else None,
+            "mean_divergence": _sig(sum(divs) / len(divs)) if divs else None,
+        },
+        "sequences": sequences,
+        "learned": top(lambda r: r["flip"] == 1, lambda r: -(r["delta_logp"] or 0.0)),
+        "forgotten": top(lambda r: r["flip"] == -1, lambda r: r["delta_logp"] or 0.0),
+        "worsened": top(lambda r: (r["delta_logp"] or 0.0) < 0, lambda r: r["delta_logp"]),
+        "improved": top(lambda r: (r["delta_logp"] or 0.0) > 0, lambda r: -r["delta_logp"]),
+    }
+    if per_token:
+        out["per_token"] = per
+    return out
+
+
+def _by_position(seq: dict[str, Any]) -> dict[int, dict[str, Any]]:
+    return {p["position"]: p for p in seq.get("predictions") or () if isinstance(p, dict) and _is_int(p.get("position"))}
+
+
+# -- one Dynamics per reader -----------------------------------------------------------------------
+class _RunState:
+    """A reader's :class:`Dynamics`, the step index it was built from, and recent diffs."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.dyn = Dynamics()
+        self.infos: list[Any] = []
+        self.sorted_ref: Any = None
+        self.diffs: dict[tuple[Any, ...], dict[str, Any]] = {}
+        self.build_seconds = 0.0
+
+
+_registry: "weakref.WeakKeyDictionary[Any, _RunState]" = weakref.WeakKeyDictionary()
+_registry_lock = threading.Lock()
+
+
+def _state(reader: Any) -> _RunState:
+    with _registry_lock:
+        state = _registry.get(reader)
+        if state is None:
+            state = _registry[reader] = _RunState()
+        return state
+
+
+def _sync(reader: Any, state: _RunState) -> None:
+    """Bring ``state`` up to date with ``reader``'s steps; call with ``state.lock`` held."""
+    infos = reader.steps
+    if infos is state.sorted_ref:
+        return
+    n = len(state.infos)
+    if len(infos) < n or not all(map(operator.is_, infos, state.infos)):
+        state.dyn, state.infos, state.diffs = Dynamics(), [], {}  # rewritten file or a step logged again
+        n = 0
+    start = time.perf_counter()
+    for info in infos[n:]:
+        try:
+            entry = reader.read(info)
+        except ValueError:
+            state.dyn.add_missing_step(info.step)
+        except OSError:
+            break  # the file went away mid-read; the next call tries again
+        else:
+            state.dyn.add_entry(entry)
+        state.infos.append(info)
+    else:
+        state.sorted_ref = infos
+    state.build_seconds += time.perf_counter() - start
+
+
+def dynamics_for(reader: Any) -> Dynamics:
+    """The up-to-date :class:`Dynamics` of a :class:`~seqviz_trackers.jsonl.TrainingDataReader`.
+
+    Kept per reader object: each call reads only the steps indexed since the last one.
+    The object is replaced, not changed in place, when the file is rewritten.
+    """
+    state = _state(reader)
+    with state.lock:
+        _sync(reader, state)
+        return state.dyn
+
+
+# -- JSON shapes (used by the routes in api.py and the command line) ------------------------------
+def sequences_json(reader: Any, step: int | None = None) -> dict[str, Any]:
+    """Tracked sequences of a run::
+
+        {"sequences": [{"seq", "name", "label", "num_positions", "num_steps", "first_step", "last_step"}],
+         "at_step": {"step", "seq": [seq number of each sequence of that entry, in entry order]} | null}
+
+    ``at_step`` is present when ``step`` is given; KeyError when the run has no such step.
+    """
+    state = _state(reader)
+    with state.lock:
+        _sync(reader, state)
+        dyn = state.dyn
+        out: dict[str, Any] = {"sequences": [{
+            "seq": t.number, "name": t.name, "label": t.label(), "num_positions": t.width, "num_steps": t.n,
+            "first_step": int(t.steps[0]) if t.n else None, "last_step": int(t.steps[t.n - 1]) if t.n else None,
+        } for t in dyn.tracks], "at_step": None}
+        if step is not None:
+            steps = dyn.steps.view()
+            i = int(np.searchsorted(steps, step))
+            if i >= len(steps) or steps[i] != step:
+                raise KeyError(step)
+            out["at_step"] = {"step": step, "seq": dyn.step_seqs[i]}
+        return out
+
+
+def series_json(reader: Any, seq: int, pos: int, points: int | None = None) -> dict[str, Any]:
+    """One token's history (at most about ``points`` steps when given: evenly spaced,
+    plus the first, last, learned-at and forgetting steps)::
+
+        {"seq", "name", "pos", "token", "target": {"id", "token"},
+         "steps": [int],                        # steps where the sequence was logged
+         "target_prob": [float|null], "target_rank": [int|null], "loss": [float|null],
+         "entropy": [float|null], "top1": [int|null],   # null: not predicted / unknown at that step
+         "top1_tokens": {"<id>": str},          # display strings of the ids in top1
+         "learned_at": int|null, "learned_at_top5": int|null,
+         "forgotten": [{"step", "since", "last_top1"}],
+         "num_steps": int}                      # steps logged in all, before any thinning
+
+    IndexError when ``seq`` or ``pos`` does not exist.
+    """
+    state = _state(reader)
+    with state.lock:
+        _sync(reader, state)
+        dyn = state.dyn
+        track = dyn.track(seq)
+        if not 0 <= pos < track.width:
+            raise IndexError(f"sequence {seq} has no prediction at position {pos} (positions 0..{track.width - 1})")
+        n = track.n
+        ev = dyn.events()
+        mine = ev[(ev[:, 0] == seq) & (ev[:, 1] == pos)]
+        since1, since5 = int(track.since1[pos]), int(track.since5[pos])
+        rows: Any = slice(0, n)
+        if points is not None and n > max(points, 2):
+            keep = {round(i) for i in np.linspace(0, n - 1, max(points, 2)).tolist()}
+            keep.update(track.row_of[s] for s in (since1, since5, *mine[:, 2].tolist()) if s in track.row_of)
+            rows = np.array(sorted(keep))
+        present = track.present[rows, pos]
+        top1 = [int(t) if ok and t >= 0 else None for t, ok in zip(track.top1[rows, pos].tolist(), present.tolist())]
+        return {
+            "seq": seq, "name": track.name, "pos": pos,
+            "token": track.tokens[pos] if pos < len(track.tokens) else None,
+            "target": {"id": int(track.target[pos]) if track.target[pos] >= 0 else None, "token": track.target_str[pos]},
+            "steps": track.steps[:n][rows].tolist(),
+            "target_prob": _sig_list(track.prob[rows, pos]),
+            "target_rank": [r if r >= 1 else None for r in track.rank[rows, pos].tolist()],
+            "loss": _sig_list(track.loss[rows, pos]),
+            "entropy": _sig_list(track.entropy[rows, pos]),
+            "top1": top1,
+            "top1_tokens": {str(t): dyn.vocab.get(t) for t in sorted({t for t in top1 if t is not None})},
+            "learned_at": since1 if since1 >= 0 else None,
+            "learned_at_top5": since5 if since5 >= 0 else None,
+            "forgotten": [{"step": int(r[2]), "since": int(r[3]), "last_top1": int(r[4])} for r in mine],
+            "num_steps": n,
+        }
+
+
+def learned_json(reader: Any, seq: int | None = None, limit: int = 100) -> dict[str, Any]:
+    """Learned-at steps and forgetting events of a run::
+
+        {"num_steps", "first_step", "last_step",
+         "per_step": {"steps": [int], "learned": [int], "gained": [int], "forgotten": [int]},
+         "sequences": [{"seq", "name", "label", "tokens": [str], "targets": [str|null],
+                        "learned_at": [int|null], "learned_at_top5": [int|null],
+                        "times_forgotten": [int]}],     # lists indexed by position
+         "forgetting": {"total": int, "events": [{"seq", "pos", "step", "since", "last_top1"}]}}
+
+    ``events`` holds the ``limit`` most recent events (of sequence ``seq`` when given).
+    IndexError when ``seq`` does not exist.
+    """
+    state = _state(reader)
+    with state.lock:
+        _sync(reader, state)
+        dyn = state.dyn
+        tracks = dyn.tracks if seq is None else [dyn.track(seq)]
+        ev = dyn.events()
+        if seq is not None:
+            ev = ev[ev[:, 0] == seq]
+        steps = dyn.steps.view()
+        recent = ev[len(ev) - min(len(ev), max(limit, 0)):] if len(ev) else ev
+        return {
+            "num_steps": len(steps),
+            "first_step": int(steps[0]) if len(steps) else None,
+            "last_step": int(steps[-1]) if len(steps) else None,
+            "per_step": {k: v.tolist() for k, v in dyn.per_step().items()},
+            "sequences": [{
+                "seq": t.number, "name": t.name, "label": t.label(),
+                "tokens": t.tokens[:t.width], "targets": list(t.target_str),
+                "learned_at": [s if s >= 0 else None for s in t.since1.tolist()],
+                "learned_at_top5": [s if s >= 0 else None for s in t.since5.tolist()],
+                "times_forgotten": t.times_forgotten.tolist(),
+            } for t in tracks],
+            "forgetting": {"total": int(len(ev)), "events": [
+                {"seq": int(r[0]), "pos": int(r[1]), "step": int(r[2]), "since": int(r[3]), "last_top1": int(r[4])}
+                for r in recent.tolist()]},
+        }
+
+
+def previous_step(reader: Any, step: int) -> int | None:
+    """The logged step just before ``step``, or None."""
+    before = [s.step for s in reader.steps if s.step < step]
+    return before[-1] if before else None
+
+
+def diff_json(reader: Any, a: int, b: int, *, limit: int = 20, per_token: bool = False) -> dict[str, Any]:
+    """Compare steps ``a`` and ``b`` of a run (KeyError naming the step when one is missing)::
+
+        {"a", "b", "loss_a", "loss_b",
+         "divergence": {"name": "js_topk_other", "label", "description"},
+         "summary": {"compared", "improved", "worsened", "wrong_to_right", "right_to_wrong",
+                     "mean_delta_logp", "mean_divergence"},
+         "sequences": [{"seq", "name", "index_a", "index_b"}],   # sequences logged at both steps
+         "learned":   [row],  # top-1 at b, not at a; biggest Δ log p first
+         "forgotten": [row],  # top-1 at a, not at b; most negative Δ log p first
+         "worsened":  [row],  # Δ log p < 0, most negative first (= biggest loss increase)
+         "improved":  [row],  # Δ log p > 0, biggest first
+         "per_token": [{"seq", "index_b", "positions": [int], "delta_logp": [float|null],
+                        "delta_rank": [int|null], "divergence": [float|null],
+                        "flip": [1|0|-1]}]}                        # only with per_token
+
+        row = {"seq", "name", "index", "pos", "context", "token", "target", "p_a", "p_b",
+               "rank_a", "rank_b", "delta_logp", "delta_rank", "divergence",
+               "top1_a", "top1_b", "flip"}
+
+    Δ log p = log p_b(target) - log p_a(target) (natural log; minus the change in token
+    loss); Δ rank = rank_b - rank_a (negative: better); flip = +1 wrong→right, -1
+    right→wrong. Each list holds at most ``limit`` rows. ``index`` is the sequence's
+    index in entry ``b``; ``context`` is up to six tokens ending with the one predicting.
+    """
+    state = _state(reader)
+    with state.lock:
+        _sync(reader, state)
+        key = (a, b, limit, per_token)
+        cached = state.diffs.get(key)
+        if cached is not None:
+            return cached
+        entries = []
+        for step in (a, b):
+            entry = reader.get_step(step)
+            if entry is None:
+                raise KeyError(step)
+            entries.append(entry)
+        dyn = state.dyn
+        out = compare(entries[0], entries[1], limit=limit, per_token=per_token, number=dyn.number_of)
+        if len(state.diffs) >= 16:
+            state.diffs.pop(next(iter(state.diffs)))
+        state.diffs[key] = out
+        return out

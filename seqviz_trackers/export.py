@@ -1,0 +1,169 @@
+"""One self-contained HTML page of logged steps: the dashboard with its data inlined.
+
+The page needs no server and loads nothing from anywhere (no URL of any kind is in
+it), so it opens from disk, from an e-mail attachment, or inside a W&B panel.
+
+``seqviz export run.jsonl -o report.html`` writes the latest step (``--step N`` picks
+steps, ``--all`` takes every one); :func:`export_html` is the same from Python.
+"""
+
+from __future__ import annotations
+
+import argparse
+import html
+import json
+import re
+import sys
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+__all__ = ["export_html", "dashboard_bundle", "json_for_html", "MODULES"]
+
+#: The dashboard's modules in dependency order (each imports only earlier ones).
+MODULES = ("util.js", "sources.js", "chart.js", "tokens.js", "detail.js", "app.js", "index.js")
+
+_IMPORT = re.compile(r'^import\s[^;]*\sfrom\s+"\./[\w.-]+\.js";\s*$', re.M)
+_EXPORT = re.compile(r"^export\s+(?=(?:async\s+)?(?:function|class|const|let)\b)", re.M)
+
+
+def _web_text(name: str) -> str:
+    return resources.files("seqviz_trackers").joinpath("web", name).read_text("utf-8")
+
+
+@lru_cache(maxsize=1)
+def dashboard_bundle() -> str:
+    """The dashboard's ES modules as one module script: imports removed, ``export`` keywords dropped.
+
+    Raises:
+        RuntimeError: a module uses a form of import/export this simple build does not handle.
+    """
+    parts = []
+    for name in MODULES:
+        text = _web_text(name)
+        text = _IMPORT.sub("", text)
+        text = _EXPORT.sub("", text)
+        leftover = re.search(r"^\s*(import|export)\b.*$", text, re.M)
+        if leftover:
+            raise RuntimeError(f"web/{name}: cannot inline {leftover.group(0).strip()!r}; use single-line "
+                               "'import {...} from \"./x.js\";' and 'export function|class|const'")
+        parts.append(f"// ---- {name}\n{text}")
+    bundle = "\n".join(parts)
+    if re.search(r"</script|<!--|https?://", bundle, re.I):
+        raise RuntimeError("the dashboard's code must not contain '</script', '<!--' or a URL")
+    return bundle
+
+
+def json_for_html(data: Any) -> str:
+    """JSON safe to place inside ``<script type="application/json">``: ``<``, ``>``, ``&``
+    are escaped, and so is ``/`` (so no ``</script`` and no URL appears in the page)."""
+    try:
+        text = json.dumps(data, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    except ValueError:
+        raise ValueError("the data holds NaN or Infinity, which JSON cannot represent") from None
+    except TypeError as exc:
+        raise ValueError(f"the data cannot be written as JSON ({exc})") from None
+    return (text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+            .replace("/", "\\/").replace("\u2028", "\\u2028").replace("\u2029", "\\u2029"))
+
+
+def export_html(entries: list[dict], *, steps: list[dict] | None = None, title: str | None = None,
+                extra: dict | None = None) -> str:
+    """One self-contained HTML page showing ``entries`` (a step selector among them).
+
+    Args:
+        entries: logged entries (schema dicts); the page opens at the highest step.
+        steps: the loss/perplexity history for the chart, ``[{"step", "loss", "perplexity"}]``
+            (default: taken from ``entries``). Only the entries themselves can be opened.
+        title: shown in the page's title and header.
+        extra: any JSON the page carries; the dashboard answers other routes from it.
+
+    Returns:
+        The HTML text. Its size grows with ``entries`` (plus a few bytes per history step).
+
+    Raises:
+        ValueError: an entry is not an object with an integer ``step``, or the data is not JSON.
+    """
+    if not isinstance(entries, (list, tuple)):
+        raise ValueError(f"entries must be a list of entry dicts, got {type(entries).__name__}")
+    for i, entry in enumerate(entries):
+        step = entry.get("step") if isinstance(entry, dict) else None
+        if not isinstance(step, int) or isinstance(step, bool):
+            raise ValueError(f"entries[{i}] must be an entry dict with an integer 'step'")
+    history = None
+    if steps is not None:
+        history = [{"step": int(s["step"]), "loss": s.get("loss"), "perplexity": s.get("perplexity")} for s in steps]
+    data: dict[str, Any] = {"title": title or "seqviz export", "entries": list(entries)}
+    if history is not None:
+        data["steps"] = history
+    if extra is not None:
+        data["extra"] = extra
+    page_title = html.escape(title or "seqviz export").replace("/", "&#47;")
+    css = _web_text("dashboard.css")
+    if "</style" in css.lower():
+        raise RuntimeError("dashboard.css must not contain '</style'")
+    return (
+        "<!doctype html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
+        "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
+        f"<title>{page_title}</title>\n<style>\n{css}\n</style>\n</head>\n<body class=\"seqviz-page\">\n"
+        f"<script type=\"application/json\" id=\"seqviz-data\">{json_for_html(data)}</script>\n"
+        f"<script type=\"module\">\n{dashboard_bundle()}\nrender({{ source: \"inline\" }});\n</script>\n"
+        "</body>\n</html>\n"
+    )
+
+
+# -- the CLI ---------------------------------------------------------------------------
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("file", help="a seqviz JSONL file")
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument("--step", type=int, action="append", metavar="N",
+                       help="include step N (repeatable; default: the latest step)")
+    which.add_argument("--all", action="store_true", help="include every step (the page grows with the run)")
+    parser.add_argument("-o", "--output", help="the HTML file to write (default: FILE with .html)")
+    parser.add_argument("--title", help="title shown on the page (default: the file name)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from .jsonl import TrainingDataReader
+
+    path = Path(args.file)
+    if not path.is_file():
+        print(f"seqviz export: {path}: no such file", file=sys.stderr)
+        return 2
+    reader = TrainingDataReader(path)
+    infos = reader.steps
+    for problem in reader.problems:
+        print(f"seqviz export: {path}:{problem.line}: skipped: {problem.message}", file=sys.stderr)
+    if not infos:
+        print(f"seqviz export: {path}: no steps to export", file=sys.stderr)
+        return 1
+    by_step = {info.step: info for info in infos}
+    if args.all:
+        chosen = infos
+    elif args.step:
+        missing = [n for n in args.step if n not in by_step]
+        if missing:
+            near = ", ".join(str(s.step) for s in sorted(infos, key=lambda s: abs(s.step - missing[0]))[:5])
+            print(f"seqviz export: {path} has no step {missing[0]} (nearest: {near})", file=sys.stderr)
+            return 1
+        chosen = [by_step[n] for n in sorted(set(args.step))]
+    else:
+        chosen = [infos[-1]]
+    entries = []
+    for info in chosen:
+        try:
+            entries.append(reader.read(info))
+        except ValueError as exc:
+            print(f"seqviz export: {exc}", file=sys.stderr)
+            return 1
+    out = Path(args.output) if args.output else path.with_suffix(".html")
+    page = export_html(entries, steps=[s.to_json() for s in infos], title=args.title or path.name)
+    try:
+        out.write_text(page, encoding="utf-8")
+    except OSError as exc:
+        print(f"seqviz export: cannot write {out}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    shown = ", ".join(str(e["step"]) for e in entries[:8]) + (" ..." if len(entries) > 8 else "")
+    print(f"wrote {out} ({len(page) / 1e6:.2f} MB; step{'s' if len(entries) > 1 else ''} {shown})")
+    return 0

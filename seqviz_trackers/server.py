@@ -1,0 +1,502 @@
+"""The live server: the dashboard over HTTP and new steps over a websocket, on one port.
+
+``seqviz serve --file run.jsonl`` (or ``--logdir DIR`` for every ``*.jsonl`` below DIR)
+answers, on ``http://127.0.0.1:8765/``:
+
+- ``/`` and the files of :mod:`seqviz_trackers.web` (the dashboard), nothing outside it;
+- ``/<route>?...`` for every route of :data:`seqviz_trackers.api.ROUTES` (JSON);
+- ``/ws``: the websocket. Messages are JSON objects with a ``type``.
+
+Server to client: on connect ``runs``, then for the watched run ``summary``, ``steps``
+(the step list and skipped lines) and ``step`` (the latest entry); afterwards
+``steps_added`` + ``step`` for each batch of appended steps, ``warning`` for a
+malformed line, ``reset`` + ``steps`` when the file was truncated or replaced, and
+``runs`` when the set of runs changes. Client to server: ``{"type": "watch", "run"}``
+and ``{"type": "get", "id", "route", "params"}`` (answered by ``{"type": "response",
+"id", "status", "body"}`` from the same route table as HTTP).
+
+Each client has its own bounded send queue: a client that stops reading is
+disconnected (close code 1013) instead of stalling the others or growing memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import http
+import ipaddress
+import json
+import logging
+import mimetypes
+import os
+import posixpath
+import sys
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+from . import api
+from .jsonl import TrainingDataReader
+
+__all__ = ["SeqVizServer", "ServerHandle", "start_in_thread", "make_runs", "WEB_DIR"]
+
+log = logging.getLogger(__name__)
+
+WEB_DIR = Path(__file__).resolve().parent / "web"
+#: Largest message a client may send (requests are tiny JSON objects).
+MAX_INCOMING = 64 * 1024
+#: Messages waiting for one client before it counts as stalled and is dropped.
+QUEUE_LIMIT = 256
+LOOPBACK_NAMES = {"127.0.0.1", "localhost", "::1", "[::1]"}
+_TYPES = {".js": "text/javascript", ".css": "text/css", ".html": "text/html", ".png": "image/png",
+          ".svg": "image/svg+xml", ".json": "application/json", ".txt": "text/plain", ".md": "text/plain"}
+CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+       "connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'self'")
+
+
+def _dumps(obj: Any) -> str:
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+
+
+def make_runs(file: str | os.PathLike[str] | None = None, logdir: str | os.PathLike[str] | None = None) -> api.Runs:
+    """The runs to serve: one file (named after its stem), or every ``*.jsonl`` below ``logdir``
+    (named by their path relative to it, without ``.jsonl``; new files are picked up)."""
+    if (file is None) == (logdir is None):
+        raise ValueError("give exactly one of file= or logdir=")
+    if file is not None:
+        runs = api.Runs()
+        runs.add(Path(file).stem or "run", Path(file))
+        return runs
+    root = Path(logdir)  # type: ignore[arg-type]
+
+    def discover() -> dict[str, str]:
+        found = {}
+        for path in sorted(root.rglob("*.jsonl")):
+            if path.is_file():
+                found[path.relative_to(root).with_suffix("").as_posix()] = str(path)
+        return found
+
+    return api.Runs(discover=discover)
+
+
+def _is_loopback(host: str) -> bool:
+    if host in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _url_host(host: str) -> str:
+    if host in ("", "0.0.0.0", "::"):
+        return "127.0.0.1"
+    return f"[{host}]" if ":" in host else host
+
+
+@dataclass(eq=False)
+class _Client:
+    ws: Any
+    queue: "asyncio.Queue[str]" = field(default_factory=lambda: asyncio.Queue(QUEUE_LIMIT))
+    run: str | None = None
+
+
+class SeqVizServer:
+    """The asyncio server behind ``seqviz serve``. Use :func:`start_in_thread` or ``await start()``.
+
+    Args:
+        runs: the runs to serve (see :func:`make_runs`).
+        host, port: where to listen (port 0 picks a free port).
+        interval: seconds between scans for new runs; appended lines are looked for
+            ten times as often (a ``stat`` call), so new steps arrive quickly.
+        allow_origins: extra ``Origin`` values allowed to open the websocket (``"*"``: any).
+        web_dir: the folder served as static files.
+    """
+
+    def __init__(self, runs: api.Runs, *, host: str = "127.0.0.1", port: int = 8765, interval: float = 0.25,
+                 allow_origins: Iterable[str] = (), web_dir: Path = WEB_DIR):
+        if interval <= 0:
+            raise ValueError(f"interval must be positive, got {interval}")
+        self.runs = runs
+        self.host = host
+        self.port = port
+        self.interval = interval
+        self.extra_origins = set(allow_origins)
+        self.web_dir = web_dir.resolve()
+        self.clients: set[_Client] = set()
+        self._tails: dict[str, TrainingDataReader] = {}
+        self._run_names: list[str] = []
+        self._server: Any = None
+        self._ticker: asyncio.Task[None] | None = None
+
+    # -- lifecycle ---------------------------------------------------------------
+    async def start(self) -> None:
+        """Bind and start serving; raises OSError when the port is taken."""
+        from websockets.asyncio.server import serve
+
+        self._server = await serve(
+            self._connection, self.host, self.port, process_request=self._process_request,
+            compression=None, max_size=MAX_INCOMING, max_queue=8, server_header="seqviz",
+            logger=logging.getLogger("seqviz_trackers.server.ws"),
+        )
+        self.port = self._server.sockets[0].getsockname()[1]
+        self._run_names = self._names()
+        self._ticker = asyncio.create_task(self._tick_forever())
+
+    async def stop(self) -> None:
+        if self._ticker is not None:
+            self._ticker.cancel()
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+    @property
+    def url(self) -> str:
+        return f"http://{_url_host(self.host)}:{self.port}/"
+
+    def allowed_origins(self) -> set[str]:
+        hosts = {"127.0.0.1", "localhost", "[::1]", _url_host(self.host)}
+        return {f"http://{h}:{self.port}" for h in hosts} | self.extra_origins
+
+    # -- HTTP ----------------------------------------------------------------------
+    def _respond(self, status: int, body: bytes, content_type: str, extra: dict[str, str] | None = None) -> Any:
+        from websockets.datastructures import Headers
+        from websockets.http11 import Response
+
+        headers = Headers()
+        headers["Content-Type"] = content_type if "charset" in content_type or not content_type.startswith(("text/", "application/json")) else content_type + "; charset=utf-8"
+        headers["Content-Length"] = str(len(body))
+        headers["X-Content-Type-Options"] = "nosniff"
+        headers["Cache-Control"] = "no-store"
+        headers["Connection"] = "close"
+        headers["Content-Security-Policy"] = CSP
+        for key, value in (extra or {}).items():
+            headers[key] = value
+        return Response(status, http.HTTPStatus(status).phrase, headers, body)
+
+    def _error(self, status: int, message: str) -> Any:
+        return self._respond(status, (message + "\n").encode(), "text/plain")
+
+    def _process_request(self, connection: Any, request: Any) -> Any:
+        host = request.headers.get("Host", "")
+        if _is_loopback(self.host) and not self._host_ok(host):
+            return self._error(403, f"unexpected Host header {host!r}: this server only answers loopback names")
+        parts = urlsplit(request.path)
+        path = parts.path
+        if path == "/ws":
+            origin = request.headers.get("Origin")
+            if origin is not None and "*" not in self.extra_origins and origin not in self.allowed_origins():
+                log.warning("refused a websocket from origin %r (allow it with --allow-origin)", origin)
+                return self._error(403, f"origin {origin!r} is not allowed (seqviz serve --allow-origin {origin})")
+            return None  # websocket handshake
+        name = path.lstrip("/")
+        if name in api.ROUTES:
+            query = dict(parse_qsl(parts.query, keep_blank_values=True))
+            status, body = api.handle(self.runs, name, query)
+            return self._respond(status, _dumps(body).encode(), "application/json")
+        return self._static(path)
+
+    def _host_ok(self, host: str) -> bool:
+        name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+        if name in LOOPBACK_NAMES or _is_loopback(name):
+            return True
+        return any(urlsplit(o).hostname == name.strip("[]") for o in self.extra_origins if o != "*")
+
+    def _static(self, raw_path: str) -> Any:
+        path = unquote(raw_path)
+        if path in ("", "/"):
+            path = "/index.html"
+        parts = path.split("/")[1:]
+        bad = "\\" in path or "\x00" in path or any(p in ("", ".", "..") or p.startswith(".") for p in parts)
+        if bad:
+            return self._error(404, "not found")
+        target = (self.web_dir / posixpath.join(*parts)).resolve()
+        if self.web_dir not in target.parents or not target.is_file():
+            return self._error(404, "not found")
+        ctype = _TYPES.get(target.suffix) or mimetypes.guess_type(target.name)[0] or "application/octet-stream"
+        return self._respond(200, target.read_bytes(), ctype)
+
+    # -- websocket -------------------------------------------------------------------
+    async def _connection(self, ws: Any) -> None:
+        client = _Client(ws)
+        self.clients.add(client)
+        sender = asyncio.create_task(self._sender(client))
+        try:
+            query = dict(parse_qsl(urlsplit(ws.request.path).query))
+            self._send(client, {"type": "runs", "runs": api.runs_impl(self.runs)["runs"]})
+            wanted = query.get("run")
+            self._watch(client, wanted if wanted in self._names() else self._default_run())
+            async for message in ws:
+                self._on_message(client, message)
+        except Exception as exc:  # a broken connection must not take the server down
+            if not type(exc).__name__.startswith("ConnectionClosed"):
+                log.warning("websocket client failed: %s", exc)
+        finally:
+            self.clients.discard(client)
+            sender.cancel()
+
+    async def _sender(self, client: _Client) -> None:
+        try:
+            while True:
+                message = await client.queue.get()
+                await client.ws.send(message)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            return
+
+    def _send(self, client: _Client, obj: Any, text: str | None = None) -> None:
+        try:
+            client.queue.put_nowait(text if text is not None else _dumps(obj))
+        except asyncio.QueueFull:
+            log.warning("dropping a client that stopped reading (%d messages queued)", QUEUE_LIMIT)
+            self.clients.discard(client)
+            asyncio.ensure_future(client.ws.close(1013, "client too slow: reconnect to resync"))
+
+    def _broadcast(self, run: str | None, obj: Any) -> None:
+        text = _dumps(obj)  # encoded once, shared by every client
+        for client in list(self.clients):
+            if run is None or client.run == run:
+                self._send(client, None, text)
+
+    def _on_message(self, client: _Client, message: Any) -> None:
+        try:
+            request = json.loads(message)
+            if not isinstance(request, dict):
+                raise ValueError("a message must be a JSON object")
+        except ValueError as exc:
+            self._send(client, {"type": "error", "message": f"bad message: {exc}"})
+            return
+        kind = request.get("type")
+        if kind == "watch":
+            run = request.get("run")
+            if isinstance(run, str) and run in self._names():
+                self._watch(client, run)
+            else:
+                self._send(client, {"type": "error", "message": f"unknown run {run!r}"})
+        elif kind == "get":
+            params = request.get("params") or {}
+            route = request.get("route")
+            if not isinstance(params, dict) or not isinstance(route, str):
+                status, body = 400, {"error": "'route' must be a string and 'params' an object"}
+            else:
+                status, body = api.handle(self.runs, route, {str(k): str(v) for k, v in params.items()})
+            self._send(client, {"type": "response", "id": request.get("id"), "status": status, "body": body})
+        else:
+            self._send(client, {"type": "error", "message": f"unknown message type {kind!r}"})
+
+    def _watch(self, client: _Client, run: str | None) -> None:
+        client.run = run
+        if run is None:
+            self._send(client, {"type": "waiting", "message": "no run yet: waiting for a JSONL file to appear"})
+            return
+        tail = self._tail(run)
+        tail.refresh()
+        steps = tail.steps
+        summary = tail.get_summary()
+        summary.pop("path", None)
+        self._send(client, {"type": "summary", "run": run, "summary": summary})
+        self._send(client, {"type": "steps", "run": run, "steps": [s.to_json() for s in steps],
+                            "problems": [{"line": p.line, "message": p.message} for p in tail.problems]})
+        if steps:
+            self._send_latest(run, tail, [client])
+        else:
+            self._send(client, {"type": "waiting", "run": run, "message": f"waiting for the first step of {run!r}"})
+
+    def _send_latest(self, run: str, tail: TrainingDataReader, clients: list[_Client] | None = None) -> None:
+        for info in reversed(tail.steps):
+            try:
+                entry = tail.read(info)
+            except ValueError as exc:
+                self._broadcast(run, {"type": "warning", "run": run, "line": info.line, "message": str(exc)})
+                continue
+            text = _dumps({"type": "step", "run": run, "entry": entry})
+            for client in clients if clients is not None else list(self.clients):
+                if client.run == run:
+                    self._send(client, None, text)
+            return
+
+    # -- tailing ---------------------------------------------------------------------
+    def _names(self) -> list[str]:
+        try:
+            return self.runs.names()
+        except OSError as exc:
+            log.warning("cannot list runs: %s", exc)
+            return self._run_names
+
+    def _default_run(self) -> str | None:
+        names = self._names()
+        with_steps = [n for n in names if self._tail(n).steps]
+        return (with_steps or names or [None])[0]
+
+    def _tail(self, run: str) -> TrainingDataReader:
+        """A reader of its own per run, so HTTP requests that refresh the shared
+        readers never swallow the appends this loop announces."""
+        path = self.runs.reader(run).path
+        tail = self._tails.get(run)
+        if tail is None or tail.path != path:
+            tail = self._tails[run] = TrainingDataReader(path)
+        return tail
+
+    async def _tick_forever(self) -> None:
+        ticks = 0
+        while True:
+            await asyncio.sleep(self.interval / 10)
+            ticks += 1
+            try:
+                if ticks % 10 == 0:
+                    self._scan_runs()
+                self._poll_runs()
+            except Exception:  # keep tailing whatever one bad file does
+                log.exception("while checking the runs")
+
+    def _scan_runs(self) -> None:
+        names = self._names()
+        summary = api.runs_impl(self.runs)["runs"]
+        if names != self._run_names or summary != getattr(self, "_last_runs", None):
+            self._run_names = names
+            self._last_runs = summary
+            self._broadcast(None, {"type": "runs", "runs": summary})
+        for client in list(self.clients):
+            if client.run is None and names:
+                self._watch(client, self._default_run())
+
+    def _poll_runs(self) -> None:
+        for run in {c.run for c in self.clients if c.run is not None}:
+            tail = self._tail(run)
+            update = tail.refresh()
+            if update.reset:
+                self._broadcast(run, {"type": "reset", "run": run})
+                self._broadcast(run, {"type": "steps", "run": run, "steps": [s.to_json() for s in tail.steps],
+                                      "problems": [{"line": p.line, "message": p.message} for p in tail.problems]})
+            for problem in update.problems:
+                self._broadcast(run, {"type": "warning", "run": run, "line": problem.line, "message": problem.message})
+            if update.new and not update.reset:
+                self._broadcast(run, {"type": "steps_added", "run": run, "steps": [s.to_json() for s in update.new]})
+            if update.new or update.reset:
+                self._send_latest(run, tail)
+
+
+class ServerHandle:
+    """A server running in a background thread: ``url``, ``port`` and ``stop()``."""
+
+    def __init__(self, server: SeqVizServer, loop: asyncio.AbstractEventLoop, thread: threading.Thread,
+                 done: asyncio.Event):
+        self.server = server
+        self._loop = loop
+        self._thread = thread
+        self._done = done
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    @property
+    def port(self) -> int:
+        return self.server.port
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Close every connection and stop the thread."""
+        if self._thread.is_alive():
+            self._loop.call_soon_threadsafe(self._done.set)
+            self._thread.join(timeout)
+
+    def __enter__(self) -> "ServerHandle":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def start_in_thread(*, file: str | os.PathLike[str] | None = None, logdir: str | os.PathLike[str] | None = None,
+                    host: str = "127.0.0.1", port: int = 8765, interval: float = 0.25,
+                    allow_origins: Iterable[str] = ()) -> ServerHandle:
+    """Start the server in a daemon thread and return once it listens.
+
+    >>> handle = start_in_thread(file="run.jsonl", port=0)
+    >>> print(handle.url); handle.stop()
+
+    Raises:
+        OSError: the port is in use (or cannot be bound).
+    """
+    server = SeqVizServer(make_runs(file, logdir), host=host, port=port, interval=interval, allow_origins=allow_origins)
+    ready = threading.Event()
+    state: dict[str, Any] = {}
+
+    async def main() -> None:
+        done = asyncio.Event()
+        state["loop"], state["done"] = asyncio.get_running_loop(), done
+        try:
+            await server.start()
+        except BaseException as exc:
+            state["error"] = exc
+            ready.set()
+            return
+        ready.set()
+        await done.wait()
+        await server.stop()
+
+    thread = threading.Thread(target=asyncio.run, args=(main(),), name="seqviz-server", daemon=True)
+    thread.start()
+    ready.wait()
+    if "error" in state:
+        thread.join()
+        raise state["error"]
+    return ServerHandle(server, state["loop"], thread, state["done"])
+
+
+# -- the CLI ---------------------------------------------------------------------------
+def add_arguments(parser: Any) -> None:
+    src = parser.add_mutually_exclusive_group(required=True)
+    src.add_argument("--file", help="the JSONL file to serve (it may not exist yet)")
+    src.add_argument("--logdir", help="serve every *.jsonl below this folder, with a run selector")
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    parser.add_argument("--port", type=int, default=8765, help="port for HTTP and the websocket (default 8765)")
+    parser.add_argument("--interval", type=float, default=0.25,
+                        help="seconds between scans for new runs; appends are checked 10x as often (default 0.25)")
+    parser.add_argument("--allow-origin", action="append", default=[], metavar="ORIGIN",
+                        help="also accept websocket connections from pages at ORIGIN (e.g. http://myhost:8765); repeatable")
+
+
+def run(args: Any) -> int:
+    if args.interval <= 0:
+        print(f"seqviz serve: --interval must be positive, got {args.interval}", file=sys.stderr)
+        return 2
+    if args.logdir is not None and not Path(args.logdir).is_dir():
+        print(f"seqviz serve: {args.logdir}: no such folder", file=sys.stderr)
+        return 2
+    if args.file is not None and Path(args.file).is_dir():
+        print(f"seqviz serve: {args.file} is a folder; use --logdir {args.file}", file=sys.stderr)
+        return 2
+    if not _is_loopback(args.host):
+        print(f"warning: binding {args.host} makes your training data readable by anyone who can reach port "
+              f"{args.port}; the default 127.0.0.1 keeps it on this machine", file=sys.stderr)
+    logging.basicConfig(level=logging.WARNING, format="seqviz serve: %(message)s")
+    server = SeqVizServer(make_runs(args.file, args.logdir), host=args.host, port=args.port,
+                          interval=args.interval, allow_origins=args.allow_origin)
+
+    async def main() -> None:
+        await server.start()
+        what = args.file if args.file is not None else f"{args.logdir} (every *.jsonl)"
+        if args.file is not None and not Path(args.file).exists():
+            what += " (waiting for it to appear)"
+        print(f"seqviz: serving {what}\n  open {server.url}  (Ctrl-C to stop)", flush=True)
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await server.stop()
+
+    try:
+        asyncio.run(main())
+    except KeyboardInterrupt:
+        print("seqviz serve: stopped", file=sys.stderr)
+        return 0
+    except OSError as exc:
+        if exc.errno in (98, 48, 10048) or "address already in use" in str(exc).lower():
+            print(f"seqviz serve: port {args.port} on {args.host} is already in use; stop the other server or pick "
+                  f"another with --port", file=sys.stderr)
+        else:
+            print(f"seqviz serve: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,571 @@
+// The dashboard: one state object, the controls, and the views built from it.
+// It talks to its data only through a source (see sources.js).
+
+import { el, fmtNum, fmtPct, visibleToken, METRICS, metricContext, readHash, writeHash } from "./util.js";
+import { LineChart } from "./chart.js";
+import { TokenGrid } from "./tokens.js";
+import { DetailPanel } from "./detail.js";
+
+const CACHE_SIZE = 24;
+
+class SequenceView {
+  constructor(app, side, seqIndex) {
+    this.seqIndex = seqIndex;
+    this.root = el("section", "seq");
+    this.head = el("div", "seq-head");
+    this.name = el("span", "seq-name");
+    this.figures = el("span", "seq-figures");
+    this.head.append(this.name, this.figures);
+    this.grid = new TokenGrid({ label: `sequence ${seqIndex}`, onSelect: (i) => app.selectToken(side, this.seqIndex, i) });
+    this.root.append(this.head, this.grid.root);
+  }
+  render(seq, seqIndex, ctx, headText) {
+    this.seqIndex = seqIndex;
+    const figures = this.grid.render(seq, ctx);
+    this.name.textContent = headText || seq.name || `sequence ${seqIndex}`;
+    this.figures.textContent = `${figures.count} tokens \u00b7 mean p(target) ${fmtPct(figures.meanP)} \u00b7 top-1 ${fmtPct(figures.accuracy)}`;
+    return figures;
+  }
+}
+
+export class Dashboard {
+  /** @param {HTMLElement} mount  @param {object} source  @param {{title?:string}} options */
+  constructor(mount, source, options = {}) {
+    this.mount = mount;
+    this.source = source;
+    this.options = options;
+    const hash = readHash(location.hash);
+    this.state = {
+      runs: [], run: hash.run || null,
+      steps: [], history: null, problems: [],
+      index: -1, entry: null,
+      metric: METRICS[hash.metric] ? hash.metric : "prob",
+      showIds: hash.ids !== "0",
+      sel: { seq: hash.seq !== undefined ? Number(hash.seq) || 0 : null, index: hash.tok !== undefined ? Number(hash.tok) : -1, side: 0 },
+      compare: hash.cmp !== undefined, compareStep: hash.cmp !== undefined && hash.cmp !== "" ? Number(hash.cmp) : null, compareEntry: null,
+      follow: hash.step === undefined,
+      wantStep: hash.step !== undefined ? Number(hash.step) : null,
+    };
+    this.cache = new Map();
+    this.loadToken = 0;
+    this.timings = [];
+    this.views = [];
+    this.compareViews = [];
+    this.build();
+    this.unsubscribe = source.subscribe((ev) => this.onEvent(ev));
+    window.addEventListener("hashchange", () => this.applyHash());
+    document.addEventListener("keydown", (ev) => this.onKey(ev));
+    this.start();
+  }
+
+  // -- layout --------------------------------------------------------------------
+  build() {
+    const root = el("div", "seqviz");
+    const bar = el("header", "bar");
+    const brand = el("div", "brand");
+    brand.append(el("span", "brand-seq", "SEQ"), el("span", "brand-slash", "//"), el("span", "brand-viz", "VIZ"));
+    this.titleEl = el("span", "run-title", this.options.title || "");
+    brand.append(this.titleEl);
+
+    this.runSelect = el("select", "run-select");
+    this.runSelect.setAttribute("aria-label", "run");
+    this.runSelect.addEventListener("change", () => this.chooseRun(this.runSelect.value));
+
+    const stepBox = el("div", "stepper");
+    this.prevBtn = el("button", "btn icon", "\u25c0");
+    this.prevBtn.title = "previous step (\u2190)";
+    this.prevBtn.setAttribute("aria-label", "previous step");
+    this.nextBtn = el("button", "btn icon", "\u25b6");
+    this.nextBtn.title = "next step (\u2192)";
+    this.nextBtn.setAttribute("aria-label", "next step");
+    this.slider = el("input", "slider");
+    this.slider.type = "range";
+    this.slider.min = "0"; this.slider.max = "0"; this.slider.value = "0";
+    this.slider.setAttribute("aria-label", "step");
+    this.stepLabel = el("span", "step-label", "step \u2013");
+    this.stepCount = el("span", "step-count", "");
+    this.prevBtn.addEventListener("click", () => this.goIndex(this.state.index - 1));
+    this.nextBtn.addEventListener("click", () => this.goIndex(this.state.index + 1));
+    this.slider.addEventListener("input", () => this.goIndex(Number(this.slider.value)));
+    stepBox.append(this.prevBtn, this.slider, this.nextBtn, this.stepLabel, this.stepCount);
+
+    const colour = el("label", "control");
+    colour.append(el("span", "control-l", "colour by"));
+    this.metricSelect = el("select", "metric-select");
+    for (const key of ["prob", "entropy", "loss", "rank", "none"]) {
+      const opt = el("option", "", METRICS[key].label);
+      opt.value = key;
+      this.metricSelect.append(opt);
+    }
+    this.metricSelect.value = this.state.metric;
+    this.metricSelect.addEventListener("change", () => { this.state.metric = this.metricSelect.value; this.renderAll(); this.saveHash(); });
+    colour.append(this.metricSelect);
+
+    const ids = el("label", "control check");
+    this.idsBox = el("input");
+    this.idsBox.type = "checkbox";
+    this.idsBox.checked = this.state.showIds;
+    this.idsBox.addEventListener("change", () => { this.state.showIds = this.idsBox.checked; this.renderAll(); this.saveHash(); });
+    ids.append(this.idsBox, el("span", "control-l", "ids"));
+
+    this.compareBtn = el("button", "btn toggle", "Compare");
+    this.compareBtn.title = "one sequence at two steps, side by side";
+    this.compareBtn.setAttribute("aria-pressed", String(this.state.compare));
+    this.compareBtn.addEventListener("click", () => this.setCompare(!this.state.compare));
+
+    this.status = el("span", "status", "");
+    this.status.setAttribute("role", "status");
+    this.warnBtn = el("button", "btn warn", "");
+    this.warnBtn.hidden = true;
+    this.warnBtn.addEventListener("click", () => { this.warnList.hidden = !this.warnList.hidden; });
+
+    bar.append(brand, this.runSelect, stepBox, colour, ids, this.compareBtn, this.warnBtn, this.status);
+
+    this.warnList = el("div", "warn-list");
+    this.warnList.hidden = true;
+    this.banner = el("div", "banner");
+    this.banner.hidden = true;
+
+    const charts = el("div", "charts");
+    this.lossChart = new LineChart({ label: "loss", color: "#00e5ff", onPick: (s) => this.pickStep(s) });
+    this.pplChart = new LineChart({ label: "perplexity (log)", color: "#ff2bd6", log: true, onPick: (s) => this.pickStep(s) });
+    this.info = el("div", "step-info");
+    charts.append(this.lossChart.root, this.pplChart.root, this.info);
+
+    this.legend = el("div", "legend");
+    const main = el("div", "main");
+    this.left = el("div", "left");
+    this.seqsEl = el("div", "seqs");
+    this.compareEl = el("div", "compare");
+    this.left.append(this.legend, this.seqsEl, this.compareEl);
+    this.detail = new DetailPanel();
+    main.append(this.left, this.detail.root);
+    const foot = el("footer", "foot",
+      "\u2190/\u2192 step \u00b7 Tab into a sequence, then \u2190/\u2192 token \u00b7 Esc leaves it \u00b7 click a chart point to jump \u00b7 the line under each token is the model's top-1 guess for it");
+    root.append(bar, this.warnList, this.banner, charts, main, foot);
+    this.mount.append(root);
+    this.root = root;
+  }
+
+  // -- data flow ------------------------------------------------------------------
+  async start() {
+    try {
+      const runs = (await this.source.get("runs")).runs || [];
+      this.setRuns(runs);
+      if (!this.state.run && runs.length) this.state.run = runs[0].run;
+      if (this.state.run && !runs.some((r) => r.run === this.state.run) && runs.length) this.state.run = runs[0].run;
+      if (this.state.run) await this.loadRun(this.state.run);
+      else this.showBanner("Waiting for the first step\u2026", "wait");
+    } catch (err) {
+      this.showBanner(`Cannot load the runs: ${err.message}`, "error");
+    } finally {
+      this.ready = true;
+    }
+  }
+
+  setRuns(runs) {
+    this.state.runs = runs;
+    const names = runs.map((r) => r.run);
+    if (this.state.run && !names.includes(this.state.run)) names.unshift(this.state.run);
+    const current = [...this.runSelect.options].map((o) => o.value).join("\u0000");
+    if (current !== names.join("\u0000")) {
+      this.runSelect.replaceChildren(...names.map((n) => { const o = el("option", "", n); o.value = n; return o; }));
+    }
+    if (this.state.run) this.runSelect.value = this.state.run;
+    this.runSelect.hidden = names.length <= 1;
+    if (!this.options.title) this.titleEl.textContent = names.length === 1 ? names[0] : "";
+  }
+
+  async chooseRun(run) {
+    if (run === this.state.run) return;
+    this.state.run = run;
+    this.state.follow = true;
+    this.state.wantStep = null;
+    this.cache.clear();
+    await this.loadRun(run);
+  }
+
+  async loadRun(run) {
+    this.source.watch(run);
+    this.setRuns(this.state.runs);
+    const data = await this.source.get("steps", { run });
+    if (run !== this.state.run) return;
+    this.setSteps(data.steps || [], data.problems || [], data.history || null);
+    let index = this.state.steps.length - 1;
+    if (this.state.wantStep !== null) {
+      const i = this.indexOfStep(this.state.wantStep, true);
+      if (i >= 0) index = i;
+      this.state.wantStep = null;
+    }
+    if (index >= 0) await this.goIndex(index, { keepFollow: true });
+    else this.showBanner("Waiting for the first step\u2026", "wait");
+  }
+
+  setSteps(steps, problems, history) {
+    this.state.steps = steps.slice().sort((a, b) => a.step - b.step);
+    if (history) this.state.history = history;
+    if (problems) this.state.problems = problems;
+    this.updateStepper();
+    this.updateCharts();
+    this.updateWarnings();
+  }
+
+  mergeSteps(infos) {
+    const byStep = new Map(this.state.steps.map((s) => [s.step, s]));
+    for (const s of infos) byStep.set(s.step, s);
+    this.state.steps = [...byStep.values()].sort((a, b) => a.step - b.step);
+    if (this.state.entry) this.state.index = this.indexOfStep(this.state.entry.step);
+    this.updateStepper();
+    this.updateCharts();
+  }
+
+  onEvent(ev) {
+    const st = this.state;
+    if (ev.type === "status") {
+      this.status.textContent = ev.text;
+      this.status.className = "status " + ev.state;
+      return;
+    }
+    if (ev.type === "runs") { this.setRuns(ev.runs || []); if (!st.run && ev.runs && ev.runs.length) this.chooseRun(ev.runs[0].run); return; }
+    if (ev.run !== undefined && ev.run !== st.run) {
+      if (!st.run && ev.type === "steps") { st.run = ev.run; this.setRuns(st.runs); } else return;
+    }
+    if (ev.type === "reset") {
+      this.cache.clear();
+      st.problems = [];
+      this.showBanner("The file was truncated or replaced: reading it anew.", "info", 4000);
+    } else if (ev.type === "steps") {
+      const wasEmpty = !st.steps.length;
+      this.setSteps(ev.steps || [], ev.problems || [], null);
+      const last = st.steps.length - 1;
+      if (last < 0) { this.showEmpty(); return; }
+      if (!this.ready) return;  // the initial load decides where to go
+      if (st.follow || wasEmpty || st.index < 0 || !st.entry || this.indexOfStep(st.entry.step) < 0) {
+        this.goIndex(st.follow || !st.entry ? last : this.indexOfStep(st.entry.step, true), { keepFollow: true });
+      }
+    } else if (ev.type === "steps_added") {
+      this.mergeSteps(ev.steps || []);
+    } else if (ev.type === "step" && ev.entry) {
+      const entry = ev.entry;
+      this.remember(entry.step, entry);
+      if (this.indexOfStep(entry.step) < 0) {
+        this.mergeSteps([{ step: entry.step, loss: entry.loss ?? null, perplexity: entry.perplexity ?? null, timestamp: entry.timestamp ?? null }]);
+      }
+      this.lastPushed = { step: entry.step, at: performance.now() };
+      if (this.ready && (st.follow || !st.entry)) this.goIndex(this.indexOfStep(entry.step), { keepFollow: true });
+    } else if (ev.type === "warning") {
+      if (!st.problems.some((p) => p.line === ev.line)) st.problems.push({ line: ev.line, message: ev.message });
+      this.updateWarnings();
+    } else if (ev.type === "waiting") {
+      if (!st.steps.length) this.showBanner(ev.message || "Waiting for the first step\u2026", "wait");
+    }
+  }
+
+  remember(step, entry) {
+    this.cache.delete(step);
+    this.cache.set(step, entry);
+    while (this.cache.size > CACHE_SIZE) this.cache.delete(this.cache.keys().next().value);
+  }
+
+  async fetchEntry(step) {
+    const hit = this.cache.get(step);
+    if (hit) return hit;
+    const entry = await this.source.get("step", { run: this.state.run, step });
+    this.remember(step, entry);
+    return entry;
+  }
+
+  indexOfStep(step, nearest = false) {
+    const steps = this.state.steps;
+    let lo = 0, hi = steps.length - 1;
+    while (lo <= hi) {
+      const mid = (lo + hi) >> 1;
+      if (steps[mid].step === step) return mid;
+      if (steps[mid].step < step) lo = mid + 1; else hi = mid - 1;
+    }
+    if (!nearest || !steps.length) return -1;
+    const a = Math.max(0, Math.min(steps.length - 1, hi)), b = Math.max(0, Math.min(steps.length - 1, lo));
+    return Math.abs(steps[a].step - step) <= Math.abs(steps[b].step - step) ? a : b;
+  }
+
+  pickStep(step) {
+    const i = this.indexOfStep(step, true);
+    if (i >= 0) this.goIndex(i);
+  }
+
+  /** Go to the i-th logged step: update the controls now, render when the entry is here. */
+  async goIndex(i, { keepFollow = false } = {}) {
+    const st = this.state;
+    if (!st.steps.length) return;
+    i = Math.max(0, Math.min(st.steps.length - 1, i));
+    if (!keepFollow) st.follow = i === st.steps.length - 1;
+    const step = st.steps[i].step;
+    st.index = i;
+    this.updateStepper();
+    const token = ++this.loadToken;
+    const t0 = performance.now();
+    try {
+      const entry = await this.fetchEntry(step);
+      if (token !== this.loadToken) return;
+      let other = null;
+      if (st.compare) other = await this.compareEntryFor(step);
+      if (token !== this.loadToken) return;
+      st.entry = entry;
+      st.compareEntry = other;
+      const t1 = performance.now();
+      this.renderAll();
+      void this.root.offsetHeight;  // include layout in the figure
+      const t2 = performance.now();
+      this.timings.push({ step, fetchMs: t1 - t0, renderMs: t2 - t1 });
+      if (this.timings.length > 200) this.timings.shift();
+      this.hideBanner("wait");
+      this.hideBanner("error");
+      this.saveHash();
+    } catch (err) {
+      if (token === this.loadToken) this.showBanner(`Cannot load step ${step}: ${err.message}`, "error");
+    }
+  }
+
+  async compareEntryFor(step) {
+    const st = this.state;
+    if (st.compareStep === null || this.indexOfStep(st.compareStep) < 0) {
+      st.compareStep = st.steps[0].step === step && st.steps.length > 1 ? st.steps[st.steps.length - 1].step : st.steps[0].step;
+    }
+    return this.fetchEntry(st.compareStep);
+  }
+
+  async setCompare(on) {
+    this.state.compare = on;
+    this.compareBtn.setAttribute("aria-pressed", String(on));
+    this.compareBtn.classList.toggle("on", on);
+    if (this.state.index >= 0) await this.goIndex(this.state.index, { keepFollow: true });
+    else this.renderAll();
+  }
+
+  // -- rendering ------------------------------------------------------------------
+  renderAll() {
+    const st = this.state;
+    const entry = st.entry;
+    this.root.classList.toggle("comparing", st.compare);
+    this.renderLegend(entry);
+    this.updateInfo();
+    if (!entry) return;
+    const ctx = { metric: st.metric, metricCtx: metricContext(entry), showIds: st.showIds };
+    const seqs = entry.sequences || [];
+    if (st.sel.seq === null) st.sel.seq = 0;
+    if (st.compare) {
+      this.seqsEl.hidden = true;
+      this.compareEl.hidden = false;
+      this.renderCompare(entry, ctx);
+    } else {
+      this.seqsEl.hidden = false;
+      this.compareEl.hidden = true;
+      while (this.views.length < seqs.length) {
+        const v = new SequenceView(this, 0, this.views.length);
+        this.views.push(v);
+        this.seqsEl.append(v.root);
+      }
+      while (this.views.length > seqs.length) { const v = this.views.pop(); v.grid.destroy(); v.root.remove(); }
+      seqs.forEach((seq, i) => {
+        const v = this.views[i];
+        v.render(seq, i, ctx);
+        v.root.classList.toggle("focus", i === st.sel.seq && seqs.length > 1);
+        if (st.sel.side === 0 && st.sel.seq === i) v.grid.select(st.sel.index); else v.grid.select(-1);
+      });
+      if (!seqs.length) this.showBanner("This step has no sequences.", "info");
+    }
+    this.showDetail();
+    if (this.scrollToSeq && st.sel.seq !== null && this.views[st.sel.seq] && !st.compare) {
+      this.views[st.sel.seq].root.scrollIntoView({ block: "start" });
+    }
+    this.scrollToSeq = false;
+  }
+
+  renderCompare(entry, ctx) {
+    const st = this.state;
+    const seqs = entry.sequences || [];
+    const seqIndex = Math.min(st.sel.seq || 0, Math.max(0, seqs.length - 1));
+    if (!this.compareBar) {
+      this.compareBar = el("div", "compare-bar");
+      this.cmpSeqSelect = el("select", "cmp-seq");
+      this.cmpSeqSelect.setAttribute("aria-label", "sequence to compare");
+      this.cmpSeqSelect.addEventListener("change", () => { st.sel.seq = Number(this.cmpSeqSelect.value); st.sel.index = -1; this.renderAll(); this.saveHash(); });
+      this.cmpStepSelect = el("select", "cmp-step");
+      this.cmpStepSelect.setAttribute("aria-label", "step to compare with");
+      this.cmpStepSelect.addEventListener("change", async () => {
+        st.compareStep = Number(this.cmpStepSelect.value);
+        await this.goIndex(st.index, { keepFollow: true });
+      });
+      this.cmpSummary = el("span", "cmp-summary");
+      const l1 = el("label", "control"); l1.append(el("span", "control-l", "sequence"), this.cmpSeqSelect);
+      const l2 = el("label", "control"); l2.append(el("span", "control-l", "versus step"), this.cmpStepSelect);
+      this.compareBar.append(l1, l2, this.cmpSummary);
+      this.cmpCols = el("div", "cmp-cols");
+      this.compareEl.append(this.compareBar, this.cmpCols);
+      this.compareViews = [new SequenceView(this, 0, 0), new SequenceView(this, 1, 0)];
+      this.cmpCols.append(this.compareViews[0].root, this.compareViews[1].root);
+    }
+    this.cmpSeqSelect.replaceChildren(...seqs.map((s, i) => { const o = el("option", "", s.name || `sequence ${i}`); o.value = String(i); return o; }));
+    this.cmpSeqSelect.value = String(seqIndex);
+    this.cmpStepSelect.replaceChildren(...st.steps.map((s) => { const o = el("option", "", `step ${s.step}`); o.value = String(s.step); return o; }));
+    this.cmpStepSelect.value = String(st.compareStep);
+    const other = st.compareEntry;
+    const a = this.compareViews[0].render(seqs[seqIndex] || { tokens: [], predictions: [] }, seqIndex, ctx, `step ${entry.step}`);
+    const otherSeq = other && other.sequences ? other.sequences[seqIndex] : null;
+    const b = this.compareViews[1].render(otherSeq || { tokens: [], predictions: [] }, seqIndex,
+      { ...ctx, metricCtx: metricContext(other || entry) }, other ? `step ${other.step}` : "\u2013");
+    const delta = a.meanP !== null && b.meanP !== null ? a.meanP - b.meanP : null;
+    this.cmpSummary.textContent = delta === null ? "" :
+      `mean p(target): step ${entry.step} ${fmtPct(a.meanP)} vs step ${other.step} ${fmtPct(b.meanP)} (\u0394 ${delta >= 0 ? "+" : ""}${(delta * 100).toFixed(1)} pts)`;
+    this.compareViews.forEach((v, side) => v.grid.select(st.sel.side === side && st.sel.seq === seqIndex ? st.sel.index : -1));
+  }
+
+  renderLegend(entry) {
+    const metric = METRICS[this.state.metric];
+    this.legend.replaceChildren();
+    if (!metric || this.state.metric === "none") return;
+    const labels = typeof metric.legend === "function" ? metric.legend(metricContext(entry)) : metric.legend;
+    this.legend.append(el("span", "legend-title", `colour: ${metric.label}`));
+    const scale = el("span", "legend-scale");
+    scale.append(el("span", "legend-end", labels[0]));
+    const swatches = el("span", "swatches");
+    for (let b = 0; b < 10; b++) swatches.append(el("span", "sw m" + b));
+    scale.append(swatches, el("span", "legend-end", labels[2]));
+    this.legend.append(scale, el("span", "legend-note", "bad \u2192 good \u00b7 grey: no value \u00b7 under each token: top-1 guess (green = right)"));
+  }
+
+  selectToken(side, seqIndex, index) {
+    const st = this.state;
+    st.sel = { seq: seqIndex, index, side };
+    if (st.compare) this.compareViews.forEach((v, s) => v.grid.select(s === side ? index : -1));
+    else this.views.forEach((v, i) => { v.grid.select(i === seqIndex ? index : -1); v.root.classList.toggle("focus", i === seqIndex && this.views.length > 1); });
+    this.showDetail();
+    this.saveHash();
+  }
+
+  showDetail() {
+    const st = this.state;
+    const entry = st.compare && st.sel.side === 1 ? st.compareEntry : st.entry;
+    const seq = entry && entry.sequences ? entry.sequences[st.sel.seq || 0] : null;
+    if (!seq || st.sel.index < 0 || st.sel.index >= (seq.tokens || []).length) { this.detail.show(null); return; }
+    const j = st.sel.index;
+    const pred = (seq.predictions || []).find((p) => p.position === j - 1) || null;
+    this.detail.show({
+      step: entry.step, seqLabel: seq.name || `sequence ${st.sel.seq || 0}`, index: j,
+      token: seq.tokens[j], tokenId: seq.token_ids ? seq.token_ids[j] : undefined,
+      prevToken: j > 0 ? seq.tokens[j - 1] : "", pred,
+    });
+  }
+
+  updateStepper() {
+    const st = this.state;
+    const n = st.steps.length;
+    this.slider.max = String(Math.max(0, n - 1));
+    this.slider.value = String(Math.max(0, st.index));
+    this.slider.disabled = n <= 1;
+    this.prevBtn.disabled = st.index <= 0;
+    this.nextBtn.disabled = st.index < 0 || st.index >= n - 1;
+    const info = st.steps[st.index];
+    this.stepLabel.textContent = info ? `step ${info.step}` : "step \u2013";
+    this.stepCount.textContent = n ? `${st.index + 1} / ${n}` + (st.follow && n ? " \u00b7 latest" : "") : "";
+    this.lossChart.setCurrent(info ? info.step : null);
+    this.pplChart.setCurrent(info ? info.step : null);
+  }
+
+  updateCharts() {
+    const st = this.state;
+    const points = st.history && st.history.length ? st.history : st.steps;
+    const cur = st.steps[st.index] ? st.steps[st.index].step : null;
+    this.lossChart.setData(points.map((p) => ({ step: p.step, value: p.loss })), cur);
+    this.pplChart.setData(points.map((p) => ({ step: p.step, value: p.perplexity })), cur);
+  }
+
+  updateInfo() {
+    const e = this.state.entry;
+    this.info.replaceChildren();
+    if (!e) return;
+    const meta = e.metadata || {};
+    const row = (k, v) => { const r = el("div", "kv"); r.append(el("span", "k", k), el("span", "v", v)); this.info.append(r); };
+    row("step", String(e.step));
+    row("loss", fmtNum(e.loss, 4));
+    row("perplexity", fmtNum(e.perplexity, 4));
+    row("sequences", String((e.sequences || []).length));
+    if (meta.model_name) row("model", String(meta.model_name));
+    if (e.timestamp) row("logged", new Date(e.timestamp * 1000).toLocaleString());
+  }
+
+  updateWarnings() {
+    const problems = this.state.problems || [];
+    this.warnBtn.hidden = !problems.length;
+    this.warnBtn.textContent = `\u26a0 ${problems.length} skipped line${problems.length === 1 ? "" : "s"}`;
+    this.warnList.replaceChildren(...problems.map((p) => el("div", "warn-item", `line ${p.line}: ${p.message}`)));
+  }
+
+  showBanner(text, kind, ms) {
+    this.banner.hidden = false;
+    this.banner.textContent = text;
+    this.banner.className = "banner " + kind;
+    this.bannerKind = kind;
+    clearTimeout(this.bannerTimer);
+    if (ms) this.bannerTimer = setTimeout(() => this.hideBanner(kind), ms);
+  }
+
+  hideBanner(kind) {
+    if (!kind || this.bannerKind === kind) this.banner.hidden = true;
+  }
+
+  showEmpty() {
+    this.state.entry = null;
+    this.state.index = -1;
+    this.views.forEach((v) => { v.grid.destroy(); v.root.remove(); });
+    this.views = [];
+    this.updateStepper();
+    this.detail.show(null);
+    this.showBanner("Waiting for the first step\u2026", "wait");
+  }
+
+  // -- keyboard and deep links -------------------------------------------------------
+  onKey(ev) {
+    const t = ev.target;
+    if (ev.defaultPrevented || ev.ctrlKey || ev.metaKey || ev.altKey) return;
+    if (t && (t.tagName === "INPUT" || t.tagName === "SELECT" || t.tagName === "TEXTAREA")) return;
+    if (ev.key === "ArrowLeft") { ev.preventDefault(); this.goIndex(this.state.index - 1); }
+    else if (ev.key === "ArrowRight") { ev.preventDefault(); this.goIndex(this.state.index + 1); }
+  }
+
+  saveHash() {
+    const st = this.state;
+    const info = st.steps[st.index];
+    const hash = writeHash({
+      run: st.runs.length > 1 ? st.run : undefined,
+      step: info && !st.follow ? info.step : undefined,
+      seq: st.sel.seq ? st.sel.seq : undefined,
+      tok: st.sel.index >= 0 ? st.sel.index : undefined,
+      metric: st.metric !== "prob" ? st.metric : undefined,
+      ids: st.showIds ? undefined : "0",
+      cmp: st.compare ? (st.compareStep ?? "") : undefined,
+    });
+    if (hash === (location.hash || "#")) return;
+    this.ownHash = hash;
+    try { history.replaceState(null, "", hash === "#" ? location.pathname + location.search : hash); } catch (err) { /* e.g. srcdoc frames */ }
+  }
+
+  applyHash() {
+    if (location.hash === this.ownHash) return;
+    const h = readHash(location.hash);
+    const st = this.state;
+    if (h.metric && METRICS[h.metric]) { st.metric = h.metric; this.metricSelect.value = h.metric; }
+    st.sel = { seq: Number(h.seq) || 0, index: h.tok !== undefined ? Number(h.tok) : -1, side: 0 };
+    st.compare = h.cmp !== undefined;
+    if (st.compare && h.cmp !== "") st.compareStep = Number(h.cmp);
+    this.compareBtn.setAttribute("aria-pressed", String(st.compare));
+    this.compareBtn.classList.toggle("on", st.compare);
+    this.scrollToSeq = true;
+    if (h.run && h.run !== st.run) { st.wantStep = h.step !== undefined ? Number(h.step) : null; this.chooseRun(h.run); return; }
+    if (h.step !== undefined) {
+      const i = this.indexOfStep(Number(h.step), true);
+      if (i >= 0) { st.follow = false; this.goIndex(i, { keepFollow: true }); return; }
+    }
+    this.renderAll();
+  }
+}

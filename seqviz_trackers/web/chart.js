@@ -1,0 +1,154 @@
+// A small canvas line chart of one metric over steps. Clicking picks the nearest
+// point; the current step is marked. Canvas, not SVG: no namespace URLs in exports.
+
+import { el, fmtNum } from "./util.js";
+
+export class LineChart {
+  /** @param {{label:string, color:string, log?:boolean, onPick:(step:number)=>void}} opts */
+  constructor(opts) {
+    this.opts = opts;
+    this.points = [];
+    this.current = null;
+    this.root = el("div", "chart");
+    const head = el("div", "chart-head");
+    this.title = el("span", "chart-title", opts.label);
+    this.value = el("span", "chart-value", "");
+    head.append(this.title, this.value);
+    this.canvas = el("canvas", "chart-canvas");
+    this.canvas.setAttribute("role", "img");
+    this.canvas.setAttribute("aria-label", `${opts.label} over steps; click to go to a step`);
+    this.tip = el("div", "chart-tip");
+    this.tip.hidden = true;
+    const body = el("div", "chart-body");
+    body.append(this.canvas, this.tip);
+    this.root.append(head, body);
+    this.canvas.addEventListener("click", (ev) => {
+      const hit = this.nearest(ev);
+      if (hit) opts.onPick(hit.step);
+    });
+    this.canvas.addEventListener("mousemove", (ev) => this.hover(ev));
+    this.canvas.addEventListener("mouseleave", () => { this.hoverStep = null; this.tip.hidden = true; this.draw(); });
+    if (typeof ResizeObserver !== "undefined") new ResizeObserver(() => this.draw()).observe(this.canvas);
+  }
+
+  /** points: [{step, value}] sorted by step; values may be null (skipped). */
+  setData(points, current) {
+    this.points = points.filter((p) => p.value !== null && p.value !== undefined && Number.isFinite(p.value) && (!this.opts.log || p.value > 0));
+    this.current = current;
+    this.draw();
+  }
+
+  setCurrent(step) {
+    this.current = step;
+    this.draw();
+  }
+
+  frame() {
+    const w = this.canvas.clientWidth, h = this.canvas.clientHeight;
+    const pad = { l: 46, r: 10, t: 8, b: 18 };
+    const pts = this.points;
+    const xs = pts.map((p) => p.step);
+    const ys = pts.map((p) => (this.opts.log ? Math.log10(p.value) : p.value));
+    let x0 = Math.min(...xs), x1 = Math.max(...xs);
+    let y0 = Math.min(...ys), y1 = Math.max(...ys);
+    if (x0 === x1) { x0 -= 1; x1 += 1; }
+    if (y0 === y1) { y0 -= 0.5; y1 += 0.5; }
+    const span = y1 - y0;
+    y0 -= span * 0.06; y1 += span * 0.06;
+    return {
+      w, h, pad, y0, y1,
+      x: (s) => pad.l + ((s - x0) / (x1 - x0)) * (w - pad.l - pad.r),
+      y: (v) => pad.t + (1 - ((this.opts.log ? Math.log10(v) : v) - y0) / (y1 - y0)) * (h - pad.t - pad.b),
+    };
+  }
+
+  nearest(ev) {
+    if (!this.points.length) return null;
+    const f = this.frame();
+    const rect = this.canvas.getBoundingClientRect();
+    const mx = ev.clientX - rect.left;
+    let best = null, bestD = Infinity;
+    for (const p of this.points) {
+      const d = Math.abs(f.x(p.step) - mx);
+      if (d < bestD) { bestD = d; best = p; }
+    }
+    return best;
+  }
+
+  hover(ev) {
+    const hit = this.nearest(ev);
+    if (!hit) return;
+    this.hoverStep = hit.step;
+    const f = this.frame();
+    this.tip.hidden = false;
+    this.tip.textContent = `step ${hit.step} \u00b7 ${this.opts.label} ${fmtNum(hit.value, 4)}`;
+    const x = f.x(hit.step);
+    this.tip.style.left = `${Math.min(Math.max(0, x - 60), f.w - 150)}px`;
+    this.draw();
+  }
+
+  draw() {
+    const c = this.canvas;
+    const dpr = window.devicePixelRatio || 1;
+    const w = c.clientWidth, h = c.clientHeight;
+    if (!w || !h) return;
+    if (c.width !== Math.round(w * dpr) || c.height !== Math.round(h * dpr)) {
+      c.width = Math.round(w * dpr);
+      c.height = Math.round(h * dpr);
+    }
+    const g = c.getContext("2d");
+    g.setTransform(dpr, 0, 0, dpr, 0, 0);
+    g.clearRect(0, 0, w, h);
+    const css = getComputedStyle(this.root);
+    const grid = css.getPropertyValue("--grid").trim() || "#1c2740";
+    const muted = css.getPropertyValue("--muted").trim() || "#7d8aa6";
+    const accent = css.getPropertyValue("--accent").trim() || "#ff2bd6";
+    g.font = "10px ui-monospace, SFMono-Regular, Menlo, Consolas, monospace";
+    const cur = this.points.find((p) => p.step === this.current);
+    this.value.textContent = cur ? fmtNum(cur.value, 4) : "";
+    if (!this.points.length) {
+      g.fillStyle = muted;
+      g.fillText("no data yet", 10, h / 2);
+      return;
+    }
+    const f = this.frame();
+    // horizontal grid lines with labels
+    g.strokeStyle = grid;
+    g.fillStyle = muted;
+    g.lineWidth = 1;
+    for (let i = 0; i <= 3; i++) {
+      const v = f.y0 + ((f.y1 - f.y0) * i) / 3;
+      const yy = f.pad.t + (1 - i / 3) * (h - f.pad.t - f.pad.b);
+      g.beginPath(); g.moveTo(f.pad.l, Math.round(yy) + 0.5); g.lineTo(w - f.pad.r, Math.round(yy) + 0.5); g.stroke();
+      g.fillText(fmtNum(this.opts.log ? Math.pow(10, v) : v, 3), 4, yy + 3);
+    }
+    const first = this.points[0].step, last = this.points[this.points.length - 1].step;
+    g.fillText(String(first), f.pad.l, h - 4);
+    const lastLabel = String(last);
+    g.fillText(lastLabel, w - f.pad.r - g.measureText(lastLabel).width, h - 4);
+    // the line, with a soft glow
+    g.strokeStyle = this.opts.color;
+    g.lineWidth = 1.6;
+    g.shadowColor = this.opts.color;
+    g.shadowBlur = 6;
+    g.beginPath();
+    this.points.forEach((p, i) => (i ? g.lineTo(f.x(p.step), f.y(p.value)) : g.moveTo(f.x(p.step), f.y(p.value))));
+    g.stroke();
+    g.shadowBlur = 0;
+    if (this.points.length <= 200) {
+      g.fillStyle = this.opts.color;
+      for (const p of this.points) g.fillRect(f.x(p.step) - 1.5, f.y(p.value) - 1.5, 3, 3);
+    }
+    for (const [step, color] of [[this.hoverStep, muted], [this.current, accent]]) {
+      const p = this.points.find((q) => q.step === step);
+      if (!p) continue;
+      const x = f.x(p.step);
+      g.strokeStyle = color;
+      g.setLineDash([3, 3]);
+      g.beginPath(); g.moveTo(x + 0.5, f.pad.t); g.lineTo(x + 0.5, h - f.pad.b); g.stroke();
+      g.setLineDash([]);
+      g.fillStyle = color;
+      g.beginPath(); g.arc(x, f.y(p.value), 3.5, 0, Math.PI * 2); g.fill();
+    }
+  }
+}

@@ -1,0 +1,88 @@
+// The detail panel for the selected token: target probability, rank, entropy, loss,
+// the top-5 as labelled bars and the top-20 as a mini bar chart, the target in green.
+
+import { el, visibleToken, fmtNum, fmtPct, predictionFacts } from "./util.js";
+
+export class DetailPanel {
+  constructor() {
+    this.root = el("aside", "detail");
+    this.root.setAttribute("aria-live", "polite");
+    this.show(null);
+  }
+
+  /** info: {step, seqLabel, index, token, tokenId, prevToken, pred} or null. */
+  show(info) {
+    const root = this.root;
+    root.replaceChildren();
+    root.append(el("div", "panel-title", "Selected token"));
+    if (!info) {
+      root.append(el("p", "hint", "Click a token to see what the model predicted for it. Keyboard: Tab into a sequence, then \u2190/\u2192."));
+      return;
+    }
+    const head = el("div", "sel-head");
+    const chip = el("span", "chip big", visibleToken(info.token));
+    head.append(chip);
+    if (info.tokenId !== undefined && info.tokenId !== null) head.append(el("span", "faint", `id ${info.tokenId}`));
+    root.append(head);
+    root.append(el("div", "faint small", `${info.seqLabel} \u00b7 position ${info.index} \u00b7 step ${info.step}`));
+    const f = predictionFacts(info.pred);
+    if (!f) {
+      root.append(el("p", "hint", "The first token has no prediction: nothing comes before it."));
+      return;
+    }
+    const after = el("div", "small after");
+    after.append(el("span", "faint", "predicted after "), el("span", "chip", visibleToken(info.prevToken)));
+    root.append(after);
+
+    const stats = el("div", "stats");
+    const stat = (label, value, cls) => {
+      const box = el("div", "stat" + (cls ? " " + cls : ""));
+      box.append(el("div", "stat-v", value), el("div", "stat-l", label));
+      stats.append(box);
+    };
+    stat("target p", fmtPct(f.p), "p");
+    stat("rank", f.rank === undefined || f.rank === null ? "\u2013" : "#" + f.rank);
+    stat("entropy", fmtNum(f.entropy, 3));
+    stat("loss", fmtNum(f.loss, 3));
+    stat("top-1", f.correct === undefined ? "\u2013" : f.correct ? "\u2713 hit" : "\u2717 miss", f.correct ? "good" : "bad");
+    root.append(stats);
+
+    const target = info.pred.target_token_id;
+    const top = f.top;
+    root.append(el("div", "panel-sub", "Top 5"));
+    const bars = el("div", "bars");
+    const maxP = top.length ? Math.max(top[0].p, 1e-9) : 1;
+    top.slice(0, 5).forEach((c, i) => {
+      const row = el("div", "bar-row" + (c.id === target ? " hit" : ""));
+      const label = el("span", "bar-label");
+      label.append(el("span", "bar-rank", String(i + 1)), el("span", "chip", visibleToken(c.token)));
+      const track = el("span", "bar-track");
+      const fill = el("span", "bar-fill");
+      fill.style.width = `${Math.max(0.5, (c.p / maxP) * 100)}%`;
+      track.append(fill);
+      row.append(label, track, el("span", "bar-p", fmtPct(c.p)));
+      row.title = `${c.token} (id ${c.id}): p = ${c.p}`;
+      bars.append(row);
+    });
+    root.append(bars);
+    if (!top.some((c) => c.id === target)) {
+      const miss = el("div", "small miss");
+      miss.append(el("span", "faint", "target "), el("span", "chip", visibleToken(info.pred.target_token_str)),
+        el("span", "faint", ` not in the top ${top.length}` + (f.rank ? ` (rank ${f.rank})` : "")));
+      root.append(miss);
+    }
+
+    root.append(el("div", "panel-sub", `Top ${Math.min(20, top.length)} distribution`));
+    const mini = el("div", "mini");
+    for (const c of top.slice(0, 20)) {
+      const col = el("div", "mini-col" + (c.id === target ? " hit" : ""));
+      const bar = el("div", "mini-bar");
+      bar.style.height = `${Math.max(2, (c.p / maxP) * 100)}%`;
+      col.append(bar);
+      col.title = `${visibleToken(c.token)}  ${fmtPct(c.p)}`;
+      mini.append(col);
+    }
+    root.append(mini);
+    root.append(el("div", "legend-line faint small", "green = the token that actually came next"));
+  }
+}

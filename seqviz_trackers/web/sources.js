@@ -1,0 +1,199 @@
+// The data adapters. All three share one interface, so the dashboard never knows
+// where its data comes from:
+//
+//   source.get(route, params) -> Promise<json>   any route of seqviz_trackers.api.ROUTES
+//   source.subscribe(listener) -> unsubscribe    live events (see below)
+//   source.watch(run)                            which run the live events are about
+//
+// Events: {type:"status", state:"live"|"connecting"|"disconnected"|"polling"|"snapshot", text}
+//         {type:"runs", runs}  {type:"steps", run, steps, problems}
+//         {type:"steps_added", run, steps}  {type:"step", run, entry}
+//         {type:"warning", run, line, message}  {type:"reset", run}
+
+class SourceBase {
+  constructor() {
+    this.listeners = new Set();
+    this.run = null;
+    this.lastStatus = null;
+  }
+  subscribe(listener) {
+    this.listeners.add(listener);
+    if (this.lastStatus) listener(this.lastStatus);
+    return () => this.listeners.delete(listener);
+  }
+  emit(event) {
+    if (event.type === "status") this.lastStatus = event;
+    for (const listener of [...this.listeners]) {
+      try { listener(event); } catch (err) { console.error("seqviz listener failed", err); }
+    }
+  }
+  watch(run) { this.run = run; }
+  close() {}
+}
+
+/** Plain HTTP GETs against `base` (the folder the dashboard is served from);
+ *  polls `steps` so new steps show up without a reload. */
+export class FetchSource extends SourceBase {
+  constructor(base, { pollMs = 3000 } = {}) {
+    super();
+    this.base = String(base);
+    this.pollMs = pollMs;
+    this.timer = null;
+    this.lastKey = null;
+  }
+  async get(route, params = {}) {
+    const url = new URL(route, this.base);
+    for (const [k, v] of Object.entries(params)) if (v !== undefined && v !== null) url.searchParams.set(k, String(v));
+    const response = await fetch(url, { cache: "no-store" });
+    let body = null;
+    try { body = await response.json(); } catch (err) { body = null; }
+    if (!response.ok) throw new Error((body && body.error) || `${route}: HTTP ${response.status}`);
+    return body;
+  }
+  subscribe(listener) {
+    const off = super.subscribe(listener);
+    if (!this.timer) {
+      this.timer = setInterval(() => this.poll(), this.pollMs);
+      this.emit({ type: "status", state: "polling", text: `Polling every ${Math.round(this.pollMs / 1000)} s` });
+    }
+    return off;
+  }
+  watch(run) {
+    this.run = run;
+    this.lastKey = null;
+  }
+  async poll() {
+    if (!this.run) {
+      try { this.emit({ type: "runs", runs: (await this.get("runs")).runs }); } catch (err) { /* next time */ }
+      return;
+    }
+    try {
+      const data = await this.get("steps", { run: this.run });
+      const last = data.steps.length ? data.steps[data.steps.length - 1] : null;
+      const key = `${data.steps.length}:${last && last.step}:${data.problems.length}`;
+      if (this.lastStatus && this.lastStatus.state !== "polling") {
+        this.emit({ type: "status", state: "polling", text: `Polling every ${Math.round(this.pollMs / 1000)} s` });
+      }
+      if (key !== this.lastKey) {
+        if (this.lastKey !== null) this.emit({ type: "steps", run: this.run, steps: data.steps, problems: data.problems });
+        this.lastKey = key;
+      }
+    } catch (err) {
+      this.emit({ type: "status", state: "disconnected", text: "Offline \u2014 retrying" });
+    }
+  }
+  close() { clearInterval(this.timer); this.timer = null; }
+}
+
+/** The live server: one websocket for pushes and requests; requests fall back to
+ *  HTTP (same routes) while the socket is down. Reconnects with backoff. */
+export class WebSocketSource extends SourceBase {
+  constructor(wsUrl, httpBase) {
+    super();
+    this.wsUrl = String(wsUrl);
+    this.http = new FetchSource(httpBase);
+    this.ws = null;
+    this.nextId = 1;
+    this.pending = new Map();
+    this.retryMs = 500;
+    this.closed = false;
+    this.countdown = null;
+  }
+  subscribe(listener) {
+    const off = super.subscribe(listener);
+    if (!this.ws && !this.closed) this.connect();
+    return off;
+  }
+  connect() {
+    clearInterval(this.countdown);
+    this.emit({ type: "status", state: "connecting", text: "Connecting\u2026" });
+    const url = new URL(this.wsUrl);
+    if (this.run) url.searchParams.set("run", this.run);
+    const ws = new WebSocket(url);
+    this.ws = ws;
+    ws.onopen = () => {
+      this.retryMs = 500;
+      this.emit({ type: "status", state: "live", text: "Live" });
+    };
+    ws.onmessage = (msg) => {
+      let data;
+      try { data = JSON.parse(msg.data); } catch (err) { return; }
+      if (data.type === "response") {
+        const waiter = this.pending.get(data.id);
+        if (!waiter) return;
+        this.pending.delete(data.id);
+        if (data.status === 200) waiter.resolve(data.body);
+        else waiter.reject(new Error((data.body && data.body.error) || `HTTP ${data.status}`));
+      } else {
+        this.emit(data);
+      }
+    };
+    ws.onclose = () => {
+      if (this.ws !== ws) return;
+      this.ws = null;
+      for (const waiter of this.pending.values()) waiter.reject(new Error("connection lost"));
+      this.pending.clear();
+      if (this.closed) return;
+      const wait = this.retryMs;
+      this.retryMs = Math.min(this.retryMs * 2, 10000);
+      let left = Math.ceil(wait / 1000);
+      const say = () => this.emit({ type: "status", state: "disconnected", text: `Disconnected \u2014 retrying in ${left} s` });
+      say();
+      this.countdown = setInterval(() => { left = Math.max(0, left - 1); say(); }, 1000);
+      setTimeout(() => { if (!this.closed) this.connect(); }, wait);
+    };
+  }
+  get(route, params = {}) {
+    const ws = this.ws;
+    if (!ws || ws.readyState !== WebSocket.OPEN) return this.http.get(route, params);
+    const id = this.nextId++;
+    return new Promise((resolve, reject) => {
+      this.pending.set(id, { resolve, reject });
+      ws.send(JSON.stringify({ type: "get", id, route, params }));
+    });
+  }
+  watch(run) {
+    if (run === this.run) return;
+    this.run = run;
+    if (this.ws && this.ws.readyState === WebSocket.OPEN) this.ws.send(JSON.stringify({ type: "watch", run }));
+  }
+  close() {
+    this.closed = true;
+    clearInterval(this.countdown);
+    if (this.ws) this.ws.close();
+  }
+}
+
+/** Data inlined in the page (exports, the W&B panel): {title, entries, steps?, extra?}.
+ *  `steps` is the loss history for the chart; routes other than runs/steps/step are
+ *  answered from `extra[route]` when present. */
+export class InlineSource extends SourceBase {
+  constructor(data) {
+    super();
+    this.data = data || {};
+    this.entries = new Map();
+    for (const entry of this.data.entries || []) this.entries.set(entry.step, entry);
+    this.runName = this.data.title || "export";
+    this.emit({ type: "status", state: "snapshot", text: "Snapshot" });
+  }
+  async get(route, params = {}) {
+    const sorted = [...this.entries.values()].sort((a, b) => a.step - b.step);
+    const info = (e) => ({ step: e.step, loss: e.loss ?? null, perplexity: e.perplexity ?? null, timestamp: e.timestamp ?? null });
+    if (route === "runs") {
+      return { runs: [{ run: this.runName, num_steps: sorted.length, last_step: sorted.length ? sorted[sorted.length - 1].step : null }] };
+    }
+    if (route === "steps") {
+      const out = { run: this.runName, steps: sorted.map(info), problems: [] };
+      if (this.data.steps && this.data.steps.length) out.history = this.data.steps;
+      return out;
+    }
+    if (route === "step") {
+      const entry = this.entries.get(Number(params.step));
+      if (!entry) throw new Error(`no step ${params.step} in this page`);
+      return entry;
+    }
+    const extra = this.data.extra && this.data.extra[route];
+    if (extra !== undefined) return extra;
+    throw new Error(`unknown route ${route}`);
+  }
+}

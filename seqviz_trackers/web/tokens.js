@@ -1,0 +1,250 @@
+// The token grid of one sequence: a box per token (text, faint id, and under it the
+// model's top-1 guess for that token, made at the previous position: the visual shift).
+// Box widths are computed here (canvas text metrics), so the grid lays itself out and
+// only the boxes near the visible part of the page exist in the DOM; they are reused
+// and only changed fields are written. Long sequences (thousands of tokens) stay fast.
+
+import { el, visibleToken, predictionFacts, METRICS } from "./util.js";
+
+const TOKEN_FONT = 13;
+const PRED_FONT = 11;
+const MAX_WIDTH = 140;
+const MIN_WIDTH = 30;
+const PADDING = 10;
+const MIN_SCALE = 0.6;
+const BOX_HEIGHT = 50;
+const GAP = 3;
+const OVERSCAN = 400;  // px drawn above and below the visible part
+const FONT_FAMILY = 'ui-monospace, "JetBrains Mono", "Fira Code", SFMono-Regular, Menlo, Consolas, "DejaVu Sans Mono", monospace';
+
+let measureCtx = null;
+const widthCache = new Map();
+
+/** Width in px of `text` at `size` px in the token font (cached). */
+function textWidth(text, size) {
+  const key = size + "\u0000" + text;
+  let w = widthCache.get(key);
+  if (w === undefined) {
+    if (!measureCtx) measureCtx = document.createElement("canvas").getContext("2d");
+    measureCtx.font = `${size}px ${FONT_FAMILY}`;
+    w = measureCtx.measureText(text).width;
+    if (widthCache.size > 50000) widthCache.clear();
+    widthCache.set(key, w);
+  }
+  return w;
+}
+
+/** Box width and font scale for one token string and its predicted string. */
+export function fitToken(shown, predShown) {
+  const tw = textWidth(shown, TOKEN_FONT);
+  const pw = predShown ? textWidth(predShown, PRED_FONT) : 0;
+  const width = Math.max(MIN_WIDTH, Math.min(MAX_WIDTH, Math.ceil(Math.max(tw, pw)) + PADDING));
+  const room = MAX_WIDTH - PADDING;
+  return {
+    width,
+    tokenScale: tw > room ? Math.max(MIN_SCALE, room / tw) : 1,
+    predScale: pw > room ? Math.max(MIN_SCALE, room / pw) : 1,
+  };
+}
+
+const gridsAlive = new Set();
+let scrollQueued = false;
+function onAnyScroll() {
+  if (scrollQueued) return;
+  scrollQueued = true;
+  requestAnimationFrame(() => {
+    scrollQueued = false;
+    for (const grid of gridsAlive) grid.paint();
+  });
+}
+
+export class TokenGrid {
+  /** @param {{onSelect:(index:number)=>void, label?:string}} opts */
+  constructor(opts) {
+    this.opts = opts;
+    this.root = el("div", "grid");
+    this.root.tabIndex = 0;
+    this.root.setAttribute("role", "listbox");
+    this.root.setAttribute("aria-label", opts.label || "tokens");
+    this.pool = [];          // box elements, reused
+    this.items = [];         // per token: what its box shows
+    this.selected = -1;
+    this.length = 0;
+    this.width = 0;
+    this.root.addEventListener("mousedown", (ev) => { if (ev.target.closest(".tok")) ev.preventDefault(); });
+    this.root.addEventListener("click", (ev) => {
+      const cell = ev.target.closest(".tok");
+      if (cell && cell._index >= 0) this.opts.onSelect(cell._index);
+    });
+    this.root.addEventListener("keydown", (ev) => this.onKey(ev));
+    if (!gridsAlive.size) {
+      document.addEventListener("scroll", onAnyScroll, { capture: true, passive: true });
+      window.addEventListener("resize", onAnyScroll);
+    }
+    gridsAlive.add(this);
+    if (typeof ResizeObserver !== "undefined") {
+      new ResizeObserver(() => { if (this.root.clientWidth !== this.width) this.paint(); }).observe(this.root);
+    }
+  }
+
+  onKey(ev) {
+    if (ev.altKey || ev.ctrlKey || ev.metaKey || ev.shiftKey) return;
+    let next = null;
+    const at = this.selected < 0 ? 0 : this.selected;
+    if (ev.key === "ArrowRight") next = at + 1;
+    else if (ev.key === "ArrowLeft") next = at - 1;
+    else if (ev.key === "Home") next = 0;
+    else if (ev.key === "End") next = this.length - 1;
+    else if (ev.key === "Escape") { this.root.blur(); ev.preventDefault(); return; }
+    else return;
+    ev.preventDefault();
+    ev.stopPropagation();
+    next = Math.max(0, Math.min(this.length - 1, next));
+    this.opts.onSelect(next);
+    this.reveal(next);
+  }
+
+  /** Scroll the page so token `index` is on screen. */
+  reveal(index) {
+    const it = this.items[index];
+    if (!it) return;
+    const rect = this.root.getBoundingClientRect();
+    const top = rect.top + it.y, bottom = top + BOX_HEIGHT;
+    const view = window.innerHeight;
+    if (top < 80) window.scrollBy(0, top - 80);
+    else if (bottom > view - 10) window.scrollBy(0, bottom - view + 10);
+    this.paint();
+  }
+
+  makeCell() {
+    const cell = el("div", "tok");
+    cell.setAttribute("role", "option");
+    const t = el("span", "tt");
+    const i = el("span", "ti");
+    const p = el("span", "tp");
+    cell.append(t, i, p);
+    cell._t = t; cell._i = i; cell._p = p;
+    cell._index = -1;
+    cell._v = { text: null, id: null, pred: null, cls: null, pcls: null, width: 0, ts: 1, ps: 1, title: null, x: -1, y: -1 };
+    return cell;
+  }
+
+  /**
+   * Show one sequence. ctx: {metric, metricCtx, showIds}.
+   * Returns per-sequence figures {meanP, accuracy, count}.
+   */
+  render(seq, ctx) {
+    const tokens = seq.tokens || [];
+    const ids = seq.token_ids || [];
+    const n = tokens.length;
+    const predFor = new Array(n);
+    for (const pred of seq.predictions || []) {
+      const j = pred.position + 1;
+      if (j >= 0 && j < n) predFor[j] = pred;
+    }
+    const metric = METRICS[ctx.metric] || METRICS.prob;
+    let sumP = 0, nP = 0, hits = 0, nHit = 0;
+    const items = new Array(n);
+    for (let j = 0; j < n; j++) {
+      const f = predictionFacts(predFor[j]);
+      if (f) {
+        if (f.p !== undefined && f.p !== null) { sumP += f.p; nP++; }
+        if (f.correct !== undefined) { nHit++; if (f.correct) hits++; }
+      }
+      const shown = visibleToken(tokens[j]);
+      const predShown = f && f.top1 ? visibleToken(f.top1.token) : "";
+      const bucket = f ? metric.bucket(f, ctx.metricCtx) : -1;
+      const id = ids[j] === undefined ? "" : String(ids[j]);
+      items[j] = {
+        text: shown, pred: predShown, id,
+        cls: "tok " + (f ? (bucket < 0 ? "mna" : "m" + bucket) : "first"),
+        pcls: "tp" + (f && f.top1 ? (f.correct ? " ok" : " no") : ""),
+        title: tokens[j] + (id ? `  (id ${id})` : ""),
+        fit: fitToken(shown, predShown), x: 0, y: 0,
+      };
+    }
+    this.items = items;
+    this.length = n;
+    if (this.selected >= n) this.selected = -1;
+    this.root.classList.toggle("hide-ids", !ctx.showIds);
+    this.width = 0;  // lay out again
+    this.paint();
+    return { meanP: nP ? sumP / nP : null, accuracy: nHit ? hits / nHit : null, count: n };
+  }
+
+  /** Place every box (positions only), wrapping at the grid's width. */
+  layout() {
+    const width = this.root.clientWidth;
+    this.width = width;
+    let x = 0, y = 0;
+    const rowStarts = [0];
+    for (let j = 0; j < this.items.length; j++) {
+      const it = this.items[j];
+      const w = it.fit.width;
+      if (x > 0 && x + w > width) { x = 0; y += BOX_HEIGHT + GAP; rowStarts.push(j); }
+      it.x = x; it.y = y;
+      x += w + GAP;
+    }
+    this.rowStarts = rowStarts;
+    this.root.style.height = this.items.length ? `${y + BOX_HEIGHT}px` : "0px";
+  }
+
+  /** Draw the boxes near the visible part of the page. */
+  paint() {
+    if (!this.root.isConnected || !this.root.clientWidth) { this.width = 0; return; }
+    if (this.root.clientWidth !== this.width) this.layout();
+    const rect = this.root.getBoundingClientRect();
+    const view = window.innerHeight || 800;
+    const lo = -rect.top - OVERSCAN, hi = view - rect.top + OVERSCAN;
+    const rows = this.rowStarts || [0];
+    const rowH = BOX_HEIGHT + GAP;
+    let first = 0, last = -1;
+    if (this.items.length && hi > 0 && lo < rect.height) {
+      const r0 = Math.max(0, Math.floor(lo / rowH));
+      const r1 = Math.min(rows.length - 1, Math.floor(hi / rowH));
+      first = rows[r0];
+      last = r1 + 1 < rows.length ? rows[r1 + 1] - 1 : this.items.length - 1;
+    }
+    const count = Math.max(0, last - first + 1);
+    while (this.pool.length < count) {
+      const cell = this.makeCell();
+      this.pool.push(cell);
+      this.root.append(cell);
+    }
+    for (let k = 0; k < this.pool.length; k++) {
+      const cell = this.pool[k];
+      if (k >= count) {
+        if (cell._index !== -1) { cell.hidden = true; cell._index = -1; }
+        continue;
+      }
+      const j = first + k;
+      const it = this.items[j];
+      const v = cell._v;
+      if (cell._index === -1) cell.hidden = false;
+      cell._index = j;
+      const fit = it.fit;
+      if (fit.width !== v.width) { cell.style.width = fit.width + "px"; v.width = fit.width; }
+      if (it.x !== v.x || it.y !== v.y) { cell.style.transform = `translate(${it.x}px,${it.y}px)`; v.x = it.x; v.y = it.y; }
+      if (fit.tokenScale !== v.ts) { cell._t.style.fontSize = fit.tokenScale === 1 ? "" : (TOKEN_FONT * fit.tokenScale).toFixed(1) + "px"; v.ts = fit.tokenScale; }
+      if (fit.predScale !== v.ps) { cell._p.style.fontSize = fit.predScale === 1 ? "" : (PRED_FONT * fit.predScale).toFixed(1) + "px"; v.ps = fit.predScale; }
+      if (it.text !== v.text) { cell._t.textContent = it.text; v.text = it.text; }
+      if (it.id !== v.id) { cell._i.textContent = it.id; v.id = it.id; }
+      if (it.pred !== v.pred) { cell._p.textContent = it.pred; v.pred = it.pred; }
+      const cls = j === this.selected ? it.cls + " sel" : it.cls;
+      if (cls !== v.cls) { cell.className = cls; v.cls = cls; }
+      if (it.pcls !== v.pcls) { cell._p.className = it.pcls; v.pcls = it.pcls; }
+      if (it.title !== v.title) { cell.title = it.title; v.title = it.title; }
+      const sel = j === this.selected ? "true" : null;
+      if (sel !== v.sel) { if (sel) cell.setAttribute("aria-selected", sel); else cell.removeAttribute("aria-selected"); v.sel = sel; }
+    }
+  }
+
+  select(index) {
+    this.selected = index;
+    this.paint();
+  }
+
+  destroy() {
+    gridsAlive.delete(this);
+  }
+}

@@ -1,0 +1,120 @@
+// Small helpers shared by the views: element building (text only, never HTML),
+// visible whitespace, number formatting and the colour metrics.
+//
+// Every module of the dashboard keeps its top-level names distinct: the export
+// page concatenates them into one script (see seqviz_trackers/export.py).
+
+/** Create an element; `text` is set with textContent (token strings are untrusted). */
+export function el(tag, className, text) {
+  const node = document.createElement(tag);
+  if (className) node.className = className;
+  if (text !== undefined && text !== null) node.textContent = String(text);
+  return node;
+}
+
+const SHOWN_AS = { "\n": "\u21b5", "\t": "\u21e5", " ": "\u00b7", "\r": "\\r" };
+// control characters, zero-width and bidi-override characters are shown as escapes
+const PLAIN = /^[!-~]*$/;
+const INVISIBLE = /[\u0000-\u001f\u007f-\u009f\u00ad\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff]/;
+
+/** A token as a person can see it: spaces as a middle dot, newlines and tabs as arrows,
+ *  other invisible characters as escapes like \x16 or \u200b. */
+export function visibleToken(text) {
+  if (text === undefined || text === null) return "";
+  if (PLAIN.test(text)) return text;
+  let out = "";
+  for (const ch of String(text)) {
+    const mapped = SHOWN_AS[ch];
+    if (mapped) out += mapped;
+    else if (INVISIBLE.test(ch)) {
+      const code = ch.codePointAt(0);
+      out += code < 0x100 ? "\\x" + code.toString(16).padStart(2, "0") : "\\u" + code.toString(16).padStart(4, "0");
+    } else out += ch;
+  }
+  return out;
+}
+
+export function fmtNum(x, digits = 3) {
+  if (x === undefined || x === null || Number.isNaN(x)) return "\u2013";
+  const a = Math.abs(x);
+  if (a !== 0 && (a < 1e-3 || a >= 1e5)) return x.toExponential(1);
+  return Number(x.toPrecision(digits)).toString();
+}
+
+export function fmtPct(p) {
+  if (p === undefined || p === null) return "\u2013";
+  if (p >= 0.995) return "100%";
+  if (p < 0.001) return p === 0 ? "0%" : "<0.1%";
+  return (p * 100).toFixed(p < 0.1 ? 1 : 0) + "%";
+}
+
+/** Fill in what hand-made files may lack, from what the prediction does have. */
+export function predictionFacts(pred) {
+  if (!pred) return null;
+  const top = pred.top_20 && pred.top_20.length ? pred.top_20 : (pred.top_k || []);
+  const target = pred.target_token_id;
+  let p = pred.target_prob;
+  let rank = pred.target_rank;
+  const hit = top.findIndex((c) => c.id === target);
+  if ((p === undefined || p === null) && hit >= 0) p = top[hit].p;
+  if ((rank === undefined || rank === null) && hit >= 0) rank = hit + 1;
+  let loss = pred.loss;
+  if ((loss === undefined || loss === null) && p !== undefined && p !== null && p > 0) loss = -Math.log(p);
+  let correct = pred.correct;
+  if (correct === undefined || correct === null) correct = top.length ? top[0].id === target : (rank === undefined ? undefined : rank === 1);
+  return { p, rank, loss, correct, entropy: pred.entropy, top, top1: top[0] };
+}
+
+// Each metric maps a prediction to a bucket 0..9 (0 = badly predicted, 9 = well)
+// and says how to label the legend.
+export const METRICS = {
+  prob: {
+    label: "p(target)",
+    bucket: (f) => (f.p === undefined || f.p === null ? -1 : Math.min(9, Math.floor(f.p * 10))),
+    legend: ["0", "0.5", "1"],
+  },
+  entropy: {
+    label: "entropy",
+    bucket: (f, ctx) => (f.entropy === undefined || f.entropy === null ? -1 : 9 - Math.min(9, Math.floor((f.entropy / ctx.maxEntropy) * 10))),
+    legend: (ctx) => [fmtNum(ctx.maxEntropy, 2) + " nats", "", "0 (sure)"],
+  },
+  loss: {
+    label: "loss",
+    bucket: (f, ctx) => (f.loss === undefined || f.loss === null ? -1 : 9 - Math.min(9, Math.floor((f.loss / ctx.maxLoss) * 10))),
+    legend: (ctx) => ["\u2265 " + fmtNum(ctx.maxLoss, 2), "", "0"],
+  },
+  rank: {
+    label: "rank",
+    bucket: (f) => {
+      const r = f.rank;
+      if (r === undefined || r === null) return -1;
+      return r <= 1 ? 9 : r <= 2 ? 8 : r <= 3 ? 7 : r <= 5 ? 6 : r <= 10 ? 5 : r <= 20 ? 4 : r <= 50 ? 3 : r <= 100 ? 2 : r <= 1000 ? 1 : 0;
+    },
+    legend: [">1000", "10", "1"],
+  },
+  none: { label: "none", bucket: () => -1, legend: [] },
+};
+
+/** Metric scales for one entry: entropy against ln(vocab size), loss clipped at 10 nats. */
+export function metricContext(entry) {
+  const vocab = entry && entry.metadata && entry.metadata.vocab_size;
+  return { maxEntropy: vocab > 1 ? Math.log(vocab) : 10, maxLoss: 10 };
+}
+
+/** Parse "#step=1200&seq=2" into an object of strings. */
+export function readHash(hash) {
+  const out = {};
+  for (const part of String(hash || "").replace(/^#/, "").split("&")) {
+    if (!part) continue;
+    const i = part.indexOf("=");
+    const key = decodeURIComponent(i < 0 ? part : part.slice(0, i));
+    out[key] = decodeURIComponent(i < 0 ? "" : part.slice(i + 1));
+  }
+  return out;
+}
+
+export function writeHash(obj) {
+  return "#" + Object.entries(obj)
+    .filter(([, v]) => v !== undefined && v !== null && v !== "")
+    .map(([k, v]) => encodeURIComponent(k) + "=" + encodeURIComponent(v)).join("&");
+}

@@ -1,0 +1,212 @@
+"""tensor_to_training_entry against an independent, slow, float64 reference."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from factories import bpe_tokenizer
+from seqviz_trackers import tensor_to_training_entry, validate_entry
+from seqviz_trackers import convert as convert_module
+
+
+def reference(logits, input_ids, attention_mask=None, labels=None, k=20):
+    """Per position, in float64, one at a time: the obvious way."""
+    batch, length, vocab = logits.shape
+    mask = attention_mask if attention_mask is not None else torch.ones(batch, length, dtype=torch.long)
+    targets = labels if labels is not None else input_ids
+    out = []
+    for b in range(batch):
+        kept = [t for t in range(length) if mask[b, t]]
+        preds = []
+        for i, t in enumerate(kept[:-1]):
+            nxt = kept[i + 1]
+            if nxt != t + 1 or int(targets[b, nxt]) == -100:
+                continue
+            row = logits[b, t].double()
+            logp = torch.log_softmax(row, -1)
+            p = logp.exp()
+            tgt = int(targets[b, nxt])
+            order = sorted(range(vocab), key=lambda v: -float(row[v]))[:k]
+            preds.append({
+                "position": i,
+                "target": tgt,
+                "top": [float(p[v]) for v in order],
+                "probs": p,
+                "target_prob": float(p[tgt]),
+                "loss": -float(logp[tgt]),
+                "entropy": float(torch.special.entr(p).sum()),
+                "rank": 1 + int((row > row[tgt]).sum()),
+            })
+        out.append((kept, preds))
+    return out
+
+
+def assert_matches(entry, ref, input_ids, rel=2e-4):
+    assert len(entry["sequences"]) == len(ref)
+    for b, (seq, (kept, preds)) in enumerate(zip(entry["sequences"], ref)):
+        assert seq["token_ids"] == [int(input_ids[b, t]) for t in kept]
+        assert len(seq["predictions"]) == len(preds)
+        for got, want in zip(seq["predictions"], preds):
+            assert got["position"] == want["position"]
+            assert got["target_token_id"] == want["target"]
+            assert got["target_rank"] == want["rank"]
+            assert got["correct"] == (want["rank"] == 1)
+            assert got["target_prob"] == pytest.approx(want["target_prob"], rel=rel, abs=1e-9)
+            assert got["loss"] == pytest.approx(want["loss"], rel=rel, abs=1e-5)
+            assert got["entropy"] == pytest.approx(want["entropy"], rel=rel, abs=1e-5)
+            # The k largest probabilities, each under its own id (ties may swap ids).
+            probs = [p for _, _, p in got["top_k"]]
+            assert probs == pytest.approx(want["top"], rel=rel, abs=1e-9)
+            for token_id, _, p in got["top_k"]:
+                assert p == pytest.approx(float(want["probs"][token_id]), rel=rel, abs=1e-9)
+            assert len({c[0] for c in got["top_k"]}) == len(got["top_k"])
+
+
+@pytest.fixture(autouse=True)
+def small_chunks(monkeypatch):
+    """Force several chunks per call so chunk boundaries are exercised."""
+    monkeypatch.setattr(convert_module, "CHUNK_BYTES", 4 * 300 * 3)
+
+
+def test_batch_fp32_matches_reference():
+    torch.manual_seed(0)
+    logits = torch.randn(3, 9, 300) * 3
+    ids = torch.randint(0, 300, (3, 9))
+    entry = tensor_to_training_entry(logits, ids, None, step=7)
+    assert_matches(entry, reference(logits, ids), ids)
+    validate_entry(entry)
+    losses = [p["loss"] for s in entry["sequences"] for p in s["predictions"]]
+    assert entry["loss"] == pytest.approx(sum(losses) / len(losses), rel=1e-4)
+    assert entry["perplexity"] == pytest.approx(math.exp(entry["loss"]), rel=1e-9)
+
+
+def test_left_right_padding_and_ignored_labels():
+    torch.manual_seed(1)
+    logits = torch.randn(3, 8, 300) * 2
+    ids = torch.randint(1, 300, (3, 8))
+    mask = torch.ones(3, 8, dtype=torch.long)
+    mask[0, :3] = 0  # left padding
+    mask[1, 5:] = 0  # right padding
+    labels = ids.clone()
+    labels[2, :4] = -100  # prompt masked out
+    labels[0, 6] = -100
+    entry = tensor_to_training_entry(logits, ids, None, step=1, attention_mask=mask, labels=labels)
+    ref = reference(logits, ids, mask, labels)
+    assert_matches(entry, ref, ids)
+    assert len(entry["sequences"][0]["tokens"]) == 5
+    assert [p["position"] for p in entry["sequences"][2]["predictions"]] == [3, 4, 5, 6]
+    # Labels differing from the inputs are the targets.
+    labels2 = ids.clone()
+    labels2[0, 5] = 17
+    entry2 = tensor_to_training_entry(logits, ids, None, step=1, attention_mask=mask, labels=labels2)
+    pred = next(p for p in entry2["sequences"][0]["predictions"] if p["position"] == 1)
+    assert pred["target_token_id"] == 17
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_matches_reference_of_same_values(dtype):
+    torch.manual_seed(2)
+    logits = (torch.randn(2, 6, 300) * 4).to(dtype)
+    ids = torch.randint(0, 300, (2, 6))
+    entry = tensor_to_training_entry(logits, ids, None, step=2)
+    assert_matches(entry, reference(logits.float(), ids), ids, rel=1e-3)
+
+
+def test_rank_exact_outside_top_k():
+    vocab = 300
+    logits = torch.arange(vocab, dtype=torch.float32).flip(0).repeat(2, 1)  # token v has rank v+1
+    ids = torch.tensor([0, 250])
+    entry = tensor_to_training_entry(logits, ids, None, step=0, top_k=5)
+    pred = entry["sequences"][0]["predictions"][0]
+    assert pred["target_rank"] == 251
+    assert [c[0] for c in pred["top_k"]] == [0, 1, 2, 3, 4]
+    assert pred["correct"] is False
+
+
+def test_masked_vocabulary_minus_inf_is_fine():
+    logits = torch.randn(1, 4, 300)
+    logits[..., 100:] = float("-inf")
+    ids = torch.tensor([[1, 2, 3, 4]])
+    entry = tensor_to_training_entry(logits, ids, None, step=0)
+    for p in entry["sequences"][0]["predictions"]:
+        assert 0 < p["entropy"] < math.log(100) + 1e-6
+    assert_matches(entry, reference(logits, ids), ids)
+
+
+def test_display_strings_from_byte_level_bpe():
+    tok = bpe_tokenizer()
+    text = "To be, or not\nto be — ☃"
+    ids = tok(text, return_tensors="pt").input_ids
+    entry = tensor_to_training_entry(torch.randn(1, ids.shape[1], len(tok)), ids, tok, step=0)
+    tokens = entry["sequences"][0]["tokens"]
+    joined = "".join(tokens)
+    assert "Ġ" not in joined and "Ċ" not in joined
+    assert joined.startswith("To be, or not\nto be ")
+    assert " be" in tokens and "\n" in joined
+    # "—" and "☃" are not in this small vocabulary: whole characters or readable bytes.
+    assert "—" in joined or "<0xE2>" in joined
+    assert "\ufffd" not in joined
+    for p in entry["sequences"][0]["predictions"]:
+        assert p["target_token_str"] == tokens[p["position"] + 1]
+
+
+def test_display_strings_sentencepiece_style_with_byte_fallback():
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tk = Tokenizer(models.BPE(byte_fallback=True, unk_token="<unk>"))
+    tk.pre_tokenizer = pre_tokenizers.Metaspace()
+    tk.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse()])
+    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=["<unk>"] + [f"<0x{b:02X}>" for b in range(256)])
+    tk.train_from_iterator(["to be or not to be that is the question"] * 20, trainer)
+    tok = PreTrainedTokenizerFast(tokenizer_object=tk)
+    ids = tok("to be\n☃", return_tensors="pt").input_ids
+    raw = tok.convert_ids_to_tokens(ids[0])
+    assert any(p.startswith("▁") for p in raw) and "<0x0A>" in raw
+    entry = tensor_to_training_entry(torch.randn(1, ids.shape[1], len(tok)), ids, tok, step=0)
+    tokens = entry["sequences"][0]["tokens"]
+    assert "▁" not in "".join(tokens)
+    assert " be" in tokens and "\n" in tokens
+    assert "<0xE2>" in tokens  # a lone byte of a 3-byte character stays readable
+    assert entry["sequences"][0]["token_ids"] == ids[0].tolist()
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda: (torch.randn(2, 3, 4, 5), torch.zeros(2, 3, dtype=torch.long)), "shape"),
+    (lambda: (torch.randn(2, 3, 10), torch.zeros(3, 3, dtype=torch.long)), "input_ids has shape"),
+    (lambda: (torch.randn(2, 3, 10), torch.zeros(2, 4, dtype=torch.long)), "input_ids has shape"),
+    (lambda: (torch.randint(0, 5, (2, 3, 10)), torch.zeros(2, 3, dtype=torch.long)), "floating point"),
+    (lambda: (torch.randn(1, 3, 10), torch.tensor([[1, 2, 10]])), "outside the vocabulary"),
+    (lambda: ([[0.1]], torch.zeros(1, 1, dtype=torch.long)), "torch.Tensor"),
+])
+def test_bad_inputs_give_clear_value_errors(make, message):
+    logits, ids = make()
+    with pytest.raises(ValueError, match=message):
+        tensor_to_training_entry(logits, ids, None, step=0)
+
+
+def test_nan_logits_name_the_position():
+    logits = torch.randn(2, 4, 10)
+    logits[1, 2, 3] = float("nan")
+    with pytest.raises(ValueError, match=r"NaN or infinite values \(sequence 1, position 2\)"):
+        tensor_to_training_entry(logits, torch.zeros(2, 4, dtype=torch.long), None, step=0)
+
+
+def test_mask_shape_and_nan_loss_rejected():
+    logits, ids = torch.randn(1, 4, 10), torch.zeros(1, 4, dtype=torch.long)
+    with pytest.raises(ValueError, match="attention_mask has shape"):
+        tensor_to_training_entry(logits, ids, None, step=0, attention_mask=torch.ones(1, 5))
+    with pytest.raises(ValueError, match="loss is nan"):
+        tensor_to_training_entry(logits, ids, None, step=0, loss=float("nan"))
+
+
+def test_huge_loss_keeps_perplexity_finite_and_names_kept():
+    entry = tensor_to_training_entry(torch.randn(2, 3, 10), torch.zeros(2, 3, dtype=torch.long), None, step=5,
+                                     loss=5000.0, names=["a", "b"], model_name="m")
+    assert math.isfinite(entry["perplexity"])
+    assert [s["name"] for s in entry["sequences"]] == ["a", "b"]
+    assert entry["metadata"]["model_name"] == "m"
+    validate_entry(entry)

@@ -1,0 +1,358 @@
+"""``seqviz serve`` end to end: a real server in a thread, real websockets clients and
+raw HTTP requests. Each test writes its own JSONL file."""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.sync.client import connect
+
+from factories import make_entry
+from seqviz_trackers import TrainingDataWriter, api, encode_entry
+from seqviz_trackers.server import start_in_thread
+
+ENTRY = make_entry(0)
+
+
+def line(step: int) -> bytes:
+    return encode_entry({**ENTRY, "step": step}, validate=False)
+
+
+def write(path: Path, *steps: int) -> None:
+    with open(path, "ab") as f:
+        for step in steps:
+            f.write(line(step))
+
+
+@pytest.fixture
+def served(tmp_path):
+    path = tmp_path / "run.jsonl"
+    handles = []
+
+    def start(**kw):
+        h = start_in_thread(file=path, port=0, interval=0.1, **kw)
+        handles.append(h)
+        return h
+
+    yield path, start
+    for h in handles:
+        h.stop()
+
+
+def ws_url(handle) -> str:
+    return handle.url.replace("http://", "ws://") + "ws"
+
+
+def recv(ws, kind: str, timeout: float = 5.0, **match):
+    """The next message of type ``kind`` (and matching fields), skipping others."""
+    end = time.monotonic() + timeout
+    while True:
+        left = end - time.monotonic()
+        if left <= 0:
+            raise AssertionError(f"no {kind!r} message within {timeout} s")
+        msg = json.loads(ws.recv(timeout=left))
+        if msg["type"] == kind and all(msg.get(k) == v for k, v in match.items()):
+            return msg
+
+
+def nothing(ws, kind: str, wait: float = 0.5) -> None:
+    end = time.monotonic() + wait
+    while (left := end - time.monotonic()) > 0:
+        try:
+            msg = json.loads(ws.recv(timeout=left))
+        except TimeoutError:
+            return
+        assert msg["type"] != kind, msg
+
+
+def get(handle, path: str, headers: dict | None = None) -> tuple[int, bytes]:
+    conn = http.client.HTTPConnection("127.0.0.1", handle.port, timeout=5)
+    conn.request("GET", path, headers=headers or {})
+    resp = conn.getresponse()
+    body = resp.read()
+    conn.close()
+    return resp.status, body
+
+
+def test_connect_gets_summary_history_and_latest(served):
+    path, start = served
+    write(path, 10, 20, 30)
+    h = start()
+    with connect(ws_url(h)) as ws:
+        runs = recv(ws, "runs")
+        assert runs["runs"] == [{"run": "run", "num_steps": 3, "last_step": 30}]
+        summary = recv(ws, "summary")
+        assert summary["summary"]["num_steps"] == 3
+        steps = recv(ws, "steps")
+        assert [s["step"] for s in steps["steps"]] == [10, 20, 30]
+        latest = recv(ws, "step")
+        assert latest["entry"]["step"] == 30
+        assert latest["entry"]["sequences"][0]["tokens"] == ENTRY["sequences"][0]["tokens"]
+        # an older step on request, through the same route table as HTTP
+        ws.send(json.dumps({"type": "get", "id": 7, "route": "step", "params": {"run": "run", "step": 10}}))
+        resp = recv(ws, "response", id=7)
+        assert resp["status"] == 200 and resp["body"]["step"] == 10
+        ws.send(json.dumps({"type": "get", "id": 8, "route": "step", "params": {"run": "run", "step": 11}}))
+        resp = recv(ws, "response", id=8)
+        assert resp["status"] == 404 and "no step 11" in resp["body"]["error"]
+
+
+def test_live_append_arrives(served):
+    path, start = served
+    write(path, 1)
+    h = start()
+    with connect(ws_url(h)) as ws:
+        recv(ws, "step")
+        with TrainingDataWriter(path) as w:
+            w.write_step(make_entry(2))
+        added = recv(ws, "steps_added")
+        assert [s["step"] for s in added["steps"]] == [2]
+        assert recv(ws, "step")["entry"]["step"] == 2
+
+
+def test_partial_line_waits_for_its_newline(served):
+    path, start = served
+    write(path, 1)
+    h = start()
+    raw = line(2)
+    with connect(ws_url(h)) as ws:
+        recv(ws, "step")
+        with open(path, "ab") as f:
+            f.write(raw[:200])
+        nothing(ws, "step", 0.6)
+        with open(path, "ab") as f:
+            f.write(raw[200:])
+        assert recv(ws, "step")["entry"]["step"] == 2
+
+
+def test_malformed_line_is_a_warning_and_streaming_goes_on(served):
+    path, start = served
+    write(path, 1)
+    h = start()
+    with connect(ws_url(h)) as ws:
+        recv(ws, "step")
+        with open(path, "ab") as f:
+            f.write(b'{"step": 2, "sequences": [\n')
+        warning = recv(ws, "warning")
+        assert warning["line"] == 2 and "JSON" in warning["message"]
+        write(path, 3)
+        assert recv(ws, "step")["entry"]["step"] == 3
+    status, body = get(h, "/steps?run=run")
+    assert status == 200 and json.loads(body)["problems"][0]["line"] == 2
+
+
+def test_truncated_or_replaced_file_is_read_again(served):
+    path, start = served
+    write(path, 1, 2, 3)
+    h = start()
+    with connect(ws_url(h)) as ws:
+        recv(ws, "step")
+        path.write_bytes(line(7))  # truncates to one shorter file
+        recv(ws, "reset")
+        steps = recv(ws, "steps")
+        assert [s["step"] for s in steps["steps"]] == [7]
+        assert recv(ws, "step")["entry"]["step"] == 7
+        replacement = path.with_suffix(".new")
+        replacement.write_bytes(line(8) + line(9) + line(10))
+        os.replace(replacement, path)
+        recv(ws, "reset")
+        assert [s["step"] for s in recv(ws, "steps")["steps"]] == [8, 9, 10]
+
+
+def test_file_created_after_the_server_started(served):
+    path, start = served
+    h = start()
+    with connect(ws_url(h)) as ws:
+        assert recv(ws, "runs")["runs"] == []
+        recv(ws, "waiting")
+        write(path, 5)
+        assert recv(ws, "step")["entry"]["step"] == 5
+
+
+def test_many_clients_and_a_stalled_one(served, monkeypatch):
+    import seqviz_trackers.server as server_module
+
+    monkeypatch.setattr(server_module, "QUEUE_LIMIT", 8)
+    path, start = served
+    write(path, 0)
+    h = start()
+    big = {**ENTRY, "metadata": {"pad": "x" * 200_000}}
+    with contextlib.ExitStack() as stack:
+        stalled = stack.enter_context(connect(ws_url(h), max_queue=1))  # reads nothing from now on
+        clients = [stack.enter_context(connect(ws_url(h))) for _ in range(50)]
+        for ws in clients:
+            recv(ws, "step")
+        t0 = time.monotonic()
+        with open(path, "ab") as f:
+            for step in range(1, 61):  # separate batches: one message pair each
+                f.write(encode_entry({**big, "step": step}, validate=False))
+                f.flush()
+                time.sleep(0.03)
+        for ws in clients:
+            # every reader gets the last step although one client stopped reading
+            end = time.monotonic() + 30
+            while recv(ws, "step", timeout=end - time.monotonic())["entry"]["step"] != 60:
+                pass
+        assert time.monotonic() - t0 < 30
+        # the stalled client was dropped (its queue is bounded), the 50 others are still served
+        deadline = time.monotonic() + 10
+        while len(h.server.clients) > 50 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(h.server.clients) == 50
+        assert stalled not in clients
+
+
+def test_bad_origin_refused_and_own_origin_accepted(served):
+    path, start = served
+    write(path, 1)
+    h = start()
+    with pytest.raises(InvalidStatus) as info:
+        connect(ws_url(h), origin="http://evil.example")
+    assert info.value.response.status_code == 403
+    with connect(ws_url(h), origin=f"http://127.0.0.1:{h.port}") as ws:
+        recv(ws, "step")
+    h2 = start(allow_origins=["http://evil.example"])
+    with connect(ws_url(h2), origin="http://evil.example") as ws:
+        recv(ws, "step")
+
+
+def test_foreign_host_header_refused(served):
+    path, start = served
+    write(path, 1)
+    h = start()
+    status, body = get(h, "/runs", headers={"Host": "attacker.example:8765"})
+    assert status == 403
+    status, _ = get(h, "/runs", headers={"Host": f"localhost:{h.port}"})
+    assert status == 200
+
+
+@pytest.mark.parametrize("bad", [
+    "/../server.py", "/%2e%2e/server.py", "/..%2fserver.py", "/%2e%2e%2fserver.py", "/.%2e/api.py",
+    "/web/../../server.py", "/%252e%252e/server.py", "/..\\server.py", "/%5c..%5cserver.py",
+    "/.hidden", "/index.js%00.html", "//etc/passwd",
+])
+def test_static_files_cannot_leave_the_web_folder(served, bad):
+    path, start = served
+    h = start()
+    status, body = get(h, bad)
+    assert status == 404
+    assert b"import" not in body
+
+
+def test_http_serves_dashboard_and_every_route(served, monkeypatch):
+    path, start = served
+    write(path, 3, 4)
+    h = start()
+    status, body = get(h, "/")
+    assert status == 200 and b'type="module"' in body
+    status, body = get(h, "/index.js")
+    assert status == 200 and b"export function render" in body
+    assert json.loads(get(h, "/runs")[1]) == {"runs": [{"run": "run", "num_steps": 2, "last_step": 4}]}
+    assert json.loads(get(h, "/step?run=run&step=4")[1])["step"] == 4
+    status, body = get(h, "/step?run=run&step=x")
+    assert status == 400 and "step" in json.loads(body)["error"]
+    status, body = get(h, "/steps?run=nope")
+    assert status == 404 and "nope" in json.loads(body)["error"]
+    # a route added to api.ROUTES later is served with no server change
+    monkeypatch.setitem(api.ROUTES, "echo", lambda runs, q: {"echo": q})
+    assert json.loads(get(h, "/echo?a=1")[1]) == {"echo": {"a": "1"}}
+    with connect(ws_url(h)) as ws:
+        ws.send(json.dumps({"type": "get", "id": 1, "route": "echo", "params": {"b": 2}}))
+        assert recv(ws, "response", id=1)["body"] == {"echo": {"b": "2"}}
+
+
+def test_bad_messages_are_answered_and_huge_ones_close(served):
+    path, start = served
+    write(path, 1)
+    h = start()
+    with connect(ws_url(h)) as ws:
+        recv(ws, "step")
+        ws.send("not json")
+        assert "bad message" in recv(ws, "error")["message"]
+        ws.send(json.dumps({"type": "watch", "run": "nope"}))
+        assert "unknown run" in recv(ws, "error")["message"]
+        ws.send("x" * 200_000)
+        with pytest.raises(ConnectionClosed) as info:
+            for _ in range(10):
+                ws.recv(timeout=5)
+        assert info.value.rcvd.code == 1009
+
+
+def test_logdir_runs_and_watch(tmp_path):
+    (tmp_path / "a").mkdir()
+    write(tmp_path / "a" / "steps.jsonl", 1, 2)
+    h = start_in_thread(logdir=tmp_path, port=0, interval=0.1)
+    try:
+        with connect(ws_url(h)) as ws:
+            assert [r["run"] for r in recv(ws, "runs")["runs"]] == ["a/steps"]
+            assert recv(ws, "step", run="a/steps")["entry"]["step"] == 2
+            write(tmp_path / "b.jsonl", 9)
+            runs = recv(ws, "runs", timeout=5)
+            assert [r["run"] for r in runs["runs"]] == ["a/steps", "b"]
+            ws.send(json.dumps({"type": "watch", "run": "b"}))
+            assert recv(ws, "step", run="b")["entry"]["step"] == 9
+            write(tmp_path / "b.jsonl", 10)
+            assert recv(ws, "step", run="b")["entry"]["step"] == 10
+    finally:
+        h.stop()
+
+
+def test_port_in_use_is_one_clear_line(tmp_path):
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen()
+    port = sock.getsockname()[1]
+    try:
+        with pytest.raises(OSError):
+            start_in_thread(file=tmp_path / "x.jsonl", port=port)
+        proc = subprocess.run([sys.executable, "-m", "seqviz_trackers.cli", "serve", "--file", str(tmp_path / "x.jsonl"),
+                               "--port", str(port)], capture_output=True, text=True, timeout=30)
+    finally:
+        sock.close()
+    assert proc.returncode == 1
+    assert proc.stderr.strip() == f"seqviz serve: port {port} on 127.0.0.1 is already in use; stop the other server or pick another with --port"
+
+
+def test_cli_serves_prints_url_and_stops_cleanly_on_ctrl_c(tmp_path):
+    path = tmp_path / "run.jsonl"
+    write(path, 1)
+    proc = subprocess.Popen([sys.executable, "-m", "seqviz_trackers.cli", "serve", "--file", str(path), "--port", "0"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        first = proc.stdout.readline()
+        url_line = proc.stdout.readline()
+        assert "serving" in first and "open http://127.0.0.1:" in url_line
+        url = url_line.split()[1]
+        with connect(url.replace("http://", "ws://") + "ws") as ws:
+            assert recv(ws, "step")["entry"]["step"] == 1
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0
+    assert "Traceback" not in err and "stopped" in err
+
+
+def test_non_loopback_bind_warns(tmp_path):
+    proc = subprocess.Popen([sys.executable, "-m", "seqviz_trackers.cli", "serve", "--file", str(tmp_path / "r.jsonl"),
+                             "--host", "0.0.0.0", "--port", "0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        proc.stdout.readline()
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert "warning: binding 0.0.0.0" in err

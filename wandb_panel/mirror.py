@@ -1,0 +1,294 @@
+"""Mirror logged steps into a Weights & Biases run.
+
+Per step, one ``run.log`` call carries:
+
+- ``seqviz/tokens``: a ``wandb.Table`` in long format (one row per predicted
+  position, columns :data:`wandb_panel.tables.COLUMNS`) logged with
+  ``log_mode="INCREMENTAL"``, so each step uploads only its own rows;
+- ``seqviz/dashboard``: the dashboard's self-contained HTML export of this step
+  and the loss history so far (``wandb.Html(..., inject=False)``);
+- ``seqviz/loss``, ``seqviz/perplexity``, ``seqviz/mean_entropy``,
+  ``seqviz/top1_accuracy``;
+- ``train/global_step``: the step, which ``seqviz/*`` charts use as their x axis,
+  the convention of transformers' ``WandbCallback`` (the two can share one run).
+
+Every line received is also appended to ``<run folder>/seqviz/steps.jsonl``; on
+:meth:`WandbMirror.close` (or :meth:`WandbMirror.log_artifact`) that file and a
+consolidated token table go to W&B as an artifact of type ``seqviz``.
+
+A W&B failure never reaches the caller: the first one logs a warning, later
+ones are counted and reported on close.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import wandb
+
+from seqviz_trackers.jsonl import TrainingDataReader, encode_entry
+
+from .tables import COLUMNS, DTYPES, count_rows, entry_rows, step_scalars
+
+__all__ = ["WandbMirror", "TOKENS_KEY", "DASHBOARD_KEY", "STEP_METRIC", "ARTIFACT_TYPE"]
+
+log = logging.getLogger("seqviz_trackers.wandb")
+
+TOKENS_KEY = "seqviz/tokens"
+DASHBOARD_KEY = "seqviz/dashboard"
+STEP_METRIC = "train/global_step"
+ARTIFACT_TYPE = "seqviz"
+
+
+class WandbMirror:
+    """Log each step's token predictions into a W&B run.
+
+    Args:
+        run: a run from ``wandb.init()``, or True for the active ``wandb.run``
+            (looked up at each step until one exists, so the logger may be built
+            before ``wandb.init`` or a Trainer's ``WandbCallback`` starts the run).
+        html: log the ``seqviz/dashboard`` HTML panel.
+        history_points: at most this many loss points are inlined in each panel
+            (evenly spaced, always ending at the current step), so a page's size
+            depends on its step's entry, not on the length of the run.
+        artifact_on_close: log the ``seqviz`` artifact in :meth:`close`.
+        artifact_name: the artifact's name; default ``seqviz-<run id>``.
+
+    Used through ``SeqVizLogger(..., wandb=run)``; call :meth:`log_step` and
+    :meth:`close` directly to use it alone.
+    """
+
+    def __init__(
+        self,
+        run: Any = True,
+        *,
+        html: bool = True,
+        history_points: int = 2000,
+        artifact_on_close: bool = True,
+        artifact_name: str | None = None,
+    ):
+        if run is not True and not callable(getattr(run, "log", None)):
+            raise TypeError(
+                f"wandb= takes a W&B run (the object wandb.init() returns) or True for the active run, "
+                f"not {type(run).__name__}"
+            )
+        self._target = run
+        self.html = html
+        self.history_points = max(2, history_points)
+        self.artifact_on_close = artifact_on_close
+        self.artifact_name = artifact_name
+        self.run: Any = None
+        self.disabled = False
+        self.copy_path: Path | None = None
+        self.steps_logged = 0
+        self.rows_logged = 0
+        self.failures = 0
+        self.last_html_bytes: int | None = None
+        self._copy: Any = None
+        self._table: Any = None
+        self._history: list[dict[str, Any]] = []
+        self._warned: set[str] = set()
+        self._closed = False
+        if run is not True or wandb.run is not None:
+            self._active_run()
+
+    # -- the run ---------------------------------------------------------------
+    def _active_run(self) -> Any:
+        """The run to log to, attaching to it on first sight; None when there is none yet."""
+        if self.run is not None:
+            return self.run
+        run = wandb.run if self._target is True else self._target
+        if run is None:
+            self._warn_once("no-run", "seqviz: SeqVizLogger(wandb=True) found no active W&B run (wandb.run is None); "
+                            "call wandb.init() first or pass the run as SeqVizLogger(wandb=run). Steps are not "
+                            "mirrored to W&B until a run starts; the JSONL file has them all.")
+            return None
+        self.run = run
+        self.disabled = bool(getattr(run, "disabled", False))
+        if self.disabled:
+            log.info("seqviz: the W&B run is disabled (mode='disabled'); nothing is mirrored to it")
+            return run
+        try:
+            run.define_metric(STEP_METRIC)
+            run.define_metric("seqviz/*", step_metric=STEP_METRIC, step_sync=True)
+        except Exception as exc:
+            self._fail("defining the step metric", exc)
+        folder = Path(run.dir).parent / "seqviz"
+        folder.mkdir(parents=True, exist_ok=True)
+        path, n = folder / "steps.jsonl", 1
+        while path.exists():  # another mirror on the same run keeps its own copy
+            path, n = folder / f"steps-{n}.jsonl", n + 1
+        self.copy_path = path
+        self._copy = open(path, "ab", buffering=0)
+        self._table = wandb.Table(columns=list(COLUMNS), dtype=list(DTYPES), log_mode="INCREMENTAL")
+        return run
+
+    # -- per step --------------------------------------------------------------
+    def log_step(self, entry: dict[str, Any], line: bytes | None = None) -> None:
+        """Mirror one entry. ``line`` is its JSONL line (encoded here when not given)."""
+        run = self._active_run()
+        if run is None or self.disabled:
+            return
+        if line is None:
+            line = encode_entry(entry)
+        self._copy.write(line)
+        step = entry["step"]
+        self._history.append({"step": step, "loss": entry.get("loss"), "perplexity": entry.get("perplexity")})
+        n_rows = count_rows(entry)
+        self.steps_logged += 1
+        self.rows_logged += n_rows
+        if n_rows > wandb.Table.MAX_ROWS:
+            self._warn_once("big-step", f"seqviz: step {step} has {n_rows} token rows; W&B keeps at most "
+                            f"{wandb.Table.MAX_ROWS} of a step's rows in the run-file copy of {TOKENS_KEY} "
+                            f"(the table increment artifact and the seqviz artifact keep them all)")
+        try:
+            _add_rows(self._table, entry_rows(entry))
+            payload: dict[str, Any] = step_scalars(entry)
+            payload[TOKENS_KEY] = self._table
+            page = self._dashboard(entry)
+            if page is not None:
+                payload[DASHBOARD_KEY] = page
+            payload[STEP_METRIC] = step
+            run.log(payload)
+        except Exception as exc:
+            self._fail(f"logging step {step}", exc)
+        finally:
+            self._drop_sent_rows()
+
+    def _drop_sent_rows(self) -> None:
+        """Free the rows of the step just logged (or failed): an incremental table
+        otherwise holds every row of the run in memory, though it uploads only new ones."""
+        table = self._table
+        if hasattr(table, "_last_logged_idx"):
+            table.data.clear()
+            if table._last_logged_idx is not None:
+                table._last_logged_idx = -1
+
+    def _dashboard(self, entry: dict[str, Any]) -> Any:
+        """This step's self-contained HTML panel, or None when the panel is off or unavailable."""
+        if not self.html:
+            return None
+        export_html = _export_html()
+        if export_html is None:
+            self._warn_once("no-export", "seqviz: the dashboard export (seqviz_trackers.export) is not available; "
+                            f"{DASHBOARD_KEY} is not logged")
+            return None
+        title = f"{self.run.name or self.run.id} · step {entry['step']}"
+        page = export_html([entry], steps=_thin(self._history, self.history_points), title=title)
+        self.last_html_bytes = len(page.encode("utf-8"))
+        return wandb.Html(page, inject=False)
+
+    # -- artifact --------------------------------------------------------------
+    def log_artifact(self, aliases: list[str] | None = None) -> Any:
+        """Log the steps so far as an artifact of type ``seqviz``; returns it (None when
+        there is nothing to log or W&B failed).
+
+        It holds ``steps.jsonl`` (exactly the lines mirrored) and the token table:
+        ``tokens``, or ``tokens_part1`` ... ``tokens_partN`` when the rows exceed
+        ``wandb.Table.MAX_ARTIFACT_ROWS`` (200,000), so no row is dropped.
+        """
+        run = self.run
+        if run is None or self.disabled or not self.steps_logged:
+            return None
+        try:
+            limit = wandb.Table.MAX_ARTIFACT_ROWS
+            parts = max(1, math.ceil(self.rows_logged / limit))
+            names = [] if not self.rows_logged else ["tokens"] if parts == 1 else [f"tokens_part{i}" for i in range(1, parts + 1)]
+            if parts > 1:
+                log.info("seqviz: %d token rows exceed W&B's %d rows per artifact table; the artifact holds "
+                         "them in %d tables: %s", self.rows_logged, limit, parts, ", ".join(names))
+            artifact = wandb.Artifact(
+                self.artifact_name or f"seqviz-{run.id}", type=ARTIFACT_TYPE,
+                description="seqviz token predictions: the step JSONL file and one row per predicted token",
+                metadata={"steps": self.steps_logged, "rows": self.rows_logged, "tables": names,
+                          "first_step": self._history[0]["step"], "last_step": self._history[-1]["step"]},
+            )
+            artifact.add_file(str(self.copy_path), name="steps.jsonl")
+            for name, rows in zip(names, _chunks(self._all_rows(), limit)):
+                table = wandb.Table(columns=list(COLUMNS), dtype=list(DTYPES))
+                _add_rows(table, rows)
+                artifact.add(table, name)
+            return run.log_artifact(artifact, aliases=aliases)
+        except Exception as exc:
+            self._fail("logging the seqviz artifact", exc, always=True)
+            return None
+
+    def _all_rows(self) -> Iterator[list[Any]]:
+        for entry in TrainingDataReader(self.copy_path):
+            yield from entry_rows(entry)
+
+    # -- end -------------------------------------------------------------------
+    def close(self) -> None:
+        """Log the artifact (unless ``artifact_on_close=False``) and release the copy file.
+
+        The run itself is left open: it belongs to the caller (or to its Trainer).
+        """
+        if self._closed:
+            return
+        self._closed = True
+        if self.artifact_on_close:
+            self.log_artifact()
+        if self._copy is not None:
+            self._copy.close()
+        if self.failures > 1:
+            log.warning("seqviz: %d W&B calls failed in all; the JSONL file (and %s) has every step",
+                        self.failures, self.copy_path)
+
+    # -- failures --------------------------------------------------------------
+    def _fail(self, what: str, exc: BaseException, always: bool = False) -> None:
+        self.failures += 1
+        if always or self.failures == 1:
+            log.warning("seqviz: W&B failed while %s (%s: %s); training and the JSONL file go on%s", what,
+                        type(exc).__name__, exc, "" if always else "; further W&B failures are counted and "
+                        "reported on close")
+
+    def _warn_once(self, key: str, message: str) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            log.warning(message)
+
+
+def _add_rows(table: Any, rows: Iterator[list[Any]]) -> None:
+    """Append rows to a table whose column types were declared (``DTYPES``).
+
+    ``Table.add_data`` type-checks every cell (about 0.2 ms a row, seconds for a
+    step of a few thousand tokens). The first row goes through it (it also moves an
+    incremental table on to its next increment); the rest, built by
+    :func:`entry_rows` with the declared types, are appended to ``Table.data``.
+    """
+    rows = iter(rows)
+    first = next(rows, None)
+    if first is not None:
+        table.add_data(*first)
+        table.data.extend(rows)
+
+
+def _export_html() -> Callable[..., str] | None:
+    try:
+        from seqviz_trackers.export import export_html
+    except ImportError:
+        return None
+    return export_html
+
+
+def _thin(points: list[dict[str, Any]], limit: int) -> list[dict[str, Any]]:
+    """At most ``limit`` evenly spaced points, always keeping the first and the last."""
+    if len(points) <= limit:
+        return list(points)
+    last = len(points) - 1
+    picks = sorted({round(i * last / (limit - 1)) for i in range(limit)})
+    return [points[i] for i in picks]
+
+
+def _chunks(rows: Iterator[list[Any]], size: int) -> Iterator[list[list[Any]]]:
+    chunk: list[list[Any]] = []
+    for row in rows:
+        chunk.append(row)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk

@@ -1,0 +1,105 @@
+"""One logged step as W&B Table rows (long format) and summary scalars.
+
+Plain Python, no wandb import: the mirror feeds these rows to ``wandb.Table``.
+One row per predicted position; the prediction at ``position`` is made at
+``tokens[position]`` for the token that follows it.
+"""
+
+from __future__ import annotations
+
+import math
+from json.encoder import encode_basestring as _quote  # a JSON string literal, fast
+from typing import Any, Iterator
+
+__all__ = ["COLUMNS", "DTYPES", "TOP_N", "entry_rows", "count_rows", "step_scalars"]
+
+#: How many candidates each row carries.
+TOP_N = 5
+
+#: Column names of the token table, in row order.
+COLUMNS: list[str] = [
+    "step",             # int: the logged training step
+    "sequence",         # int: index of the sequence within the step
+    "name",             # str | None: the sequence's name, when it has one
+    "position",         # int: where the prediction is made
+    "input_token",      # str | None: tokens[position]
+    "target_token",     # str: the token that actually follows
+    "predicted_token",  # str | None: the most likely candidate
+    "correct",          # bool | None: predicted_token is the target
+    "target_prob",      # float | None: p(target)
+    "target_rank",      # int | None: 1 = the model's first choice
+    "entropy",          # float: entropy of the predicted distribution (nats)
+    "loss",             # float | None: -log p(target)
+    "top5",             # str: up to five candidates, most likely first: '" the" 0.412, " a" 0.120'
+]
+
+#: Python type of each column (every column also allows None).
+DTYPES: list[type] = [int, int, str, int, str, str, str, bool, float, int, float, float, str]
+
+
+def _candidates(pred: dict[str, Any]) -> list[dict[str, Any]]:
+    return pred.get("top_k") or pred.get("top_20") or []
+
+
+def entry_rows(entry: dict[str, Any]) -> Iterator[list[Any]]:
+    """Yield one table row (ordered as :data:`COLUMNS`) per prediction in ``entry``."""
+    step = entry["step"]
+    for s, seq in enumerate(entry.get("sequences", [])):
+        tokens = seq.get("tokens", [])
+        name = seq.get("name")
+        for pred in seq.get("predictions", []):
+            pos = pred["position"]
+            top = _candidates(pred)[:TOP_N]
+            correct = pred.get("correct")
+            if correct is None and pred.get("target_rank") is not None:
+                correct = pred["target_rank"] == 1
+            yield [
+                step, s, name, pos,
+                tokens[pos] if 0 <= pos < len(tokens) else None,
+                pred["target_token_str"],
+                top[0]["token"] if top else None,
+                correct,
+                pred.get("target_prob"),
+                pred.get("target_rank"),
+                pred["entropy"],
+                pred.get("loss"),
+                ", ".join(f"{_quote(c['token'])} {c['p']:.3g}" for c in top),
+            ]
+
+
+def count_rows(entry: dict[str, Any]) -> int:
+    """How many rows :func:`entry_rows` yields for ``entry``."""
+    return sum(len(seq.get("predictions", [])) for seq in entry.get("sequences", []))
+
+
+def _finite(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
+def step_scalars(entry: dict[str, Any], prefix: str = "seqviz/") -> dict[str, float]:
+    """``loss``, ``perplexity``, ``mean_entropy`` and ``top1_accuracy`` of one step.
+
+    A figure the entry cannot give (no loss logged, no predictions) is left out
+    rather than logged as a made-up number.
+    """
+    out: dict[str, float] = {}
+    for key in ("loss", "perplexity"):
+        value = _finite(entry.get(key))
+        if value is not None:
+            out[prefix + key] = value
+    entropies: list[float] = []
+    hits: list[bool] = []
+    for seq in entry.get("sequences", []):
+        for pred in seq.get("predictions", []):
+            entropies.append(pred["entropy"])
+            if pred.get("correct") is not None:
+                hits.append(bool(pred["correct"]))
+            elif pred.get("target_rank") is not None:
+                hits.append(pred["target_rank"] == 1)
+    if entropies:
+        out[prefix + "mean_entropy"] = sum(entropies) / len(entropies)
+    if hits:
+        out[prefix + "top1_accuracy"] = sum(hits) / len(hits)
+    return out
