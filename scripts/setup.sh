@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Create .venv and install seqviz-trackers with what the demo or the tests need.
+#   scripts/setup.sh          runtime extras (demo, TensorBoard, W&B, server)
+#   scripts/setup.sh dev      + test tools and headless Chromium (Debian/Ubuntu, as root)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3}
+# The CPU build of torch; on machines without a local wheel this is a normal PyPI install.
+TORCH_SPEC=${SEQVIZ_TORCH_SPEC:-torch==2.13.0}
+
+if [ ! -x .venv/bin/python ]; then
+  echo "==> creating .venv"
+  "$PYTHON" -m venv .venv
+fi
+.venv/bin/python -m pip install -q --upgrade pip
+if ! .venv/bin/python -c "import torch" 2>/dev/null; then
+  echo "==> installing $TORCH_SPEC"
+  .venv/bin/pip install -q "$TORCH_SPEC"
+fi
+extras="all"
+[ "${1:-}" = "dev" ] && extras="dev"
+echo "==> installing seqviz-trackers[$extras]"
+.venv/bin/pip install -q -e ".[$extras]"
+
+if [ "${1:-}" = "dev" ] && [ ! -x /usr/bin/chromium ]; then
+  echo "==> installing Chromium for the browser tests"
+  if [ "$(id -u)" = 0 ]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+  else
+    sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+  fi
+fi
