@@ -27,7 +27,7 @@ VOCAB = 50257
 
 
 def make_entry(step: int, steps: int, seqs: int, positions: int, rng: np.random.Generator,
-               pool: list[list[dict]], base_ids: np.ndarray, learn_at: np.ndarray) -> dict:
+               pool: list[list[list]], base_ids: np.ndarray, learn_at: np.ndarray) -> dict:
     """One step: position (s, i) has its target at rank 1 from ``learn_at[s, i]`` on (with noise)."""
     sequences = []
     for s in range(seqs):
@@ -41,7 +41,7 @@ def make_entry(step: int, steps: int, seqs: int, positions: int, rng: np.random.
         preds = [{
             "position": i, "target_token_id": t, "target_token_str": f"t{t}", "target_prob": p,
             "target_rank": r, "loss": l, "correct": r == 1, "entropy": e,
-            "top_k": [{"id": k, "token": f"t{k}", "p": p if r == 1 else 0.5}] + pool[(step + i) % len(pool)],
+            "top_k": [[k, f"t{k}", p if r == 1 else 0.5]] + pool[(step + i) % len(pool)],
         } for i, (t, p, r, l, e, k) in enumerate(zip(
             ids[1:positions + 1].tolist(), np.round(prob, 5).tolist(), rank.tolist(), np.round(loss, 5).tolist(),
             np.round(entropy, 5).tolist(), top1.tolist()))]
@@ -58,7 +58,7 @@ def main() -> None:
     ap.add_argument("--positions", type=int, default=512)
     args = ap.parse_args()
     rng = np.random.default_rng(0)
-    pool = [[{"id": int(k), "token": f"t{k}", "p": round(float(p), 5)}
+    pool = [[[int(k), f"t{k}", round(float(p), 5)]
              for k, p in zip(rng.integers(0, VOCAB, 19), np.sort(rng.uniform(0.001, 0.05, 19))[::-1])]
             for _ in range(64)]
     base_ids = rng.integers(0, VOCAB, (args.seqs, args.positions + 1))

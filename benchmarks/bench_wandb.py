@@ -105,7 +105,7 @@ def main() -> None:
         mirror = logger.mirrors[0]
         mirror.log_step = timed("mirror", mirror.log_step)
         time_steps(logger, [warm])
-        parts = dict.fromkeys(parts, 0.0)
+        parts.update(dict.fromkeys(parts, 0.0))  # count the measured steps only
         html_bytes = []
         total = 0.0
         for entry in entries:
@@ -122,14 +122,16 @@ def main() -> None:
         n = len(entries)
         own = parts.pop("mirror") / n
         write = total / n - own
-        print(f"JSONL write alone          {statistics.median(alone) * 1e3:8.1f} ms/step (median, logger without mirror)")
+        print(f"JSONL write alone          {statistics.median(alone) * 1e3:8.1f} ms/step "
+              "(median, logger without mirror)")
         print(f"with the mirror: JSONL part {write * 1e3:7.1f} ms/step, mirror {own * 1e3:.1f} ms/step "
               f"(mean, same steps)")
         print(f"mirror's cost per step     {own / write:8.2f} x the JSONL write")
         for name, spent in parts.items():
             print(f"  of which {name:<15} {spent / n * 1e3:8.1f} ms/step")
         if html_bytes[-1] is not None:
-            print(f"HTML panel per step        {html_bytes[-1]:,} bytes (first {html_bytes[0]:,}, last {html_bytes[-1]:,})")
+            print(f"HTML panel per step        {html_bytes[-1]:,} bytes "
+                  f"(first step {html_bytes[0]:,}, last {html_bytes[-1]:,})")
         else:
             print("HTML panel per step        not logged (seqviz_trackers.export unavailable)")
         if tables:

@@ -12,14 +12,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
+import shutil
 import sys
 import time
 from importlib import resources, util
 from pathlib import Path
 from typing import Any
 
-__all__ = ["add_arguments", "run", "train_demo", "probe_accuracy", "PROBE_LINES"]
+__all__ = ["add_arguments", "run", "demo_trainer", "train_demo", "probe_accuracy", "PROBE_LINES"]
 
 #: The evaluation set starts with these lines, so they are the probe set.
 PROBE_LINES = [
@@ -29,13 +29,14 @@ PROBE_LINES = [
     "Or to take arms against a sea of troubles,",
 ]
 SEED = 1234
-BLOCK = 64
-EVALS = 15  # evaluations across training, plus one before the first step
+JSONL_NAME = "seqviz.jsonl"
+BLOCK = 48
+EVALS = 16  # evaluations across training, plus one before the first step
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="runs/demo", help="output folder (default: runs/demo)")
-    parser.add_argument("--steps", type=int, default=300, help="training steps (default: 300)")
+    parser.add_argument("--steps", type=int, default=480, help="training steps (default: 480)")
     parser.add_argument("--serve", action="store_true", help="start the live dashboard while it trains")
     parser.add_argument("--port", type=int, default=8765, help="port of the live dashboard (default: 8765)")
     parser.add_argument("--no-wandb", action="store_true", help="no W&B offline run even when wandb is installed")
@@ -66,51 +67,94 @@ def _tokenizer(text: str, vocab_size: int = 1024) -> Any:
     return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>", pad_token="<|endoftext|>")
 
 
-def train_demo(out: str | os.PathLike[str], steps: int = 300, *, wandb: bool = False, quiet: bool = False) -> dict[str, Any]:
-    """Build, train and log the demo run. Returns paths and timings.
+def _windows(tok: Any, text: str) -> list[list[int]]:
+    """One training example per line of ``text``: its tokens and the following lines', up to BLOCK.
 
-    The run lands in ``out``: ``training_viz.jsonl`` (the seqviz file) and, beside the
-    Trainer's scalars, its TensorBoard run under ``out/runs/`` (+ ``out/wandb/``).
+    Starting every example at a line start lets the model recite a line given on its own.
     """
+    lines = [tok(line)["input_ids"] for line in text.splitlines(keepends=True)]
+    examples = []
+    for i in range(len(lines)):
+        ids: list[int] = []
+        for line in lines[i:]:
+            if len(ids) >= BLOCK:
+                break
+            ids += line
+        if len(ids) >= BLOCK // 2:
+            examples.append(ids[:BLOCK])
+    return examples
+
+
+def demo_trainer(out: str | os.PathLike[str], steps: int = 480, *, wandb: bool = False, quiet: bool = False,
+                 visualize: bool = True) -> Any:
+    """The demo's ``Trainer``, ready to train (``visualize=False``: without the callback)."""
     from transformers import (DataCollatorForLanguageModeling, GPT2Config, GPT2LMHeadModel, Trainer,
-                              TrainingArguments, set_seed)
+                              TrainerCallback, TrainingArguments, set_seed)
     from transformers.utils import logging as hf_logging
 
     from .integrations import VisualizationCallback
 
-    started = time.perf_counter()
     hf_logging.set_verbosity_error()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    jsonl = out / "training_viz.jsonl"
+    jsonl = out / JSONL_NAME
     jsonl.unlink(missing_ok=True)  # a fresh file each run; TensorBoard keeps runs apart itself
     set_seed(SEED)
 
     text = _text()
     tok = _tokenizer(text)
-    ids = tok(_scene(text))["input_ids"]
-    train = [{"input_ids": ids[i:i + BLOCK]} for i in range(0, len(ids) - BLOCK + 1, BLOCK // 2)]
-    evals = [{"input_ids": tok(line)["input_ids"]} for line in PROBE_LINES] + [{"input_ids": ids[i:i + BLOCK]} for i in range(0, 8 * BLOCK, BLOCK)]
-
+    train = [{"input_ids": ids} for ids in _windows(tok, _scene(text))]
+    evals = [{"input_ids": tok(line)["input_ids"]} for line in PROBE_LINES] + train[::40]
     config = GPT2Config(vocab_size=len(tok), n_positions=BLOCK, n_embd=128, n_layer=2, n_head=4,
                         bos_token_id=tok.eos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
-    model = GPT2LMHeadModel(config)
     every = max(1, steps // EVALS)
-    report_to = ["tensorboard"] + (["wandb"] if wandb else [])
     args = TrainingArguments(
         output_dir=str(out), max_steps=steps, per_device_train_batch_size=16, per_device_eval_batch_size=16,
-        learning_rate=3e-3, warmup_steps=max(1, steps // 20), lr_scheduler_type="cosine", weight_decay=0.01,
+        learning_rate=5e-3, warmup_steps=max(1, steps // 20), lr_scheduler_type="cosine", weight_decay=0.01,
         eval_strategy="steps", eval_steps=every, eval_on_start=True, logging_steps=every,
-        save_strategy="no", report_to=report_to, run_name="seqviz-demo", use_cpu=True, seed=SEED,
-        dataloader_num_workers=0, disable_tqdm=quiet,
+        save_strategy="no", report_to=["tensorboard"] + (["wandb"] if wandb else []), run_name="seqviz-demo",
+        use_cpu=True, seed=SEED, dataloader_num_workers=0, disable_tqdm=quiet,
     )
-    viz = VisualizationCallback(jsonl, max_sequences_per_eval=len(PROBE_LINES), model_name="tiny-gpt2-hamlet")
-    trainer = Trainer(model=model, args=args, train_dataset=train, eval_dataset=evals, processing_class=tok,
-                      data_collator=DataCollatorForLanguageModeling(tok, mlm=False), callbacks=[viz])
-    trainer.train()
-    run_dirs = sorted((out / "runs").glob("*"), key=lambda p: p.stat().st_mtime)
-    return {"jsonl": jsonl, "tensorboard_run": run_dirs[-1] if run_dirs else None,
-            "seconds": time.perf_counter() - started, "steps": steps}
+
+    class EvaluateAtEnd(TrainerCallback):
+        """Evaluate after the last step too, whatever ``eval_steps`` is."""
+
+        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
+            if state.global_step >= state.max_steps:
+                control.should_evaluate = True
+            return control
+
+    callbacks: list[Any] = [EvaluateAtEnd()]
+    if visualize:
+        callbacks.insert(0, VisualizationCallback(jsonl, max_sequences_per_eval=len(PROBE_LINES),
+                                                  model_name="tiny-gpt2-hamlet"))
+    return Trainer(model=GPT2LMHeadModel(config), args=args, train_dataset=train, eval_dataset=evals,
+                   processing_class=tok, data_collator=DataCollatorForLanguageModeling(tok, mlm=False),
+                   callbacks=callbacks)
+
+
+def train_demo(out: str | os.PathLike[str], steps: int = 480, *, wandb: bool = False, quiet: bool = False) -> dict[str, Any]:
+    """Build, train and log the demo run. Returns paths and timings.
+
+    The run lands in ``out``: ``seqviz.jsonl`` (the seqviz file) and, beside the
+    Trainer's scalars, its TensorBoard run under ``out/runs/`` (+ ``out/wandb/``).
+    """
+    import torch
+
+    started = time.perf_counter()
+    out = Path(out)
+    trainer = demo_trainer(out, steps, wandb=wandb, quiet=quiet)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a model this small runs fastest on one thread, and leaves a core free
+    try:
+        trainer.train()
+    finally:
+        torch.set_num_threads(threads)
+        if wandb:
+            import wandb as wandb_lib
+
+            wandb_lib.finish()
+    return {"jsonl": out / JSONL_NAME, "seconds": time.perf_counter() - started, "steps": steps}
 
 
 def probe_accuracy(path: str | os.PathLike[str], name: str = "eval[0]") -> dict[int, tuple[int, int]]:
@@ -124,6 +168,17 @@ def probe_accuracy(path: str | os.PathLike[str], name: str = "eval[0]") -> dict[
                     preds = seq["predictions"]
                     result[entry["step"]] = (sum(bool(p.get("correct")) for p in preds), len(preds))
     return result
+
+
+def _command(name: str) -> str:
+    """``name`` as the user can type it: bare when on PATH, else the path beside this Python."""
+    here = Path(sys.executable).parent / name
+    if shutil.which(name) == str(here) or not here.exists():
+        return name
+    try:
+        return os.path.relpath(here)
+    except ValueError:
+        return str(here)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -141,16 +196,18 @@ def run(args: argparse.Namespace) -> int:
         os.environ.setdefault("WANDB_DIR", str(out))
         os.environ.setdefault("WANDB_PROJECT", "seqviz-demo")
         os.environ.setdefault("WANDB_SILENT", "true")
-    jsonl = out / "training_viz.jsonl"
+    jsonl = out / JSONL_NAME
     server = None
     if args.serve:
         from .server import start_in_thread
 
-        out.mkdir(parents=True, exist_ok=True)
-        jsonl.unlink(missing_ok=True)
-        jsonl.touch()
-        server = start_in_thread(file=str(jsonl), port=args.port)
-        print(f"Live dashboard: {server.url}")
+        jsonl.unlink(missing_ok=True)  # the dashboard follows the new run from its first step
+        try:
+            server = start_in_thread(file=str(jsonl), port=args.port)
+        except OSError as exc:
+            print(f"seqviz demo: cannot serve the dashboard on port {args.port} ({exc}); try --port", file=sys.stderr)
+            return 2
+        print(f"Live dashboard: {server.url}", flush=True)
     try:
         result = train_demo(out, args.steps, wandb=use_wandb)
         acc = probe_accuracy(result["jsonl"])
@@ -159,12 +216,13 @@ def run(args: argparse.Namespace) -> int:
         print(f'Probe "{PROBE_LINES[0]}": {acc[first][0]}/{acc[first][1]} tokens predicted right at step {first}, '
               f"{acc[last][0]}/{acc[last][1]} at step {last}")
         print("\nLook at it:")
-        print(f"  tensorboard --logdir {out}        # then open the SEQVIZ tab")
-        print(f"  seqviz serve --file {result['jsonl']}")
+        print(f"  {_command('tensorboard')} --logdir {out}        # then open the SEQVIZ tab")
+        print(f"  {_command('seqviz')} serve --file {result['jsonl']}")
         if use_wandb:
-            print(f"  wandb sync {out / 'wandb'}/offline-run-*        # upload the offline W&B run")
+            runs = Path(os.environ["WANDB_DIR"]) / "wandb"
+            print(f"  {_command('wandb')} sync {runs}/offline-run-*        # upload the offline W&B run")
         if server is not None:
-            print(f"\nThe live dashboard stays up at {server.url}; press Ctrl+C to stop.")
+            print(f"\nThe live dashboard stays up at {server.url}; press Ctrl+C to stop.", flush=True)
             while True:
                 time.sleep(1)
     except KeyboardInterrupt:

@@ -54,6 +54,11 @@ def _fmt(x: float | None, spec: str) -> str:
     return "-" if x is None else format(x, spec)
 
 
+def _prob(x: float | None) -> str:
+    """A probability in 8 characters; tiny ones in scientific notation."""
+    return "       -" if x is None else f"{x:8.4f}" if x == 0 or x >= 1e-3 else f"{x:8.1e}"
+
+
 def _table(title: str, rows: list[dict[str, Any]]) -> list[str]:
     lines = [title]
     if not rows:
@@ -64,7 +69,7 @@ def _table(title: str, rows: list[dict[str, Any]]) -> list[str]:
         seq = show(r["name"], 12) if r["name"] is not None else f"#{r['index']}"
         ranks = f"{r['rank_a'] or '?'} → {r['rank_b'] or '?'}"
         lines.append(f"  {seq:<12} {r['pos']:>5}  {show(r['context'], 26, left=True):<26} "
-                     f"{'→ ' + repr_token(r['target']):<14} {_fmt(r['p_a'], '8.4f')} {_fmt(r['p_b'], '8.4f')} "
+                     f"{'→ ' + repr_token(r['target']):<14} {_prob(r['p_a'])} {_prob(r['p_b'])} "
                      f"{ranks:>13} {_fmt(r['delta_logp'], '+8.3f')} {_fmt(r['divergence'], '7.4f')}")
     return lines + [""]
 

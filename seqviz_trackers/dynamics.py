@@ -46,7 +46,8 @@ import numpy as np
 
 __all__ = [
     "Dynamics", "Columns", "columns", "sequence_key", "compare", "js_topk_other", "dynamics_for",
-    "DIVERGENCE", "series_json", "learned_json", "sequences_json", "diff_json",
+    "DIVERGENCE", "series_json", "learned_json", "sequences_json", "diff_json", "candidates", "targets",
+    "previous_step",
 ]
 
 #: The divergence reported by :func:`compare`, named so a UI can say what it shows.
@@ -64,10 +65,11 @@ DIVERGENCE = {
 _FIELDS = operator.itemgetter("position", "target_prob", "target_rank", "loss", "entropy")
 _TOP = operator.itemgetter("top_k")
 _FIRST = operator.itemgetter(0)
-_ID = operator.itemgetter("id")
 #: Log-probabilities are floored here when only a probability of 0 is known.
 _LOGP_FLOOR = math.log(1e-30)
 _MAX_POSITIONS = 1 << 20
+_MAX_KNOWN = 1 << 24  # token ids below this have their display string looked up
+_NONE = np.zeros(0, dtype=np.int64)
 
 
 def sequence_key(seq: dict[str, Any]) -> Hashable:
@@ -82,23 +84,39 @@ def sequence_key(seq: dict[str, Any]) -> Hashable:
     return ("tokens", tuple(tokens) if isinstance(tokens, list) else ())
 
 
-def candidates(pred: dict[str, Any]) -> list[dict[str, Any]]:
-    """The logged candidates of one prediction, most likely first (``top_k``, or the
-    longer ``top_20`` of the original format); malformed items are dropped."""
+Candidate = tuple[int, Any, float]
+
+
+def _candidate(c: Any) -> Candidate | None:
+    """``[id, token, p]`` (or the original format's ``{"id", "token", "p"}``) as a tuple, or None."""
+    if isinstance(c, (list, tuple)) and len(c) >= 3:
+        cid, token, p = c[0], c[1], c[2]
+    elif isinstance(c, dict):
+        cid, token, p = c.get("id"), c.get("token"), c.get("p")
+    else:
+        return None
+    return (cid, token if isinstance(token, str) else None, float(p)) if _is_int(cid) and _is_num(p) else None
+
+
+def candidates(pred: dict[str, Any]) -> list[Candidate]:
+    """The logged candidates of one prediction as ``(id, token, p)``, most likely first
+    (``top_k``, or the longer ``top_20`` of the original format); malformed items are dropped."""
     best: list[Any] = []
     for field in ("top_k", "top_20"):
         value = pred.get(field)
         if isinstance(value, list) and len(value) > len(best):
             best = value
-    return [c for c in best if isinstance(c, dict) and _is_int(c.get("id")) and _is_num(c.get("p"))]
+    return [c for c in map(_candidate, best) if c is not None]
 
 
-def _first_candidate(pred: dict[str, Any]) -> dict[str, Any] | None:
+def _first_candidate(pred: Any) -> Candidate | None:
     """The most likely logged candidate of one prediction, or None."""
     for field in ("top_k", "top_20"):
-        value = pred.get(field)
-        if isinstance(value, list) and value and isinstance(value[0], dict) and _is_int(value[0].get("id")):
-            return value[0]
+        value = pred.get(field) if isinstance(pred, dict) else None
+        if isinstance(value, list) and value:
+            first = _candidate(value[0])
+            if first is not None:
+                return first
     return None
 
 
@@ -128,6 +146,7 @@ class Columns:
     top1: np.ndarray
     target: np.ndarray | None
     index: np.ndarray
+    contiguous: bool = False  # positions are exactly 0, 1, ..., len - 1
 
     def __len__(self) -> int:
         return len(self.pos)
@@ -146,16 +165,18 @@ def columns(seq: dict[str, Any]) -> Columns:
     n = len(preds)
     try:  # files written by the converter: every field present
         flat = np.fromiter(chain.from_iterable(map(_FIELDS, preds)), dtype=np.float64, count=5 * n).reshape(n, 5)
-        top1 = np.fromiter(map(_ID, map(_FIRST, map(_TOP, preds))), dtype=np.int64, count=n)
+        top1 = np.fromiter(map(_FIRST, map(_FIRST, map(_TOP, preds))), dtype=np.int64, count=n)
         if n and not (np.isfinite(flat).all() and flat[:, 2].min() >= 1):
             raise ValueError("odd values")
-        cols = Columns(flat[:, 0].astype(np.int64), flat[:, 1], flat[:, 2].astype(np.int64), flat[:, 3],
-                       flat[:, 4], top1, None, np.arange(n))
-        if n and not (flat[:, 0] == cols.pos).all():
+        index = np.arange(n)
+        contiguous = n <= limit and bool((flat[:, 0] == index).all())
+        cols = Columns(index if contiguous else flat[:, 0].astype(np.int64), flat[:, 1], flat[:, 2].astype(np.int64),
+                       flat[:, 3], flat[:, 4], top1, None, index, contiguous)
+        if not contiguous and n and not (flat[:, 0] == cols.pos).all():
             raise ValueError("fractional position")
     except (KeyError, IndexError, TypeError, ValueError):
         cols = _columns_slow(preds)
-    if n and (cols.pos.min() < 0 or cols.pos.max() >= limit):
+    if n and not cols.contiguous and (cols.pos.min() < 0 or cols.pos.max() >= limit):
         keep = (cols.pos >= 0) & (cols.pos < limit)
         cols = Columns(*(None if getattr(cols, f) is None else getattr(cols, f)[keep]
                          for f in ("pos", "prob", "rank", "loss", "entropy", "top1", "target", "index")))
@@ -170,9 +191,9 @@ def _columns_slow(preds: list[Any]) -> Columns:
         cands = candidates(pred)
         target = pred.get("target_token_id")
         target = target if _is_int(target) else -1
-        where = next((i for i, c in enumerate(cands) if c["id"] == target), None)
+        where = next((i for i, c in enumerate(cands) if c[0] == target), None)
         prob = pred.get("target_prob")
-        prob = float(prob) if _is_num(prob) and 0 <= prob <= 1 else (float(cands[where]["p"]) if where is not None else math.nan)
+        prob = float(prob) if _is_num(prob) and 0 <= prob <= 1 else (cands[where][2] if where is not None else math.nan)
         loss = pred.get("loss")
         loss = float(loss) if _is_num(loss) and loss >= 0 else math.nan
         if math.isnan(loss) and prob > 0:
@@ -183,7 +204,7 @@ def _columns_slow(preds: list[Any]) -> Columns:
         rank = rank if _is_int(rank) and rank >= 1 else (where + 1 if where is not None else 0)
         entropy = pred.get("entropy")
         entropy = float(entropy) if _is_num(entropy) else math.nan
-        rows.append((pred["position"], prob, rank, loss, entropy, cands[0]["id"] if cands else -1, target, index))
+        rows.append((pred["position"], prob, rank, loss, entropy, cands[0][0] if cands else -1, target, index))
     if not rows:
         e = np.zeros(0)
         i = np.zeros(0, dtype=np.int64)
@@ -205,7 +226,7 @@ class _Track:
     """The series of one tracked sequence: rows are the steps where it was logged."""
 
     ARRAYS = {"prob": (np.float32, np.nan), "loss": (np.float32, np.nan), "entropy": (np.float32, np.nan),
-              "rank": (np.int32, 0), "top1": (np.int32, -1), "present": (np.bool_, False)}
+              "rank": (np.int32, 0), "top1": (np.int64, -1), "present": (np.bool_, False)}
     STATE = {"target": (np.int64, -2), "top1_now": (np.bool_, False), "since1": (np.int64, -1),
              "since5": (np.int64, -1), "last_seen": (np.int64, -1), "times_forgotten": (np.int32, 0)}
 
@@ -249,17 +270,19 @@ class _Track:
 
     def add(self, step: int, seq: dict[str, Any], cols: Columns) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Append one step; returns (gained positions, lost positions, their since-steps, their last top-1 steps)."""
-        width = int(cols.pos.max()) + 1 if len(cols) else 0
+        n = len(cols)
+        width = n if cols.contiguous else (int(cols.pos.max()) + 1 if n else 0)
         self._grow(self.n + 1, width)
         row, pos = self.n, cols.pos
+        at: Any = slice(0, n) if cols.contiguous else pos  # a slice is much cheaper than fancy indexing
         self.steps[row] = step
         self.row_of[step] = row
-        self.prob[row, pos] = cols.prob
-        self.loss[row, pos] = cols.loss
-        self.entropy[row, pos] = cols.entropy
-        self.rank[row, pos] = cols.rank
-        self.top1[row, pos] = cols.top1
-        self.present[row, pos] = True
+        self.prob[row, at] = cols.prob
+        self.loss[row, at] = cols.loss
+        self.entropy[row, at] = cols.entropy
+        self.rank[row, at] = cols.rank
+        self.top1[row, at] = cols.top1
+        self.present[row, at] = True
         self.n += 1
         ids = seq.get("token_ids")
         tokens = seq.get("tokens")
@@ -268,25 +291,28 @@ class _Track:
         if new_text:
             self.tokens = [t if isinstance(t, str) else str(t) for t in tokens]
             self.token_ids = ids if isinstance(ids, list) else None
-        if new_text or (self.target[pos] == -2).any():  # read targets once per text and position
+        if new_text or (self.target[at] == -2).any():  # read targets once per text and position
             for p, (target_id, target_str) in targets(seq).items():
                 if p < self.width:
                     self.target[p], self.target_str[p] = target_id, target_str
 
         # learned-when state, at the predicted positions only
         hit1 = cols.rank == 1
-        hit5 = (cols.rank >= 1) & (cols.rank <= 5)
-        was1 = self.top1_now[pos]
-        lost = pos[was1 & ~hit1]
-        gained = pos[~was1 & hit1]
-        since, last = self.since1[lost].copy(), self.last_seen[lost].copy()
-        self.times_forgotten[lost] += 1
-        self.since1[lost] = -1
-        self.since1[gained] = step
-        self.since5[pos[~hit5]] = -1
-        self.since5[pos[hit5 & (self.since5[pos] < 0)]] = step
-        self.top1_now[pos] = hit1
-        self.last_seen[pos] = step
+        was1 = self.top1_now[at]
+        changed = hit1 != was1
+        if changed.any():
+            lost, gained = pos[changed & was1], pos[changed & hit1]
+            since, last = self.since1[lost], self.last_seen[lost]
+            self.times_forgotten[lost] += 1
+            self.since1[lost] = -1
+            self.since1[gained] = step
+            self.top1_now[at] = hit1
+        else:
+            lost = gained = since = last = _NONE
+        hit5 = (cols.rank - 1).astype(np.uint64) < 5  # rank 1..5 (an unknown rank 0 wraps around)
+        since5 = self.since5[at]
+        self.since5[at] = np.where(hit5, np.where(since5 < 0, step, since5), -1)
+        self.last_seen[at] = step
         return gained, lost, since, last
 
     def label(self) -> str:
@@ -390,22 +416,24 @@ class Dynamics:
     def _learn_strings(self, seq: dict[str, Any], cols: Columns) -> None:
         """Remember display strings of top-1 ids not seen before (one pass only when there are some)."""
         top = cols.top1
-        hi = int(top.max()) if len(top) else -1
-        if hi < 0:
+        ok = (top >= 0) & (top < _MAX_KNOWN)  # absurd ids get no lookup table that large
+        if not ok.any():
             return
+        hi = int(top[ok].max())
         if hi >= len(self._known):
             known = np.zeros(max(hi + 1, 2 * len(self._known)), dtype=bool)
             known[:len(self._known)] = self._known
             self._known = known
-        new = (top >= 0) & ~self._known[np.maximum(top, 0)]
+        new = ok.copy()
+        new[ok] = ~self._known[top[ok]]
         if not new.any():
             return
         preds = seq["predictions"]
         for i in cols.index[new].tolist():
             first = _first_candidate(preds[i])
-            if first is not None and isinstance(first.get("token"), str):
-                self.vocab.setdefault(first["id"], first["token"])
-        self._known[top[top >= 0]] = True
+            if first is not None and first[1] is not None:
+                self.vocab.setdefault(first[0], first[1])
+        self._known[top[ok]] = True
 
     # -- queries ---------------------------------------------------------------------------------
     @property
@@ -432,7 +460,9 @@ class Dynamics:
     def events(self) -> np.ndarray:
         """Every forgetting event as rows ``(seq, pos, step, since, last_top1)``, oldest first:
         the target was top-1 from ``since`` through ``last_top1`` and was not at ``step``."""
-        return np.concatenate(self._events) if self._events else np.zeros((0, 5), dtype=np.int64)
+        if len(self._events) > 1:
+            self._events = [np.concatenate(self._events)]
+        return self._events[0] if self._events else np.zeros((0, 5), dtype=np.int64)
 
     def per_step(self) -> dict[str, np.ndarray]:
         """Per logged step: ``gained`` (became top-1 there), ``forgotten`` (lost top-1 there),
@@ -447,10 +477,10 @@ class Dynamics:
 
 
 # -- comparing two steps ---------------------------------------------------------------------------
-def js_topk_other(a: Sequence[dict[str, Any]], b: Sequence[dict[str, Any]]) -> float:
-    """The divergence named in :data:`DIVERGENCE` between two candidate lists."""
-    pa = {c["id"]: max(float(c["p"]), 0.0) for c in a}
-    pb = {c["id"]: max(float(c["p"]), 0.0) for c in b}
+def js_topk_other(a: Sequence[Candidate], b: Sequence[Candidate]) -> float:
+    """The divergence named in :data:`DIVERGENCE` between two lists of ``(id, token, p)`` candidates."""
+    pa = {c[0]: max(float(c[2]), 0.0) for c in a}
+    pb = {c[0]: max(float(c[2]), 0.0) for c in b}
     if not pa and not pb:
         return math.nan
     union = pa.keys() | pb.keys()
@@ -482,10 +512,6 @@ def _sig_list(values: Iterable[Any]) -> list[Any]:
     return [_sig(v) for v in values]
 
 
-def _rank_list(values: Iterable[Any]) -> list[int | None]:
-    return [int(v) if v >= 1 else None for v in values]
-
-
 def _context(tokens: list[str], pos: int, before: int = 6) -> str:
     return "".join(t for t in tokens[max(0, pos - before + 1):pos + 1] if isinstance(t, str))
 
@@ -502,7 +528,7 @@ def compare(entry_a: dict[str, Any], entry_b: dict[str, Any], *, limit: int = 20
     index_a: dict[Hashable, int] = {}
     for i, s in enumerate(seqs_a):
         index_a.setdefault(sequence_key(s), i)
-    sequences, rows, per = [], [], []
+    sequences, per, parts = [], [], []
     for ib, sb in enumerate(seqs_b):
         ia = index_a.get(sequence_key(sb))
         if ia is None:
@@ -512,60 +538,75 @@ def compare(entry_a: dict[str, Any], entry_b: dict[str, Any], *, limit: int = 20
         name = sb.get("name") if isinstance(sb.get("name"), str) else None
         sequences.append({"seq": seq_no, "name": name, "index_a": ia, "index_b": ib})
         ca, cb = columns(sa), columns(sb)
-        common, ja, jb = np.intersect1d(ca.pos, cb.pos, assume_unique=False, return_indices=True)
-        logp_a, logp_b = _logp(ca)[ja], _logp(cb)[jb]
-        rank_a, rank_b = ca.rank[ja], cb.rank[jb]
-        d_logp = logp_b - logp_a
-        known = (rank_a >= 1) & (rank_b >= 1)
-        d_rank = np.where(known, rank_b - rank_a, 0)
-        hit_a, hit_b = rank_a == 1, rank_b == 1
-        flip = hit_b.astype(np.int64) - hit_a.astype(np.int64)
-        preds_a = _by_position(sa)
-        preds_b = _by_position(sb)
-        div = np.array([js_topk_other(candidates(preds_a[p]), candidates(preds_b[p])) for p in common.tolist()])
-        tokens = sb.get("tokens") if isinstance(sb.get("tokens"), list) else []
-        target_of = targets(sb)
-        top_a = {p: (candidates(preds_a[p]) or [{}])[0].get("token") for p in common.tolist()}
-        top_b = {p: (candidates(preds_b[p]) or [{}])[0].get("token") for p in common.tolist()}
-        for j, p in enumerate(common.tolist()):
-            rows.append({
-                "seq": seq_no, "name": name, "index": ib, "pos": p,
-                "context": _context(tokens, p), "token": tokens[p] if p < len(tokens) else None,
-                "target": target_of.get(p, (-1, None))[1],
-                "p_a": _sig(math.exp(logp_a[j])), "p_b": _sig(math.exp(logp_b[j])),
-                "rank_a": int(rank_a[j]) or None, "rank_b": int(rank_b[j]) or None,
-                "delta_logp": _sig(d_logp[j]), "delta_rank": int(d_rank[j]) if known[j] else None,
-                "divergence": _sig(div[j]), "top1_a": top_a[p], "top1_b": top_b[p], "flip": int(flip[j]),
-            })
+        common, ja, jb = np.intersect1d(ca.pos, cb.pos, return_indices=True)
+        preds_a, preds_b = _by_position(sa), _by_position(sb)
+        cands = [(candidates(preds_a[p]), candidates(preds_b[p])) for p in common.tolist()]
+        part = {
+            "k": np.full(len(common), len(parts)), "pos": common,
+            "p_a": ca.prob[ja], "p_b": cb.prob[jb], "rank_a": ca.rank[ja], "rank_b": cb.rank[jb],
+            "d_logp": _logp(cb)[jb] - _logp(ca)[ja],
+            "div": np.array([js_topk_other(x, y) for x, y in cands], dtype=np.float64),
+        }
+        part["preds_b"] = preds_b
+        parts.append((part, seq_no, name, ib, sb, cands))
         if per_token:
-            per.append({"seq": seq_no, "index_b": ib, "positions": common.tolist(), "delta_logp": _sig_list(d_logp),
-                        "delta_rank": [int(r) if k else None for r, k in zip(d_rank.tolist(), known.tolist())],
-                        "divergence": _sig_list(div), "flip": flip.tolist()})
+            known = (part["rank_a"] >= 1) & (part["rank_b"] >= 1)
+            flip = (part["rank_b"] == 1).astype(np.int64) - (part["rank_a"] == 1)
+            per.append({"seq": seq_no, "index_b": ib, "positions": common.tolist(),
+                        "delta_logp": _sig_list(part["d_logp"]),
+                        "delta_rank": [int(b - a) if k else None for a, b, k in
+                                       zip(part["rank_a"].tolist(), part["rank_b"].tolist(), known.tolist())],
+                        "divergence": _sig_list(part["div"]), "flip": flip.tolist()})
 
-    def top(pred: Callable[[dict[str, Any]], bool], key: Callable[[dict[str, Any]], float]) -> list[dict[str, Any]]:
-        return sorted((r for r in rows if pred(r)), key=key)[:limit]
+    cat = {f: np.concatenate([p[0][f] for p in parts]) if parts else np.zeros(0) for f in
+           ("k", "pos", "p_a", "p_b", "rank_a", "rank_b", "d_logp", "div")}
+    d_logp, div = cat["d_logp"], cat["div"]
+    flip = (cat["rank_b"] == 1).astype(np.int64) - (cat["rank_a"] == 1)
+    known_d = ~np.isnan(d_logp)
+    order_up = np.argsort(-np.where(known_d, d_logp, -np.inf), kind="stable")   # biggest gain first
+    order_down = np.argsort(np.where(known_d, d_logp, np.inf), kind="stable")   # biggest loss first
 
-    has = [r for r in rows if r["delta_logp"] is not None]
-    divs = [r["divergence"] for r in rows if r["divergence"] is not None]
+    def row(i: int) -> dict[str, Any]:
+        part, seq_no, name, ib, sb, cands = parts[int(cat["k"][i])]
+        p = int(cat["pos"][i])
+        j = int(np.searchsorted(part["pos"], p))
+        tokens = sb.get("tokens") if isinstance(sb.get("tokens"), list) else []
+        ra, rb = int(cat["rank_a"][i]), int(cat["rank_b"][i])
+        first_a, first_b = (cands[j][0] or [(-1, None, 0.0)])[0], (cands[j][1] or [(-1, None, 0.0)])[0]
+        target = part["preds_b"][p].get("target_token_str")
+        return {
+            "seq": seq_no, "name": name, "index": ib, "pos": p,
+            "context": _context(tokens, p), "token": tokens[p] if p < len(tokens) else None,
+            "target": target if isinstance(target, str) else None,
+            "p_a": _sig(cat["p_a"][i]), "p_b": _sig(cat["p_b"][i]),
+            "rank_a": ra or None, "rank_b": rb or None,
+            "delta_logp": _sig(d_logp[i]), "delta_rank": rb - ra if ra and rb else None,
+            "divergence": _sig(div[i]), "top1_a": first_a[1], "top1_b": first_b[1],
+            "flip": int(flip[i]),
+        }
+
+    def pick(order: np.ndarray, mask: np.ndarray) -> list[dict[str, Any]]:
+        return [row(i) for i in order[mask[order]][:limit].tolist()]
+
     out: dict[str, Any] = {
         "a": entry_a.get("step"), "b": entry_b.get("step"),
         "loss_a": _sig(entry_a.get("loss"), 6) if _is_num(entry_a.get("loss")) else None,
         "loss_b": _sig(entry_b.get("loss"), 6) if _is_num(entry_b.get("loss")) else None,
         "divergence": DIVERGENCE,
         "summary": {
-            "compared": len(rows),
-            "improved": sum(r["delta_logp"] > 0 for r in has),
-            "worsened": sum(r["delta_logp"] < 0 for r in has),
-            "wrong_to_right": sum(r["flip"] == 1 for r in rows),
-            "right_to_wrong": sum(r["flip"] == -1 for r in rows),
-            "mean_delta_logp": _sig(sum(r["delta_logp"] for r in has) / len(has)) if has else None,
-            "mean_divergence": _sig(sum(divs) / len(divs)) if divs else None,
+            "compared": int(len(d_logp)),
+            "improved": int((d_logp[known_d] > 0).sum()),
+            "worsened": int((d_logp[known_d] < 0).sum()),
+            "wrong_to_right": int((flip == 1).sum()),
+            "right_to_wrong": int((flip == -1).sum()),
+            "mean_delta_logp": _sig(d_logp[known_d].mean()) if known_d.any() else None,
+            "mean_divergence": _sig(np.nanmean(div)) if (~np.isnan(div)).any() else None,
         },
         "sequences": sequences,
-        "learned": top(lambda r: r["flip"] == 1, lambda r: -(r["delta_logp"] or 0.0)),
-        "forgotten": top(lambda r: r["flip"] == -1, lambda r: r["delta_logp"] or 0.0),
-        "worsened": top(lambda r: (r["delta_logp"] or 0.0) < 0, lambda r: r["delta_logp"]),
-        "improved": top(lambda r: (r["delta_logp"] or 0.0) > 0, lambda r: -r["delta_logp"]),
+        "learned": pick(order_up, flip == 1),
+        "forgotten": pick(order_down, flip == -1),
+        "worsened": pick(order_down, known_d & (d_logp < 0)),
+        "improved": pick(order_up, known_d & (d_logp > 0)),
     }
     if per_token:
         out["per_token"] = per

@@ -22,6 +22,7 @@ disconnected (close code 1013) instead of stalling the others or growing memory.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import http
 import ipaddress
 import json
@@ -48,6 +49,8 @@ WEB_DIR = Path(__file__).resolve().parent / "web"
 MAX_INCOMING = 64 * 1024
 #: Messages waiting for one client before it counts as stalled and is dropped.
 QUEUE_LIMIT = 256
+#: Requests one websocket client may have in flight at once.
+INFLIGHT_LIMIT = 16
 LOOPBACK_NAMES = {"127.0.0.1", "localhost", "::1", "[::1]"}
 _TYPES = {".js": "text/javascript", ".css": "text/css", ".html": "text/html", ".png": "image/png",
           ".svg": "image/svg+xml", ".json": "application/json", ".txt": "text/plain", ".md": "text/plain"}
@@ -100,6 +103,7 @@ class _Client:
     ws: Any
     queue: "asyncio.Queue[str]" = field(default_factory=lambda: asyncio.Queue(QUEUE_LIMIT))
     run: str | None = None
+    inflight: int = 0
 
 
 class SeqVizServer:
@@ -129,6 +133,9 @@ class SeqVizServer:
         self._run_names: list[str] = []
         self._server: Any = None
         self._ticker: asyncio.Task[None] | None = None
+        # Route requests (HTTP and websocket) run one at a time in this thread: a big
+        # step being read and encoded never delays the live pushes of the event loop.
+        self._worker = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="seqviz-routes")
 
     # -- lifecycle ---------------------------------------------------------------
     async def start(self) -> None:
@@ -150,6 +157,7 @@ class SeqVizServer:
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
+        self._worker.shutdown(wait=False, cancel_futures=True)
 
     @property
     def url(self) -> str:
@@ -178,7 +186,17 @@ class SeqVizServer:
     def _error(self, status: int, message: str) -> Any:
         return self._respond(status, (message + "\n").encode(), "text/plain")
 
-    def _process_request(self, connection: Any, request: Any) -> Any:
+    async def _answer(self, route: str, query: dict[str, str]) -> tuple[int, str]:
+        """``api.handle`` in the worker thread: (status, JSON text)."""
+        def work() -> tuple[int, str]:
+            status, body = api.handle(self.runs, route, query)
+            try:
+                return status, _dumps(body)
+            except ValueError as exc:
+                return 500, _dumps({"error": f"cannot encode the answer: {exc}"})
+        return await asyncio.get_running_loop().run_in_executor(self._worker, work)
+
+    async def _process_request(self, connection: Any, request: Any) -> Any:
         host = request.headers.get("Host", "")
         if _is_loopback(self.host) and not self._host_ok(host):
             return self._error(403, f"unexpected Host header {host!r}: this server only answers loopback names")
@@ -193,8 +211,8 @@ class SeqVizServer:
         name = path.lstrip("/")
         if name in api.ROUTES:
             query = dict(parse_qsl(parts.query, keep_blank_values=True))
-            status, body = api.handle(self.runs, name, query)
-            return self._respond(status, _dumps(body).encode(), "application/json")
+            status, text = await self._answer(name, query)
+            return self._respond(status, text.encode(), "application/json")
         return self._static(path)
 
     def _host_ok(self, host: str) -> bool:
@@ -224,7 +242,7 @@ class SeqVizServer:
         sender = asyncio.create_task(self._sender(client))
         try:
             query = dict(parse_qsl(urlsplit(ws.request.path).query))
-            self._send(client, {"type": "runs", "runs": api.runs_impl(self.runs)["runs"]})
+            self._send(client, {"type": "runs", "runs": self._runs_summary()})
             wanted = query.get("run")
             self._watch(client, wanted if wanted in self._names() else self._default_run())
             async for message in ws:
@@ -278,36 +296,52 @@ class SeqVizServer:
         elif kind == "get":
             params = request.get("params") or {}
             route = request.get("route")
+            rid = request.get("id")
             if not isinstance(params, dict) or not isinstance(route, str):
-                status, body = 400, {"error": "'route' must be a string and 'params' an object"}
+                self._send(client, {"type": "response", "id": rid, "status": 400,
+                                    "body": {"error": "'route' must be a string and 'params' an object"}})
+            elif client.inflight >= INFLIGHT_LIMIT:
+                self._send(client, {"type": "response", "id": rid, "status": 429,
+                                    "body": {"error": f"more than {INFLIGHT_LIMIT} requests in flight"}})
             else:
-                status, body = api.handle(self.runs, route, {str(k): str(v) for k, v in params.items()})
-            self._send(client, {"type": "response", "id": request.get("id"), "status": status, "body": body})
+                client.inflight += 1
+                asyncio.ensure_future(self._reply(client, rid, route, {str(k): str(v) for k, v in params.items()}))
         else:
             self._send(client, {"type": "error", "message": f"unknown message type {kind!r}"})
 
+    async def _reply(self, client: _Client, rid: Any, route: str, query: dict[str, str]) -> None:
+        try:
+            status, text = await self._answer(route, query)
+        finally:
+            client.inflight -= 1
+        # the body is spliced in as encoded by the worker: big entries are not encoded twice
+        self._send(client, None, f'{{"type":"response","id":{_dumps(rid)},"status":{status},"body":{text}}}')
+
     def _watch(self, client: _Client, run: str | None) -> None:
+        if run is not None:
+            self._poll_run(run)  # announce pending appends to the clients already watching
         client.run = run
         if run is None:
-            self._send(client, {"type": "waiting", "message": "no run yet: waiting for a JSONL file to appear"})
+            self._send(client, {"type": "waiting", "message": "No run yet: waiting for a JSONL file to appear\u2026"})
             return
         tail = self._tail(run)
-        tail.refresh()
-        steps = tail.steps
-        summary = tail.get_summary()
-        summary.pop("path", None)
+        steps = tail.sorted()
+        losses = [s.loss for s in steps if s.loss is not None]
+        summary = {"num_steps": len(steps), "first_step": steps[0].step if steps else None,
+                   "last_step": steps[-1].step if steps else None, "last_loss": steps[-1].loss if steps else None,
+                   "min_loss": min(losses) if losses else None, "skipped_lines": len(tail.problems)}
         self._send(client, {"type": "summary", "run": run, "summary": summary})
         self._send(client, {"type": "steps", "run": run, "steps": [s.to_json() for s in steps],
-                            "problems": [{"line": p.line, "message": p.message} for p in tail.problems]})
+                            "problems": tail.problem_list()})
         if steps:
             self._send_latest(run, tail, [client])
         else:
             self._send(client, {"type": "waiting", "run": run, "message": f"waiting for the first step of {run!r}"})
 
-    def _send_latest(self, run: str, tail: TrainingDataReader, clients: list[_Client] | None = None) -> None:
-        for info in reversed(tail.steps):
+    def _send_latest(self, run: str, tail: "_Tail", clients: list[_Client] | None = None) -> None:
+        for info in reversed(tail.sorted()):
             try:
-                entry = tail.read(info)
+                entry = tail.reader.read(info)
             except ValueError as exc:
                 self._broadcast(run, {"type": "warning", "run": run, "line": info.line, "message": str(exc)})
                 continue
@@ -327,16 +361,14 @@ class SeqVizServer:
 
     def _default_run(self) -> str | None:
         names = self._names()
-        with_steps = [n for n in names if self._tail(n).steps]
+        with_steps = [n for n in names if self._poll_run(n) or self._tail(n).infos]
         return (with_steps or names or [None])[0]
 
-    def _tail(self, run: str) -> TrainingDataReader:
-        """A reader of its own per run, so HTTP requests that refresh the shared
-        readers never swallow the appends this loop announces."""
+    def _tail(self, run: str) -> "_Tail":
         path = self.runs.reader(run).path
         tail = self._tails.get(run)
-        if tail is None or tail.path != path:
-            tail = self._tails[run] = TrainingDataReader(path)
+        if tail is None or tail.reader.path != path:
+            tail = self._tails[run] = _Tail(TrainingDataReader(path))
         return tail
 
     async def _tick_forever(self) -> None:
@@ -347,13 +379,24 @@ class SeqVizServer:
             try:
                 if ticks % 10 == 0:
                     self._scan_runs()
-                self._poll_runs()
+                for run in {c.run for c in self.clients if c.run is not None}:
+                    self._poll_run(run)
             except Exception:  # keep tailing whatever one bad file does
                 log.exception("while checking the runs")
 
+    def _runs_summary(self) -> list[dict[str, Any]]:
+        """What the ``runs`` route says, from this loop's own readers."""
+        out = []
+        for name in self._names():
+            self._poll_run(name)  # a stat call unless the file grew; news go to its watchers first
+            steps = self._tail(name).sorted()
+            if steps:
+                out.append({"run": name, "num_steps": len(steps), "last_step": steps[-1].step})
+        return out
+
     def _scan_runs(self) -> None:
         names = self._names()
-        summary = api.runs_impl(self.runs)["runs"]
+        summary = self._runs_summary()
         if names != self._run_names or summary != getattr(self, "_last_runs", None):
             self._run_names = names
             self._last_runs = summary
@@ -362,20 +405,53 @@ class SeqVizServer:
             if client.run is None and names:
                 self._watch(client, self._default_run())
 
-    def _poll_runs(self) -> None:
-        for run in {c.run for c in self.clients if c.run is not None}:
-            tail = self._tail(run)
-            update = tail.refresh()
-            if update.reset:
-                self._broadcast(run, {"type": "reset", "run": run})
-                self._broadcast(run, {"type": "steps", "run": run, "steps": [s.to_json() for s in tail.steps],
-                                      "problems": [{"line": p.line, "message": p.message} for p in tail.problems]})
-            for problem in update.problems:
-                self._broadcast(run, {"type": "warning", "run": run, "line": problem.line, "message": problem.message})
-            if update.new and not update.reset:
-                self._broadcast(run, {"type": "steps_added", "run": run, "steps": [s.to_json() for s in update.new]})
-            if update.new or update.reset:
-                self._send_latest(run, tail)
+    def _poll_run(self, run: str) -> bool:
+        """Read what was appended to ``run`` and tell its watchers; True when something was new."""
+        tail = self._tail(run)
+        update = tail.poll()
+        if update.reset:
+            self._broadcast(run, {"type": "reset", "run": run})
+            self._broadcast(run, {"type": "steps", "run": run, "steps": [s.to_json() for s in tail.sorted()],
+                                  "problems": tail.problem_list()})
+        for problem in update.problems:
+            self._broadcast(run, {"type": "warning", "run": run, "line": problem.line, "message": problem.message})
+        if update.new and not update.reset:
+            self._broadcast(run, {"type": "steps_added", "run": run, "steps": [s.to_json() for s in update.new]})
+        if update.new or update.reset:
+            self._send_latest(run, tail)
+        return bool(update.new or update.reset)
+
+
+class _Tail:
+    """One run as the live loop knows it. Only :meth:`poll` reads the file, so every
+    appended step is announced exactly once (HTTP requests use other readers)."""
+
+    def __init__(self, reader: TrainingDataReader):
+        self.reader = reader
+        self.infos: dict[int, Any] = {}
+        self.problems: dict[int, str] = {}
+        self._sorted: list[Any] | None = None
+
+    def poll(self) -> Any:
+        update = self.reader.refresh()
+        if update.reset:
+            self.infos.clear()
+            self.problems.clear()
+        for info in update.new:
+            self.infos[info.step] = info
+        for problem in update.problems:
+            self.problems[problem.line] = problem.message
+        if update.new or update.reset:
+            self._sorted = None
+        return update
+
+    def sorted(self) -> list[Any]:
+        if self._sorted is None:
+            self._sorted = sorted(self.infos.values(), key=lambda s: s.step)
+        return self._sorted
+
+    def problem_list(self) -> list[dict[str, Any]]:
+        return [{"line": line, "message": self.problems[line]} for line in sorted(self.problems)]
 
 
 class ServerHandle:

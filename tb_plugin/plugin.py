@@ -142,7 +142,8 @@ class SeqVizPlugin(base_plugin.TBPlugin):
         self._files = files_for(self._logdir)
         self._web_dir = os.path.realpath(web_dir if web_dir is not None else WEB_DIR)
         self._runs: dict[str, api.Runs] = {}  # per experiment id, kept across requests
-        self._lock = threading.Lock()  # one request at a time touches the readers' indexes
+        self._lock = threading.Lock()  # one data request at a time: readers' indexes are not thread-safe
+        self._ctx = plugin_util.context({})  # the RequestContext of the request being answered
 
     # -- TBPlugin --------------------------------------------------------------
     def get_plugin_apps(self) -> dict[str, Callable[..., Any]]:
@@ -163,7 +164,7 @@ class SeqVizPlugin(base_plugin.TBPlugin):
         if self._provider is None or not self._logdir:
             return {}
         out = {}
-        for run in self._provider.list_runs(plugin_util.context({}), experiment_id=experiment_id):
+        for run in self._provider.list_runs(self._ctx, experiment_id=experiment_id):
             name = run.run_name
             run_dir = self._logdir if name in (".", "") else _join(self._logdir, *name.split("/"))
             path = _join(run_dir, "plugins", PLUGIN_NAME, ASSET_NAME)
@@ -187,6 +188,7 @@ class SeqVizPlugin(base_plugin.TBPlugin):
             eid = plugin_util.experiment_id(request.environ)
             try:
                 with self._lock:
+                    self._ctx = plugin_util.context(request.environ)
                     status, body = api.handle(self.runs(eid), route, query)
             except Exception as exc:  # a fault on our side: say what, not a traceback
                 log.exception("seqviz: route %r failed", route)

@@ -5,7 +5,6 @@ plugin inside ``application.TensorBoardWSGI`` (Python loader), and a real
 from __future__ import annotations
 
 import copy
-import os
 import socket
 import subprocess
 import sys
@@ -65,12 +64,12 @@ def python_loader(logdir: str) -> tuple[Any, Any]:
     return multiplexer, data_provider.MultiplexerDataProvider(multiplexer, logdir)
 
 
-def wsgi_app(logdir: Path | str, **plugin_kwargs: Any) -> tuple[Client, SeqVizPlugin, Any]:
+def wsgi_app(logdir: Path | str, path_prefix: str = "", **plugin_kwargs: Any) -> tuple[Client, SeqVizPlugin, Any]:
     """TensorBoard's WSGI app over ``logdir`` with the Python loader."""
     multiplexer, provider = python_loader(str(logdir))
     context = base_plugin.TBContext(logdir=str(logdir), data_provider=provider, multiplexer=multiplexer)
     plugin = SeqVizPlugin(context, **plugin_kwargs)
-    app = application.TensorBoardWSGI([plugin], data_provider=provider)
+    app = application.TensorBoardWSGI([plugin], data_provider=provider, path_prefix=path_prefix)
     return Client(app), plugin, multiplexer
 
 
@@ -152,4 +151,4 @@ def wait_for(fn: Any, timeout: float = 20, interval: float = 0.25) -> Any:
     return value
 
 
-__all__ = ["entry", "mirror_run", "wsgi_app", "python_loader", "TensorBoardProcess", "free_port", "wait_for", "os"]
+__all__ = ["entry", "mirror_run", "wsgi_app", "python_loader", "TensorBoardProcess", "free_port", "wait_for"]

@@ -13,8 +13,8 @@ import torch
 from seqviz_trackers import TrainingDataReader, TrainingDataWriter, tensor_to_training_entry
 from seqviz_trackers.api import Runs, handle
 from seqviz_trackers.cli import main as cli_main
-from seqviz_trackers.dynamics import (DIVERGENCE, Dynamics, columns, compare, diff_json, dynamics_for,
-                                      js_topk_other, learned_json, series_json)
+from seqviz_trackers.dynamics import (DIVERGENCE, Dynamics, candidates, columns, compare, diff_json,
+                                      dynamics_for, js_topk_other, learned_json, series_json)
 
 V = 16
 STEPS = [0, 10, 20, 30, 40, 50]
@@ -174,7 +174,7 @@ def test_old_files_without_prob_or_rank_are_read_from_candidates_or_unknown():
 def test_garbage_predictions_never_crash():
     seq = {"tokens": ["a", "b"], "predictions": [
         {"position": 0, "target_token_id": 1, "target_prob": None, "target_rank": "x", "entropy": 1, "top_k": []},
-        {"position": 99, "target_token_id": 1, "entropy": 1, "top_k": [{"id": 1, "p": 1}]},  # outside the tokens
+        {"position": 99, "target_token_id": 1, "entropy": 1, "top_k": [[1, "b", 1]]},  # outside the tokens
         "not a dict", {"position": -1}]}
     cols = columns(seq)
     assert cols.pos.tolist() == [0] and cols.top1.tolist() == [-1] and cols.rank.tolist() == [0]
@@ -185,15 +185,18 @@ def test_garbage_predictions_never_crash():
 
 
 def test_js_topk_other_divergence():
-    a = [{"id": 1, "p": 0.7}, {"id": 2, "p": 0.2}]
+    a = [(1, "a", 0.7), (2, "b", 0.2)]
     assert js_topk_other(a, a) == pytest.approx(0.0, abs=1e-12)
     # disjoint supports, no remaining mass: maximal, ln 2
-    assert js_topk_other([{"id": 1, "p": 1.0}], [{"id": 2, "p": 1.0}]) == pytest.approx(math.log(2))
+    assert js_topk_other([(1, "a", 1.0)], [(2, "b", 1.0)]) == pytest.approx(math.log(2))
     # over {1, 2, other}: P = (.7, .2, .1), Q = (.2, .7, .1)
     p, q = np.array([.7, .2, .1]), np.array([.2, .7, .1])
     m = (p + q) / 2
     expected = 0.5 * (p * np.log(p / m)).sum() + 0.5 * (q * np.log(q / m)).sum()
-    assert js_topk_other(a, [{"id": 2, "p": 0.7}, {"id": 1, "p": 0.2}]) == pytest.approx(expected)
+    assert js_topk_other(a, [(2, "b", 0.7), (1, "a", 0.2)]) == pytest.approx(expected)
+    # candidates as logged: [id, token, p] in the file, {"id", "token", "p"} in the original format
+    assert candidates({"top_k": [[2, "b", 0.7], {"id": 1, "token": "a", "p": 0.2}, [3, "c"], "x"]}) == [
+        (2, "b", 0.7), (1, "a", 0.2)]
     assert DIVERGENCE["name"] == "js_topk_other"
 
 
@@ -416,7 +419,7 @@ def test_cli_learned(run_file, capsys):
 
 def test_cli_escapes_control_characters_in_tokens(tmp_path, capsys):
     path = tmp_path / "hostile.jsonl"
-    with TrainingDataWriter(path) as w:
+    with TrainingDataWriter(path, validate=False) as w:
         for step, inside in [(0, False), (1, True)]:
             e = old_format_entry(step, inside)
             e["sequences"][0]["tokens"][0] = "\x1b[31mred\n"
@@ -446,3 +449,15 @@ def test_route_series_thinned_to_points_keeps_the_marked_steps(tmp_path):
     i = body["steps"].index(150)
     assert body["target_rank"][i] == 1 and len(body["target_prob"]) == len(body["steps"])
     assert handle(runs, "series", {"run": "long", "seq": "0", "pos": "0", "points": "1"})[0] == 400
+
+
+def test_huge_token_ids_do_not_allocate_lookup_tables():
+    seq = {"tokens": ["a", "b", "c"], "predictions": [
+        {"position": 0, "target_token_id": 2**40, "target_prob": 0.5, "target_rank": 1, "loss": 0.69, "entropy": 1.0,
+         "top_k": [[2**40, "big", 0.5]]},
+        {"position": 1, "target_token_id": 3, "target_prob": 0.5, "target_rank": 2, "loss": 0.69, "entropy": 1.0,
+         "top_k": [[7, "seven", 0.5]]}]}
+    dyn = Dynamics()
+    dyn.add_entry({"step": 0, "sequences": [seq]})
+    assert dyn.vocab == {7: "seven"} and len(dyn._known) < 100
+    assert dyn.tracks[0].top1[0, :2].tolist() == [2**40, 7]

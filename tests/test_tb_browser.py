@@ -4,17 +4,18 @@ tokens, a click on a token, its predictions."""
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 
 from tb_helpers import TensorBoardProcess, entry, mirror_run
 
-from conftest import ARTIFACTS
 from factories import HOSTILE
 from tb_plugin.plugin import WEB_DIR
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 EARLY = ["To be, or not to be, that is the question:"]
 LATEST = ["Whether tis nobler in the mind to suffer " + HOSTILE]
 
@@ -32,22 +33,22 @@ def tensorboard(tmp_path_factory):
     proc.stop()
 
 
-def _plugin_frame(page):
-    for frame in page.frames:
-        if "plugin_entry.html" in frame.url and "name=seqviz" in frame.url:
-            return frame
-    return None
+def _open_tab(page, url):
+    """Open TensorBoard on the seqviz tab; the plugin's iframe (a Playwright Frame)."""
+    page.goto(url + "/#seqviz")
+    for _ in range(150):
+        for frame in page.frames:
+            if "plugin_entry.html" in frame.url and "name=seqviz" in frame.url:
+                return frame
+        page.wait_for_timeout(200)
+    raise AssertionError(f"no seqviz iframe; frames: {[f.url for f in page.frames]}")
 
 
 def test_seqviz_tab_shows_latest_step_and_token_predictions(tensorboard, page):
     latest = entry(150, LATEST)
     tokens = latest["sequences"][0]["tokens"]
-    page.goto(tensorboard.url + "/#seqviz")
-    page.wait_for_function("() => [...document.querySelectorAll('iframe')].some(f => f.src.includes('seqviz'))",
-                           timeout=30_000)
-    page.wait_for_timeout(200)
-    frame = _plugin_frame(page)
-    assert frame is not None, [f.url for f in page.frames]
+    assert len(tokens) != len(entry(0, EARLY)["sequences"][0]["tokens"])
+    frame = _open_tab(page, tensorboard.url)
 
     # the latest step's tokens, rendered as text (the hostile one included, literally)
     frame.wait_for_function(f"() => document.querySelectorAll('.tok').length === {len(tokens)}", timeout=30_000)
@@ -55,7 +56,7 @@ def test_seqviz_tab_shows_latest_step_and_token_predictions(tensorboard, page):
     assert re.search(r"\b150\b", body), "the latest step number is shown"
     shown = frame.locator(".tok .tt").all_inner_texts()
     assert len(shown) == len(tokens)
-    assert "<img" in "".join(shown) or "img" in "".join(shown)
+    assert "<img" in "".join(shown)
     assert frame.locator("img[src=x]").count() == 0
     assert page.dialogs == []
 
@@ -66,7 +67,10 @@ def test_seqviz_tab_shows_latest_step_and_token_predictions(tensorboard, page):
     detail = frame.locator(".detail").inner_text()
     pred = latest["sequences"][0]["predictions"][2]  # token 3 is predicted at position 2
     assert "step 150" in detail and "position 3" in detail
-    assert frame.locator(".detail .bar-row").count() == min(5, len(pred["top_k"]))
+    rows = frame.locator(".detail .bar-row")
+    assert rows.count() == min(5, len(pred["top_k"]))
+    top_id = pred["top_k"][0][0]  # candidates are [id, token, p]
+    assert f"(id {top_id})" in rows.first.get_attribute("title")
 
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "tb_seqviz_tab.png"))
@@ -74,11 +78,7 @@ def test_seqviz_tab_shows_latest_step_and_token_predictions(tensorboard, page):
 
 
 def test_step_logged_while_open_appears(tensorboard, page):
-    page.goto(tensorboard.url + "/#seqviz")
-    page.wait_for_function("() => [...document.querySelectorAll('iframe')].some(f => f.src.includes('seqviz'))",
-                           timeout=30_000)
-    page.wait_for_timeout(200)
-    frame = _plugin_frame(page)
+    frame = _open_tab(page, tensorboard.url)
     frame.wait_for_selector(".tok", timeout=30_000)
     mirror_run(tensorboard.root / "demo", [151], texts=EARLY)  # training goes on
     frame.wait_for_function("() => /\\b151\\b/.test(document.body.innerText)", timeout=20_000)

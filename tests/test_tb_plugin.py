@@ -60,6 +60,13 @@ def test_runs_lists_only_runs_with_seqviz_data_nested_included(app):
     ]}
 
 
+def test_logdir_pointing_at_the_run_itself(tmp_path):
+    mirror_run(tmp_path / "run", [0, 1])
+    client, _, _ = wsgi_app(tmp_path / "run")
+    assert client.get(f"{P}/runs").json == {"runs": [{"run": ".", "num_steps": 2, "last_step": 1}]}
+    assert client.get(f"{P}/step?run=.&step=1").json["step"] == 1
+
+
 def test_every_step_is_served_although_tensorboard_samples_the_summaries(app):
     client, _, multiplexer = app
     # TensorBoard's own Python loader kept 10 of the 150 marker summaries...
@@ -197,6 +204,17 @@ def test_static_guard_refuses_paths_outside_the_web_folder(web, path):
     assert r.status_code == 404
     assert r.mimetype == "application/json" and r.json["error"].startswith("not found")
     assert b"outside" not in r.get_data().replace(b"outside.txt", b"")
+
+
+def test_served_under_path_prefix_and_experiment_urls(logdir, tmp_path):
+    web = tmp_path / "web"
+    web.mkdir()
+    (web / "index.js").write_text("export function render() {}\n")
+    client, _, _ = wsgi_app(logdir, path_prefix="/tb", web_dir=web)
+    assert client.get(f"/tb{P}/index.js").get_data().startswith(b"export function render")
+    assert client.get(f"/tb{P}/runs").json["runs"][0]["run"] == "big"
+    assert client.get(f"/tb/experiment/abc{P}/index.js").status_code == 200
+    assert client.get(f"/tb/experiment/abc{P}/steps?run=sweep/lr_0.1").json["run"] == "sweep/lr_0.1"
 
 
 def test_real_dashboard_folder_is_served_when_present(app):

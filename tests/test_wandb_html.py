@@ -76,6 +76,7 @@ def test_panel_holds_its_step_and_the_loss_history(logged):
 
 def test_panel_is_self_contained(logged):
     _, files = logged
+    assert RESOURCE.search('<img src="https://example.com/x.png">') and RESOURCE.search("a{background:url(//x/y)}")
     for path in files:
         text = path.read_text("utf-8")
         assert "http://" not in text and "https://" not in text
@@ -97,8 +98,10 @@ def test_panel_from_disk_shows_the_tokens_and_keeps_hostile_text_literal(logged,
     for seq in entries[1]["sequences"]:
         for token in seq["tokens"]:
             assert any(t.startswith(token) for t in titles), f"token {token!r} not shown"
-    assert any(t.startswith(HOSTILE) for t in titles)
-    assert HOSTILE in page.inner_text("body") or HOSTILE in "".join(titles)
+    index = next(i for i, t in enumerate(titles) if t.startswith(HOSTILE))
+    page.locator(".tok").nth(index).click()  # its detail panel shows the token too
+    page.wait_for_timeout(200)
+    assert HOSTILE in page.inner_text("body")
     assert page.eval_on_selector_all("img", "els => els.length") == 0  # the token's <img> was never parsed
     assert page.dialogs == [] and page.js_errors == []
     assert "200" in page.inner_text("body")  # the step it shows
@@ -120,3 +123,26 @@ def test_panel_size_follows_the_step_not_the_run_length(tmp_path, monkeypatch):
     assert len(last) == 5 and last[0]["step"] == 1 and last[-1]["step"] == 12
     sizes = [p.stat().st_size for p in files]
     assert max(sizes[5:]) - min(sizes[5:]) < 64  # same entry size: same page size, whatever the step count
+
+
+def test_a_failing_panel_leaves_the_table_and_scalars(tmp_path, monkeypatch, caplog):
+    import seqviz_trackers.export
+
+    def broken(*args, **kwargs):
+        raise ValueError("cannot draw")
+
+    offline_env(monkeypatch, tmp_path)
+    monkeypatch.setattr(seqviz_trackers.export, "export_html", broken)
+    run = init_run(mode="offline", dir=str(tmp_path))
+    try:
+        with caplog.at_level("WARNING", logger="seqviz_trackers.wandb"):
+            with SeqVizLogger(tmp_path / "steps.jsonl", wandb=run) as logger:
+                logger.log_step(make_entry(1, TEXTS))
+                logger.log_step(make_entry(2, TEXTS))
+    finally:
+        run.finish()
+    (message,) = [m for m in caplog.messages if "seqviz/dashboard" in m]
+    assert "cannot draw" in message
+    assert html_files(run_folder(run)) == []
+    tables = list((run_folder(run) / "files" / "media" / "table" / "seqviz").glob("tokens_*.table.json"))
+    assert len(tables) == 2

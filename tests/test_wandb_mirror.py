@@ -16,7 +16,6 @@ from factories import make_entry  # noqa: E402
 from seqviz_trackers import SeqVizLogger  # noqa: E402
 from wandb_helpers import (artifacts, history, init_run, manifest, offline_env, records,  # noqa: E402
                            run_folder, table_rows)
-from wandb_panel import WandbMirror  # noqa: E402
 from wandb_panel.tables import entry_rows  # noqa: E402
 
 TEXTS = ["To be, or not to be, that is the question:", "Whether 'tis nobler in the mind to suffer"]
@@ -120,7 +119,8 @@ def test_shares_a_run_with_transformers_wandb_callback(offline, tmp_path, monkey
     logged = history(run_folder(run))
     assert [(h["train/global_step"], h["train/loss"]) for h in logged if "train/loss" in h] == [(10, 2.0), (20, 1.5)]
     assert [h["train/global_step"] for h in logged if "seqviz/loss" in h] == [10, 20]
-    assert len(table_rows(run_folder(run))) == 2 * sum(len(s["predictions"]) for s in make_entry(10, TEXTS)["sequences"])
+    per_step = sum(len(s["predictions"]) for s in make_entry(10, TEXTS)["sequences"])
+    assert len(table_rows(run_folder(run))) == 2 * per_step
 
 
 # -- the artifact ----------------------------------------------------------------------------------
@@ -213,6 +213,20 @@ def test_a_failing_artifact_upload_warns(run, tmp_path, monkeypatch, caplog):
         logger.close()
     (message,) = warnings_from(caplog, "W&B")
     assert "seqviz artifact" in message and "No space left" in message
+
+
+def test_run_finished_before_the_logger_closes(offline, tmp_path, caplog):
+    run = init_run(mode="offline", dir=str(offline))
+    logger = SeqVizLogger(tmp_path / "steps.jsonl", wandb=run)
+    logger.log_step(make_entry(1, TEXTS))
+    run.finish()
+    with caplog.at_level(logging.WARNING):
+        logger.log_step(make_entry(2, TEXTS))
+        logger.close()
+    assert (tmp_path / "steps.jsonl").read_bytes().count(b"\n") == 2
+    messages = warnings_from(caplog, "W&B")
+    assert len(messages) == 2  # the failed step, then the artifact that could not be logged
+    assert all("is finished" in m for m in messages)
 
 
 def test_no_active_run_says_so_once_then_mirrors_when_a_run_starts(offline, tmp_path, caplog):

@@ -8,6 +8,7 @@ import math
 import pytest
 
 from factories import make_entry
+from seqviz_trackers import validate_entry
 from wandb_panel.tables import COLUMNS, DTYPES, count_rows, entry_rows, step_scalars
 
 ENTRY = {
@@ -15,9 +16,9 @@ ENTRY = {
         {"name": "probe", "tokens": ["To", " be", " or"], "token_ids": [1, 2, 3], "predictions": [
             {"position": 0, "target_token_id": 2, "target_token_str": " be", "target_prob": 0.6, "target_rank": 1,
              "loss": 0.51, "correct": True, "entropy": 1.0,
-             "top_k": [{"id": 2, "token": " be", "p": 0.6}, {"id": 9, "token": "\"q\"", "p": 0.25}]},
+             "top_k": [[2, " be", 0.6], [9, "\"q\"", 0.25]]},
             {"position": 1, "target_token_id": 3, "target_token_str": " or", "target_rank": 3, "entropy": 2.0,
-             "top_k": [{"id": 4, "token": f"t{i}", "p": 0.1} for i in range(8)]},
+             "top_k": [[4 + i, f"t{i}", 0.1] for i in range(8)]},
         ]},
         {"tokens": ["a"], "predictions": []},
         {"tokens": ["x", "y"], "predictions": [
@@ -27,6 +28,7 @@ ENTRY = {
 
 
 def test_one_row_per_prediction_in_column_order():
+    validate_entry(ENTRY)
     rows = list(entry_rows(ENTRY))
     assert len(rows) == count_rows(ENTRY) == 3
     assert all(len(r) == len(COLUMNS) == len(DTYPES) for r in rows)

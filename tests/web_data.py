@@ -43,7 +43,7 @@ def learning_entry(step: int, total: int = 100, texts: list[str] | None = None, 
     if long_tokens:
         seq = entry["sequences"][0]
         for k in range(min(long_tokens, len(seq["tokens"]))):
-            seq["tokens"][k] = "supercalifragilisticexpialidocious"[: 8 + 4 * k] + "\n"
+            seq["tokens"][k] = "supercalifragilisticexpialidocious"[: 8 + 14 * k] + "\n"
     return entry
 
 

@@ -86,6 +86,7 @@ class WandbMirror:
         self.steps_logged = 0
         self.rows_logged = 0
         self.failures = 0
+        self._unreported = 0
         self.last_html_bytes: int | None = None
         self._copy: Any = None
         self._table: Any = None
@@ -116,14 +117,18 @@ class WandbMirror:
             run.define_metric("seqviz/*", step_metric=STEP_METRIC, step_sync=True)
         except Exception as exc:
             self._fail("defining the step metric", exc)
-        folder = Path(run.dir).parent / "seqviz"
-        folder.mkdir(parents=True, exist_ok=True)
-        path, n = folder / "steps.jsonl", 1
-        while path.exists():  # another mirror on the same run keeps its own copy
-            path, n = folder / f"steps-{n}.jsonl", n + 1
-        self.copy_path = path
-        self._copy = open(path, "ab", buffering=0)
-        self._table = wandb.Table(columns=list(COLUMNS), dtype=list(DTYPES), log_mode="INCREMENTAL")
+        try:
+            folder = Path(run.dir).parent / "seqviz"
+            folder.mkdir(parents=True, exist_ok=True)
+            path, n = folder / "steps.jsonl", 1
+            while path.exists():  # another mirror on the same run keeps its own copy
+                path, n = folder / f"steps-{n}.jsonl", n + 1
+            self._copy = open(path, "ab", buffering=0)
+            self.copy_path = path
+            self._table = wandb.Table(columns=list(COLUMNS), dtype=list(DTYPES), log_mode="INCREMENTAL")
+        except Exception as exc:
+            self._fail("setting up the seqviz mirror (nothing will be mirrored)", exc, always=True)
+            self.disabled = True
         return run
 
     # -- per step --------------------------------------------------------------
@@ -168,7 +173,8 @@ class WandbMirror:
                 table._last_logged_idx = -1
 
     def _dashboard(self, entry: dict[str, Any]) -> Any:
-        """This step's self-contained HTML panel, or None when the panel is off or unavailable."""
+        """This step's self-contained HTML panel; None when the panel is off or cannot be made
+        (then the step's table and scalars are still logged)."""
         if not self.html:
             return None
         export_html = _export_html()
@@ -177,7 +183,12 @@ class WandbMirror:
                             f"{DASHBOARD_KEY} is not logged")
             return None
         title = f"{self.run.name or self.run.id} · step {entry['step']}"
-        page = export_html([entry], steps=_thin(self._history, self.history_points), title=title)
+        try:
+            page = export_html([entry], steps=_thin(self._history, self.history_points), title=title)
+        except Exception as exc:
+            self._warn_once("export-failed", f"seqviz: the {DASHBOARD_KEY} panel of step {entry['step']} could not "
+                            f"be made ({type(exc).__name__}: {exc}); the token table and scalars are still logged")
+            return None
         self.last_html_bytes = len(page.encode("utf-8"))
         return wandb.Html(page, inject=False)
 
@@ -196,7 +207,8 @@ class WandbMirror:
         try:
             limit = wandb.Table.MAX_ARTIFACT_ROWS
             parts = max(1, math.ceil(self.rows_logged / limit))
-            names = [] if not self.rows_logged else ["tokens"] if parts == 1 else [f"tokens_part{i}" for i in range(1, parts + 1)]
+            names = ["tokens"] if parts == 1 else [f"tokens_part{i}" for i in range(1, parts + 1)]
+            names = names if self.rows_logged else []
             if parts > 1:
                 log.info("seqviz: %d token rows exceed W&B's %d rows per artifact table; the artifact holds "
                          "them in %d tables: %s", self.rows_logged, limit, parts, ", ".join(names))
@@ -233,17 +245,20 @@ class WandbMirror:
             self.log_artifact()
         if self._copy is not None:
             self._copy.close()
-        if self.failures > 1:
-            log.warning("seqviz: %d W&B calls failed in all; the JSONL file (and %s) has every step",
-                        self.failures, self.copy_path)
+        if self._unreported:
+            log.warning("seqviz: %d W&B calls failed in all (%d after the first warning); the JSONL file "
+                        "(and %s) has every step", self.failures, self._unreported, self.copy_path)
 
     # -- failures --------------------------------------------------------------
     def _fail(self, what: str, exc: BaseException, always: bool = False) -> None:
+        """Count a W&B failure; warn on the first (and on any ``always`` one), keep the rest for close."""
         self.failures += 1
         if always or self.failures == 1:
             log.warning("seqviz: W&B failed while %s (%s: %s); training and the JSONL file go on%s", what,
                         type(exc).__name__, exc, "" if always else "; further W&B failures are counted and "
                         "reported on close")
+        else:
+            self._unreported += 1
 
     def _warn_once(self, key: str, message: str) -> None:
         if key not in self._warned:

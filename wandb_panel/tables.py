@@ -37,7 +37,8 @@ COLUMNS: list[str] = [
 DTYPES: list[type] = [int, int, str, int, str, str, str, bool, float, int, float, float, str]
 
 
-def _candidates(pred: dict[str, Any]) -> list[dict[str, Any]]:
+def _candidates(pred: dict[str, Any]) -> list[list[Any]]:
+    """The prediction's candidates, ``[token id, token, p]`` each, most likely first."""
     return pred.get("top_k") or pred.get("top_20") or []
 
 
@@ -57,13 +58,13 @@ def entry_rows(entry: dict[str, Any]) -> Iterator[list[Any]]:
                 step, s, name, pos,
                 tokens[pos] if 0 <= pos < len(tokens) else None,
                 pred["target_token_str"],
-                top[0]["token"] if top else None,
+                top[0][1] if top else None,
                 correct,
                 pred.get("target_prob"),
                 pred.get("target_rank"),
                 pred["entropy"],
                 pred.get("loss"),
-                ", ".join(f"{_quote(c['token'])} {c['p']:.3g}" for c in top),
+                ", ".join(f"{_quote(token)} {p:.3g}" for _id, token, p in top),
             ]
 
 

@@ -3,10 +3,11 @@
 
 import { el, fmtNum, fmtPct, visibleToken, METRICS, metricContext, readHash, writeHash } from "./util.js";
 import { LineChart } from "./chart.js";
-import { TokenGrid } from "./tokens.js";
+import { TokenGrid, paintGrids } from "./tokens.js";
 import { DetailPanel } from "./detail.js";
 
 const CACHE_SIZE = 24;
+const CACHE_TOKENS = 40000;
 
 class SequenceView {
   constructor(app, side, seqIndex) {
@@ -46,7 +47,9 @@ export class Dashboard {
       follow: hash.step === undefined,
       wantStep: hash.step !== undefined ? Number(hash.step) : null,
     };
+    this.scrollToSeq = hash.seq !== undefined;
     this.cache = new Map();
+    this.inflight = new Map();
     this.loadToken = 0;
     this.timings = [];
     this.views = [];
@@ -111,6 +114,7 @@ export class Dashboard {
     this.compareBtn = el("button", "btn toggle", "Compare");
     this.compareBtn.title = "one sequence at two steps, side by side";
     this.compareBtn.setAttribute("aria-pressed", String(this.state.compare));
+    this.compareBtn.classList.toggle("on", this.state.compare);
     this.compareBtn.addEventListener("click", () => this.setCompare(!this.state.compare));
 
     this.status = el("span", "status", "");
@@ -226,9 +230,13 @@ export class Dashboard {
       this.status.className = "status " + ev.state;
       return;
     }
-    if (ev.type === "runs") { this.setRuns(ev.runs || []); if (!st.run && ev.runs && ev.runs.length) this.chooseRun(ev.runs[0].run); return; }
+    if (ev.type === "runs") {
+      this.setRuns(ev.runs || []);
+      if (this.ready && !st.run && ev.runs && ev.runs.length) this.chooseRun(ev.runs[0].run);
+      return;
+    }
     if (ev.run !== undefined && ev.run !== st.run) {
-      if (!st.run && ev.type === "steps") { st.run = ev.run; this.setRuns(st.runs); } else return;
+      if (this.ready && !st.run && ev.type === "steps") { st.run = ev.run; this.setRuns(st.runs); } else return;
     }
     if (ev.type === "reset") {
       this.cache.clear();
@@ -261,18 +269,45 @@ export class Dashboard {
     }
   }
 
+  /** Keep recent entries: at most CACHE_SIZE, and about CACHE_TOKENS tokens in all
+   *  (entries of thousands of tokens weigh megabytes each). */
   remember(step, entry) {
     this.cache.delete(step);
+    entry.__tokens = entry.__tokens || (entry.sequences || []).reduce((n, q) => n + (q.tokens || []).length, 0);
     this.cache.set(step, entry);
-    while (this.cache.size > CACHE_SIZE) this.cache.delete(this.cache.keys().next().value);
+    let total = 0;
+    for (const e of this.cache.values()) total += e.__tokens;
+    while (this.cache.size > 3 && (this.cache.size > CACHE_SIZE || total > CACHE_TOKENS)) {
+      const oldest = this.cache.keys().next().value;
+      total -= this.cache.get(oldest).__tokens;
+      this.cache.delete(oldest);
+    }
   }
 
-  async fetchEntry(step) {
+  /** The entry of `step` in the current run: from the cache, a request already on its
+   *  way, or a new request. */
+  fetchEntry(step) {
     const hit = this.cache.get(step);
-    if (hit) return hit;
-    const entry = await this.source.get("step", { run: this.state.run, step });
-    this.remember(step, entry);
-    return entry;
+    if (hit) return Promise.resolve(hit);
+    const run = this.state.run;
+    const key = `${run}\u0000${step}`;
+    let waiting = this.inflight.get(key);
+    if (!waiting) {
+      waiting = this.source.get("step", { run, step }).then((entry) => {
+        if (run === this.state.run) this.remember(step, entry);
+        return entry;
+      }).finally(() => this.inflight.delete(key));
+      this.inflight.set(key, waiting);
+    }
+    return waiting;
+  }
+
+  /** Fetch the steps either side of the shown one, so ←/→ finds them ready. */
+  prefetchAround(i) {
+    for (const k of [i + 1, i - 1]) {
+      const info = this.state.steps[k];
+      if (info && !this.cache.has(info.step)) this.fetchEntry(info.step).catch(() => {});
+    }
   }
 
   indexOfStep(step, nearest = false) {
@@ -319,6 +354,7 @@ export class Dashboard {
       this.timings.push({ step, fetchMs: t1 - t0, renderMs: t2 - t1 });
       if (this.timings.length > 200) this.timings.shift();
       this.hideBanner("wait");
+      if (this.options.prefetch !== false) setTimeout(() => { if (token === this.loadToken) this.prefetchAround(i); }, 0);
       this.hideBanner("error");
       this.saveHash();
     } catch (err) {
@@ -350,7 +386,7 @@ export class Dashboard {
     this.renderLegend(entry);
     this.updateInfo();
     if (!entry) return;
-    const ctx = { metric: st.metric, metricCtx: metricContext(entry), showIds: st.showIds };
+    const ctx = { metric: st.metric, metricCtx: metricContext(entry), showIds: st.showIds, deferPaint: true };
     const seqs = entry.sequences || [];
     if (st.sel.seq === null) st.sel.seq = 0;
     if (st.compare) {
@@ -370,8 +406,9 @@ export class Dashboard {
         const v = this.views[i];
         v.render(seq, i, ctx);
         v.root.classList.toggle("focus", i === st.sel.seq && seqs.length > 1);
-        if (st.sel.side === 0 && st.sel.seq === i) v.grid.select(st.sel.index); else v.grid.select(-1);
+        v.grid.selected = st.sel.side === 0 && st.sel.seq === i ? st.sel.index : -1;
       });
+      paintGrids(this.views.map((v) => v.grid));
       if (!seqs.length) this.showBanner("This step has no sequences.", "info");
     }
     this.showDetail();
@@ -407,7 +444,11 @@ export class Dashboard {
     }
     this.cmpSeqSelect.replaceChildren(...seqs.map((s, i) => { const o = el("option", "", s.name || `sequence ${i}`); o.value = String(i); return o; }));
     this.cmpSeqSelect.value = String(seqIndex);
-    this.cmpStepSelect.replaceChildren(...st.steps.map((s) => { const o = el("option", "", `step ${s.step}`); o.value = String(s.step); return o; }));
+    const stepsKey = `${st.steps.length}:${st.steps.length ? st.steps[0].step + ":" + st.steps[st.steps.length - 1].step : ""}`;
+    if (stepsKey !== this.cmpStepsKey) {  // thousands of options: rebuild only when the steps change
+      this.cmpStepsKey = stepsKey;
+      this.cmpStepSelect.replaceChildren(...st.steps.map((s) => { const o = el("option", "", `step ${s.step}`); o.value = String(s.step); return o; }));
+    }
     this.cmpStepSelect.value = String(st.compareStep);
     const other = st.compareEntry;
     const a = this.compareViews[0].render(seqs[seqIndex] || { tokens: [], predictions: [] }, seqIndex, ctx, `step ${entry.step}`);
@@ -417,7 +458,8 @@ export class Dashboard {
     const delta = a.meanP !== null && b.meanP !== null ? a.meanP - b.meanP : null;
     this.cmpSummary.textContent = delta === null ? "" :
       `mean p(target): step ${entry.step} ${fmtPct(a.meanP)} vs step ${other.step} ${fmtPct(b.meanP)} (\u0394 ${delta >= 0 ? "+" : ""}${(delta * 100).toFixed(1)} pts)`;
-    this.compareViews.forEach((v, side) => v.grid.select(st.sel.side === side && st.sel.seq === seqIndex ? st.sel.index : -1));
+    this.compareViews.forEach((v) => { v.grid.selected = st.sel.seq === seqIndex ? st.sel.index : -1; });
+    paintGrids(this.compareViews.map((v) => v.grid));
   }
 
   renderLegend(entry) {
@@ -437,7 +479,7 @@ export class Dashboard {
   selectToken(side, seqIndex, index) {
     const st = this.state;
     st.sel = { seq: seqIndex, index, side };
-    if (st.compare) this.compareViews.forEach((v, s) => v.grid.select(s === side ? index : -1));
+    if (st.compare) this.compareViews.forEach((v) => v.grid.select(index));  // the same position at both steps
     else this.views.forEach((v, i) => { v.grid.select(i === seqIndex ? index : -1); v.root.classList.toggle("focus", i === seqIndex && this.views.length > 1); });
     this.showDetail();
     this.saveHash();
@@ -533,7 +575,13 @@ export class Dashboard {
     else if (ev.key === "ArrowRight") { ev.preventDefault(); this.goIndex(this.state.index + 1); }
   }
 
+  /** Write the view into the URL hash, once the user pauses (replaceState is slow). */
   saveHash() {
+    clearTimeout(this.hashTimer);
+    this.hashTimer = setTimeout(() => this.writeHashNow(), 150);
+  }
+
+  writeHashNow() {
     const st = this.state;
     const info = st.steps[st.index];
     const hash = writeHash({

@@ -40,7 +40,7 @@ export class DetailPanel {
       box.append(el("div", "stat-v", value), el("div", "stat-l", label));
       stats.append(box);
     };
-    stat("target p", fmtPct(f.p), "p");
+    stat("p(target)", fmtPct(f.p), "p");
     stat("rank", f.rank === undefined || f.rank === null ? "\u2013" : "#" + f.rank);
     stat("entropy", fmtNum(f.entropy, 3));
     stat("loss", fmtNum(f.loss, 3));

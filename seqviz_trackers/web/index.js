@@ -1,6 +1,6 @@
 // The dashboard's entry module. TensorBoard imports it and calls render(); the
 // standalone server's index.html calls render({source: "websocket"}); an exported
-// page carries its data in <script type="application/json" id="seqviz-data">.
+// page carries its data in a JSON script element with id "seqviz-data".
 
 import { Dashboard } from "./app.js";
 import { FetchSource, WebSocketSource, InlineSource } from "./sources.js";
@@ -47,6 +47,5 @@ export function render(options = {}) {
   document.body.classList.add("seqviz-page");
   const app = new Dashboard(document.body, source, { title });
   window.seqvizDashboard = app;
-  window.seqvizRender = render;
   return app;
 }

@@ -14,38 +14,51 @@ const PADDING = 10;
 const MIN_SCALE = 0.6;
 const BOX_HEIGHT = 50;
 const GAP = 3;
-const OVERSCAN = 400;  // px drawn above and below the visible part
+const OVERSCAN = 240;  // px drawn above and below the visible part
 const FONT_FAMILY = 'ui-monospace, "JetBrains Mono", "Fira Code", SFMono-Regular, Menlo, Consolas, "DejaVu Sans Mono", monospace';
 
 let measureCtx = null;
-const widthCache = new Map();
+const widthCaches = new Map();  // font size -> (text -> px)
 
 /** Width in px of `text` at `size` px in the token font (cached). */
 function textWidth(text, size) {
-  const key = size + "\u0000" + text;
-  let w = widthCache.get(key);
+  let cache = widthCaches.get(size);
+  if (!cache) widthCaches.set(size, (cache = new Map()));
+  let w = cache.get(text);
   if (w === undefined) {
     if (!measureCtx) measureCtx = document.createElement("canvas").getContext("2d");
     measureCtx.font = `${size}px ${FONT_FAMILY}`;
     w = measureCtx.measureText(text).width;
-    if (widthCache.size > 50000) widthCache.clear();
-    widthCache.set(key, w);
+    if (cache.size > 50000) cache.clear();
+    cache.set(text, w);
   }
   return w;
 }
 
-/** Box width and font scale for one token string and its predicted string. */
-export function fitToken(shown, predShown) {
+const shownCache = new Map();
+function shownOf(raw) {
+  let shown = shownCache.get(raw);
+  if (shown === undefined) {
+    if (shownCache.size > 50000) shownCache.clear();
+    shown = visibleToken(raw);
+    shownCache.set(raw, shown);
+  }
+  return shown;
+}
+
+/** Box width and font scales for one token string and its predicted string:
+ *  boxes grow with their text up to 140 px, then the text shrinks down to 60 %. */
+export function fitToken(shown, predShown, into = {}) {
   const tw = textWidth(shown, TOKEN_FONT);
   const pw = predShown ? textWidth(predShown, PRED_FONT) : 0;
-  const width = Math.max(MIN_WIDTH, Math.min(MAX_WIDTH, Math.ceil(Math.max(tw, pw)) + PADDING));
   const room = MAX_WIDTH - PADDING;
-  return {
-    width,
-    tokenScale: tw > room ? Math.max(MIN_SCALE, room / tw) : 1,
-    predScale: pw > room ? Math.max(MIN_SCALE, room / pw) : 1,
-  };
+  into.width = Math.max(MIN_WIDTH, Math.min(MAX_WIDTH, Math.ceil(Math.max(tw, pw)) + PADDING));
+  into.tokenScale = tw > room ? Math.max(MIN_SCALE, room / tw) : 1;
+  into.predScale = pw > room ? Math.max(MIN_SCALE, room / pw) : 1;
+  return into;
 }
+
+const BUCKET_CLASS = ["tok m0", "tok m1", "tok m2", "tok m3", "tok m4", "tok m5", "tok m6", "tok m7", "tok m8", "tok m9"];
 
 const gridsAlive = new Set();
 let scrollQueued = false;
@@ -144,37 +157,36 @@ export class TokenGrid {
     }
     const metric = METRICS[ctx.metric] || METRICS.prob;
     let sumP = 0, nP = 0, hits = 0, nHit = 0;
-    const items = new Array(n);
+    const items = this.items.length >= n ? this.items : this.items.concat(new Array(n - this.items.length).fill(null));
+    const f = {};  // scratch, refilled for every token
     for (let j = 0; j < n; j++) {
-      const f = predictionFacts(predFor[j]);
-      if (f) {
+      const has = predictionFacts(predFor[j], false, f) !== null;
+      if (has) {
         if (f.p !== undefined && f.p !== null) { sumP += f.p; nP++; }
         if (f.correct !== undefined) { nHit++; if (f.correct) hits++; }
       }
-      const shown = visibleToken(tokens[j]);
-      const predShown = f && f.top1 ? visibleToken(f.top1.token) : "";
-      const bucket = f ? metric.bucket(f, ctx.metricCtx) : -1;
-      const id = ids[j] === undefined ? "" : String(ids[j]);
-      items[j] = {
-        text: shown, pred: predShown, id,
-        cls: "tok " + (f ? (bucket < 0 ? "mna" : "m" + bucket) : "first"),
-        pcls: "tp" + (f && f.top1 ? (f.correct ? " ok" : " no") : ""),
-        title: tokens[j] + (id ? `  (id ${id})` : ""),
-        fit: fitToken(shown, predShown), x: 0, y: 0,
-      };
+      const it = items[j] || (items[j] = { fit: {}, x: 0, y: 0 });
+      it.raw = tokens[j];
+      it.text = shownOf(tokens[j]);
+      it.pred = has && f.top1 ? shownOf(f.top1.token) : "";
+      it.id = ids[j] === undefined ? "" : String(ids[j]);
+      const bucket = has ? metric.bucket(f, ctx.metricCtx) : -1;
+      it.cls = has ? (bucket < 0 ? "tok mna" : BUCKET_CLASS[bucket]) : "tok first";
+      it.pcls = has && f.top1 ? (f.correct ? "tp ok" : "tp no") : "tp";
+      fitToken(it.text, it.pred, it.fit);
     }
+    items.length = n;
     this.items = items;
     this.length = n;
     if (this.selected >= n) this.selected = -1;
     this.root.classList.toggle("hide-ids", !ctx.showIds);
     this.width = 0;  // lay out again
-    this.paint();
+    if (!ctx.deferPaint) this.paint();
     return { meanP: nP ? sumP / nP : null, accuracy: nHit ? hits / nHit : null, count: n };
   }
 
   /** Place every box (positions only), wrapping at the grid's width. */
-  layout() {
-    const width = this.root.clientWidth;
+  layout(width) {
     this.width = width;
     let x = 0, y = 0;
     const rowStarts = [0];
@@ -189,11 +201,13 @@ export class TokenGrid {
     this.root.style.height = this.items.length ? `${y + BOX_HEIGHT}px` : "0px";
   }
 
-  /** Draw the boxes near the visible part of the page. */
-  paint() {
-    if (!this.root.isConnected || !this.root.clientWidth) { this.width = 0; return; }
-    if (this.root.clientWidth !== this.width) this.layout();
-    const rect = this.root.getBoundingClientRect();
+  /** Draw the boxes near the visible part of the page. `measured` ({width, rect}), when
+   *  given, was read beforehand so that several grids cost one layout, not one each. */
+  paint(measured) {
+    const width = measured ? measured.width : this.root.clientWidth;
+    if (!this.root.isConnected || !width) { this.width = 0; return; }
+    if (width !== this.width) this.layout(width);
+    const rect = measured ? measured.rect : this.root.getBoundingClientRect();
     const view = window.innerHeight || 800;
     const lo = -rect.top - OVERSCAN, hi = view - rect.top + OVERSCAN;
     const rows = this.rowStarts || [0];
@@ -206,21 +220,17 @@ export class TokenGrid {
       last = r1 + 1 < rows.length ? rows[r1 + 1] - 1 : this.items.length - 1;
     }
     const count = Math.max(0, last - first + 1);
-    while (this.pool.length < count) {
-      const cell = this.makeCell();
-      this.pool.push(cell);
-      this.root.append(cell);
-    }
+    while (this.pool.length < count) this.pool.push(this.makeCell());
     for (let k = 0; k < this.pool.length; k++) {
       const cell = this.pool[k];
       if (k >= count) {
-        if (cell._index !== -1) { cell.hidden = true; cell._index = -1; }
+        if (cell._index !== -1) { cell.remove(); cell._index = -1; }  // kept for reuse
         continue;
       }
       const j = first + k;
       const it = this.items[j];
       const v = cell._v;
-      if (cell._index === -1) cell.hidden = false;
+      if (cell._index === -1) this.root.append(cell);
       cell._index = j;
       const fit = it.fit;
       if (fit.width !== v.width) { cell.style.width = fit.width + "px"; v.width = fit.width; }
@@ -233,13 +243,15 @@ export class TokenGrid {
       const cls = j === this.selected ? it.cls + " sel" : it.cls;
       if (cls !== v.cls) { cell.className = cls; v.cls = cls; }
       if (it.pcls !== v.pcls) { cell._p.className = it.pcls; v.pcls = it.pcls; }
-      if (it.title !== v.title) { cell.title = it.title; v.title = it.title; }
+      const title = it.id ? `${it.raw}  (id ${it.id})` : it.raw;
+      if (title !== v.title) { cell.title = title; v.title = title; }
       const sel = j === this.selected ? "true" : null;
       if (sel !== v.sel) { if (sel) cell.setAttribute("aria-selected", sel); else cell.removeAttribute("aria-selected"); v.sel = sel; }
     }
   }
 
   select(index) {
+    if (index === this.selected) return;
     this.selected = index;
     this.paint();
   }
@@ -247,4 +259,12 @@ export class TokenGrid {
   destroy() {
     gridsAlive.delete(this);
   }
+}
+
+/** Paint several grids with two layouts in all, not two each: read, write, read, write. */
+export function paintGrids(grids) {
+  const widths = grids.map((g) => (g.root.isConnected ? g.root.clientWidth : 0));
+  grids.forEach((g, i) => { if (widths[i] && widths[i] !== g.width) g.layout(widths[i]); });
+  const rects = grids.map((g, i) => (widths[i] ? g.root.getBoundingClientRect() : null));
+  grids.forEach((g, i) => g.paint({ width: widths[i], rect: rects[i] }));
 }

@@ -48,21 +48,38 @@ export function fmtPct(p) {
   return (p * 100).toFixed(p < 0.1 ? 1 : 0) + "%";
 }
 
-/** Fill in what hand-made files may lack, from what the prediction does have. */
-export function predictionFacts(pred) {
+function candidate(c) {
+  // candidates are [id, token, p] (older files: {id, token, p})
+  return Array.isArray(c) ? { id: c[0], token: c[1], p: c[2] } : c;
+}
+
+/** Fill in what hand-made files may lack, from what the prediction does have.
+ *  `withTop`: also return every candidate as {id, token, p} (the detail panel's bars);
+ *  `into`: an object to fill instead of a new one (fast loops). Null without a prediction. */
+export function predictionFacts(pred, withTop = true, into = {}) {
   if (!pred) return null;
-  const top = pred.top_20 && pred.top_20.length ? pred.top_20 : (pred.top_k || []);
+  const raw = pred.top_20 && pred.top_20.length ? pred.top_20 : (pred.top_k || []);
   const target = pred.target_token_id;
   let p = pred.target_prob;
   let rank = pred.target_rank;
-  const hit = top.findIndex((c) => c.id === target);
-  if ((p === undefined || p === null) && hit >= 0) p = top[hit].p;
-  if ((rank === undefined || rank === null) && hit >= 0) rank = hit + 1;
   let loss = pred.loss;
-  if ((loss === undefined || loss === null) && p !== undefined && p !== null && p > 0) loss = -Math.log(p);
   let correct = pred.correct;
-  if (correct === undefined || correct === null) correct = top.length ? top[0].id === target : (rank === undefined ? undefined : rank === 1);
-  return { p, rank, loss, correct, entropy: pred.entropy, top, top1: top[0] };
+  const top1 = raw.length ? candidate(raw[0]) : undefined;
+  if (p === undefined || p === null || rank === undefined || rank === null) {
+    for (let i = 0; i < raw.length; i++) {
+      const c = candidate(raw[i]);
+      if (c.id === target) {
+        if (p === undefined || p === null) p = c.p;
+        if (rank === undefined || rank === null) rank = i + 1;
+        break;
+      }
+    }
+  }
+  if ((loss === undefined || loss === null) && p !== undefined && p !== null && p > 0) loss = -Math.log(p);
+  if (correct === undefined || correct === null) correct = top1 ? top1.id === target : (rank === undefined || rank === null ? undefined : rank === 1);
+  into.p = p; into.rank = rank; into.loss = loss; into.correct = correct; into.entropy = pred.entropy;
+  into.top1 = top1; into.top = withTop ? raw.map(candidate) : null;
+  return into;
 }
 
 // Each metric maps a prediction to a bucket 0..9 (0 = badly predicted, 9 = well)

@@ -1,0 +1,92 @@
+"""``export_html`` and ``seqviz export``: one self-contained page (the browser side is
+in test_dashboard.py::test_export_opens_from_disk)."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+
+import pytest
+
+from factories import HOSTILE, make_entry, write_run
+from seqviz_trackers.export import MODULES, dashboard_bundle, export_html, json_for_html
+
+DATA = re.compile(r'<script type="application/json" id="seqviz-data">(.*?)</script>', re.S)
+
+
+def test_page_is_self_contained_and_escaped():
+    entry = make_entry(3)
+    entry["sequences"][0]["tokens"][1] = HOSTILE
+    entry["sequences"][0]["name"] = "see https://example.com & <b>"
+    page = export_html([entry], steps=[{"step": 1, "loss": 2.0, "perplexity": 7.4}], title="a </title><script>",
+                       extra={"series": {"x": [1]}})
+    assert "http://" not in page and "https://" not in page
+    assert HOSTILE not in page and "<b>" not in page
+    assert page.count("<script") == 2 and page.count("</script>") == 2
+    assert "<title>a &lt;&#47;title&gt;&lt;script&gt;</title>" in page
+    assert not re.search(r"<(link|img|iframe)\b|\bsrc=|\bhref=", page.split('id="seqviz-data">')[0])
+    data = json.loads(DATA.search(page).group(1))
+    assert data["entries"][0] == entry  # the escapes are plain JSON escapes
+    assert data["steps"] == [{"step": 1, "loss": 2.0, "perplexity": 7.4}]
+    assert data["extra"] == {"series": {"x": [1]}}
+
+
+def test_size_grows_with_the_entry_not_the_run():
+    entry = make_entry(3)
+    one = len(export_html([entry]))
+    two = len(export_html([entry, make_entry(4)]))
+    history = [{"step": s, "loss": 1.0, "perplexity": 2.7} for s in range(1000)]
+    with_history = len(export_html([entry], steps=history))
+    entry_bytes = len(json_for_html(entry))
+    assert two - one == pytest.approx(entry_bytes, rel=0.05)
+    assert (with_history - one) / 1000 < 60  # a few bytes per history point
+    assert one - entry_bytes < 120_000  # the dashboard itself
+
+
+def test_bundle_inlines_every_module_once():
+    bundle = dashboard_bundle()
+    assert not re.search(r"^\s*(import|export)\b", bundle, re.M)
+    for name in MODULES:
+        assert f"// ---- {name}" in bundle
+    assert "function render(" in bundle
+
+
+def test_bad_input_is_one_clear_error():
+    with pytest.raises(ValueError, match=r"entries\[1\]"):
+        export_html([make_entry(1), {"nope": 1}])
+    with pytest.raises(ValueError, match="NaN"):
+        export_html([{**make_entry(1), "loss": float("nan")}])
+
+
+def run_cli(*args):
+    return subprocess.run([sys.executable, "-m", "seqviz_trackers.cli", "export", *map(str, args)],
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_cli_export_steps(tmp_path):
+    src = write_run(tmp_path / "run.jsonl", [10, 20, 30])
+    out = tmp_path / "r.html"
+    proc = run_cli(src, "--step", 20, "-o", out)
+    assert proc.returncode == 0, proc.stderr
+    assert f"wrote {out}" in proc.stdout
+    data = json.loads(DATA.search(out.read_text()).group(1))
+    assert [e["step"] for e in data["entries"]] == [20]
+    assert [s["step"] for s in data["steps"]] == [10, 20, 30]
+    assert run_cli(src).returncode == 0  # default: latest step, next to the file
+    data = json.loads(DATA.search((tmp_path / "run.html").read_text()).group(1))
+    assert [e["step"] for e in data["entries"]] == [30]
+    proc = run_cli(src, "--all", "-o", out)
+    assert [e["step"] for e in json.loads(DATA.search(out.read_text()).group(1))["entries"]] == [10, 20, 30]
+
+
+def test_cli_export_errors(tmp_path):
+    src = write_run(tmp_path / "run.jsonl", [10, 20])
+    proc = run_cli(src, "--step", 15)
+    assert proc.returncode == 1
+    assert proc.stderr.strip() == f"seqviz export: {src} has no step 15 (nearest: 10, 20)"
+    proc = run_cli(tmp_path / "missing.jsonl")
+    assert proc.returncode == 2 and proc.stderr.strip().endswith("missing.jsonl: no such file")
+    proc = run_cli(src, "-o", tmp_path / "no" / "dir" / "x.html")
+    assert proc.returncode == 1 and "cannot write" in proc.stderr and "Traceback" not in proc.stderr
