@@ -175,10 +175,8 @@ def _command(name: str) -> str:
     here = Path(sys.executable).parent / name
     if shutil.which(name) == str(here) or not here.exists():
         return name
-    try:
-        return os.path.relpath(here)
-    except ValueError:
-        return str(here)
+    relative = os.path.relpath(here) if Path(here).is_relative_to(Path.cwd()) else None
+    return relative or str(here)
 
 
 def run(args: argparse.Namespace) -> int:

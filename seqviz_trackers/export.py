@@ -19,10 +19,10 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-__all__ = ["export_html", "dashboard_bundle", "json_for_html", "MODULES"]
+__all__ = ["export_html", "dashboard_bundle", "json_for_html", "dynamics_extra", "MODULES"]
 
 #: The dashboard's modules in dependency order (each imports only earlier ones).
-MODULES = ("util.js", "sources.js", "chart.js", "tokens.js", "detail.js", "app.js", "index.js")
+MODULES = ("util.js", "sources.js", "chart.js", "dynamics.js", "tokens.js", "detail.js", "app.js", "index.js")
 
 _IMPORT = re.compile(r'^import\s[^;]*\sfrom\s+"\./[\w.-]+\.js";\s*$', re.M)
 _EXPORT = re.compile(r"^export\s+(?=(?:async\s+)?(?:function|class|const|let)\b)", re.M)
@@ -113,6 +113,63 @@ def export_html(entries: list[dict], *, steps: list[dict] | None = None, title: 
     )
 
 
+def dynamics_extra(dyn: Any, entries: list[dict], diffs: dict[int, dict] | None = None, *,
+                   points: int = 24) -> dict[str, Any]:
+    """The training dynamics a page showing ``entries`` needs, for ``export_html(extra=...)``.
+
+    The page's inline adapter answers the ``sequences``, ``series`` and ``diff`` routes
+    from it (see ``web/sources.js``), so the selected token's sparkline and the change
+    colours work with no server. Size: per position of each sequence in ``entries``, at
+    most ``points`` values of p(target) (rounded to 0.001) and rank, whatever the length
+    of the run, plus the diffs given.
+
+    Args:
+        dyn: a :class:`seqviz_trackers.dynamics.Dynamics` holding (at least) the steps of
+            ``entries``; its series are thinned to ``points`` evenly spaced steps.
+        entries: the entries the page shows.
+        diffs: ``{step B: diff}`` as :func:`seqviz_trackers.dynamics.compare` returns them
+            (with ``per_token=True``), usually the previous logged step to B.
+        points: steps kept per series (at least 2).
+
+    Returns:
+        ``{"dynamics": {"points", "at_step": {step: [seq]}, "tracks": {seq: {...}}, "diffs"}}``.
+    """
+    import numpy as np
+
+    points = max(2, int(points))
+    logged = dyn.steps.view().tolist()
+    index = {step: i for i, step in enumerate(logged)}
+    at_step: dict[str, list[int]] = {}
+    wanted: set[int] = set()
+    for entry in entries:
+        i = index.get(entry.get("step"))
+        if i is not None:
+            at_step[str(entry["step"])] = list(dyn.step_seqs[i])
+            wanted.update(dyn.step_seqs[i])
+    events = dyn.events()
+    tracks: dict[str, Any] = {}
+    for number in sorted(wanted):
+        t = dyn.track(number)
+        n, width = t.n, t.width
+        rows = np.unique(np.linspace(0, n - 1, min(n, points)).round().astype(int)) if n else np.zeros(0, int)
+        prob = np.round(t.prob[rows, :width].T.astype(np.float64), 3)
+        present = t.present[rows, :width].T
+        rank = t.rank[rows, :width].T
+        mine = events[events[:, 0] == number]
+        tracks[str(number)] = {
+            "seq": number, "name": t.name, "label": t.label(), "num_steps": n,
+            "steps": t.steps[:n][rows].tolist(),
+            "target_prob": [[p if ok and p == p else None for p, ok in zip(ps, oks)]
+                            for ps, oks in zip(prob.tolist(), present.tolist())],
+            "target_rank": [[r if r >= 1 else None for r in rs] for rs in rank.tolist()],
+            "learned_at": [s if s >= 0 else None for s in t.since1.tolist()],
+            "learned_at_top5": [s if s >= 0 else None for s in t.since5.tolist()],
+            "forgotten": mine[:, [1, 2, 3, 4]].tolist(),
+        }
+    return {"dynamics": {"points": points, "at_step": at_step, "tracks": tracks,
+                         "diffs": {str(b): d for b, d in (diffs or {}).items()}}}
+
+
 # -- the CLI ---------------------------------------------------------------------------
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("file", help="a seqviz JSONL file")
@@ -122,6 +179,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     which.add_argument("--all", action="store_true", help="include every step (the page grows with the run)")
     parser.add_argument("-o", "--output", help="the HTML file to write (default: FILE with .html)")
     parser.add_argument("--title", help="title shown on the page (default: the file name)")
+
+
+def _file_dynamics(reader: Any, entries: list[dict]) -> dict | None:
+    """The dynamics of the whole file for an exported page (series over the run, and each
+    exported step's change since the step before it); None when they cannot be made."""
+    from . import dynamics
+
+    try:
+        dyn = dynamics.dynamics_for(reader)
+        diffs = {}
+        for entry in entries:
+            before = dynamics.previous_step(reader, entry["step"])
+            if before is not None:
+                diffs[entry["step"]] = dynamics.diff_json(reader, before, entry["step"], per_token=True)
+        return dynamics_extra(dyn, entries, diffs, points=64)
+    except (KeyError, ValueError, IndexError) as exc:
+        print(f"seqviz export: the page has no training dynamics ({exc})", file=sys.stderr)
+        return None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -158,7 +233,8 @@ def run(args: argparse.Namespace) -> int:
             print(f"seqviz export: {exc}", file=sys.stderr)
             return 1
     out = Path(args.output) if args.output else path.with_suffix(".html")
-    page = export_html(entries, steps=[s.to_json() for s in infos], title=args.title or path.name)
+    page = export_html(entries, steps=[s.to_json() for s in infos], title=args.title or path.name,
+                       extra=_file_dynamics(reader, entries))
     try:
         out.write_text(page, encoding="utf-8")
     except OSError as exc:

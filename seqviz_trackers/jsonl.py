@@ -13,6 +13,7 @@ import logging
 import math
 import os
 import re
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, Iterator, Protocol
@@ -213,12 +214,14 @@ class TrainingDataReader:
     - an incomplete last line (a writer mid-append) is left for later; a malformed
       line is skipped and reported in ``problems`` with its line number.
 
-    When a step number appears on several lines, the last one wins.
+    When a step number appears on several lines, the last one wins. One reader may be
+    shared by threads (the index is updated under a lock).
     """
 
     def __init__(self, path: str | os.PathLike[str], files: Files | None = None):
         self.path = str(path)
         self.files: Files = files or LocalFiles()
+        self._lock = threading.RLock()
         self._clear()
 
     def _clear(self) -> None:
@@ -232,6 +235,10 @@ class TrainingDataReader:
     # -- index -----------------------------------------------------------------
     def refresh(self) -> Update:
         """Index what was appended since the last call."""
+        with self._lock:
+            return self._refresh()
+
+    def _refresh(self) -> Update:
         update = Update()
         stat = self.files.stat(self.path)
         if stat is None:
@@ -291,10 +298,11 @@ class TrainingDataReader:
     @property
     def steps(self) -> list[StepInfo]:
         """Every indexed step, sorted by step number (refreshes first)."""
-        self.refresh()
-        if self._sorted is None:
-            self._sorted = sorted(self._by_step.values(), key=lambda s: s.step)
-        return self._sorted
+        with self._lock:
+            self._refresh()
+            if self._sorted is None:
+                self._sorted = sorted(self._by_step.values(), key=lambda s: s.step)
+            return self._sorted
 
     @property
     def problems(self) -> list[Problem]:

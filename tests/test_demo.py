@@ -89,3 +89,17 @@ def test_demo_serve_starts_the_live_dashboard(tmp_path):
             proc.kill()
             proc.wait()
     assert [e["step"] for e in read(out / "seqviz.jsonl")] == [0, 1, 2, 3, 4]
+
+
+def test_demo_serve_on_a_busy_port_is_one_clear_error(tmp_path, capsys):
+    import socket
+
+    from seqviz_trackers.cli import main
+
+    pytest.importorskip("websockets")
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        assert main(["demo", "--serve", "--port", str(port), "--out", str(tmp_path), "--no-wandb"]) == 2
+    assert f"cannot serve the dashboard on port {port}" in capsys.readouterr().err

@@ -60,7 +60,7 @@ def test_probe_is_the_same_eval_examples_at_every_evaluation(tmp_path):
     assert viz.probe_forwards == 3
     for entry in entries:
         assert entry["metadata"]["source"] == "evaluate"
-        assert math.isclose(entry["metadata"]["eval_loss"], entry["metadata"]["eval_loss"])  # present, finite
+        assert math.isfinite(entry["metadata"]["eval_loss"])
         assert [s["name"] for s in entry["sequences"]] == ["eval[0]", "eval[1]", "eval[2]", "eval[3]"]
         for seq, line in zip(entry["sequences"], LINES):
             assert seq["tokens"] == tokens_of(tok, line)  # right padding removed
@@ -201,3 +201,30 @@ def test_arguments_are_checked():
         VisualizationCallback(every_n_steps=0)
     with pytest.raises(ValueError, match="probe_texts"):
         VisualizationCallback(probe_texts="To be")
+
+
+def test_a_bad_probe_text_stops_training_before_the_first_step(tmp_path):
+    tok = tokenizer()
+    viz = VisualizationCallback(tmp_path / "viz.jsonl", probe_texts=["To be, or not to be", "To"])
+    trainer = Trainer(model=tiny_model(len(tok)), args=training_args(tmp_path), train_dataset=dataset(tok),
+                      eval_dataset=dataset(tok),
+                      processing_class=tok, data_collator=DataCollatorForLanguageModeling(tok, mlm=False),
+                      callbacks=[viz])
+    with pytest.raises(ValueError, match="probe text 'To' has fewer than 2 tokens"):
+        trainer.train()
+    assert trainer.state.global_step == 0
+
+
+def test_nan_logits_skip_the_step_with_a_warning_and_evaluation_goes_on(tmp_path, caplog):
+    tok = tokenizer()
+    model = tiny_model(len(tok))
+    with torch.no_grad():
+        model.lm_head.weight.fill_(float("nan"))
+    viz = VisualizationCallback(tmp_path / "viz.jsonl", max_sequences_per_eval=2)
+    trainer = Trainer(model=model, args=training_args(tmp_path), eval_dataset=dataset(tok), processing_class=tok,
+                      data_collator=DataCollatorForLanguageModeling(tok, mlm=False), callbacks=[viz])
+    with caplog.at_level("WARNING", logger="seqviz_trackers"):
+        metrics = trainer.evaluate()
+    assert "eval_loss" in metrics
+    assert "step 0 not logged" in caplog.text and "NaN" in caplog.text
+    assert not (tmp_path / "viz.jsonl").exists() or read(tmp_path / "viz.jsonl") == []

@@ -35,7 +35,7 @@ def accuracy(eval_pred):
 def make(tmp_path, name, **hook_kwargs):
     tok = tokenizer()
     viz = VisualizationCallback(tmp_path / name, max_sequences_per_eval=3)
-    hooks = viz.metric_hooks(**hook_kwargs) if hook_kwargs is not None else {}
+    hooks = viz.metric_hooks(**hook_kwargs)
     trainer = Trainer(model=tiny_model(len(tok)), args=training_args(tmp_path, per_device_eval_batch_size=2),
                       eval_dataset=dataset(tok), processing_class=tok,
                       data_collator=DataCollatorForLanguageModeling(tok, mlm=False), callbacks=[viz], **hooks)
@@ -93,3 +93,15 @@ def test_hooks_without_user_metrics_each_evaluation_once(tmp_path):
     entries = read(tmp_path / "viz.jsonl")
     assert [e["step"] for e in entries] == [0, 5]
     assert all(len(e["sequences"]) == 3 for e in entries)  # the capture restarts at each evaluation
+
+
+def test_tokenizer_only_in_the_collator_and_no_training_before_evaluate(tmp_path):
+    tok = tokenizer()
+    viz = VisualizationCallback(tmp_path / "viz.jsonl", max_sequences_per_eval=3)
+    trainer = Trainer(model=tiny_model(len(tok)), args=training_args(tmp_path, per_device_eval_batch_size=2),
+                      eval_dataset=dataset(tok), data_collator=DataCollatorForLanguageModeling(tok, mlm=False),
+                      callbacks=[viz], **viz.metric_hooks())
+    trainer.evaluate()  # the tokenizer is found only after the evaluation loop ran
+    (entry,) = read(tmp_path / "viz.jsonl")
+    assert [s["name"] for s in entry["sequences"]] == ["eval[0]", "eval[1]", "eval[2]"]
+    assert entry["sequences"][0]["tokens"][:3] == ["To", " be", ","]

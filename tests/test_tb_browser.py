@@ -77,6 +77,23 @@ def test_seqviz_tab_shows_latest_step_and_token_predictions(tensorboard, page):
     assert page.js_errors == [], page.js_errors
 
 
+def test_token_history_sparkline_in_the_tab(tensorboard, page):
+    """The selected token's p(target) and rank over every logged step (the series route)."""
+    frame = _open_tab(page, tensorboard.url)
+    frame.wait_for_selector(".tok", timeout=30_000)
+    frame.locator(".slider").fill("100")  # an early step: its sequence was logged at steps 0..149
+    frame.wait_for_function("() => document.querySelector('.step-label').textContent === 'step 100'", timeout=10_000)
+    frame.locator(".tok").nth(3).click()
+    spark = frame.locator(".detail .spark")
+    spark.locator(".spark-learned").wait_for(timeout=15_000)
+    assert re.search(r"\b15[01] steps\b", spark.inner_text())  # every logged step, past TensorBoard's sampling
+    pred = entry(100, EARLY)["sequences"][0]["predictions"][2]  # token 3 is predicted at position 2
+    learned = "learned at step 0" if pred["target_rank"] == 1 else "not learned"
+    assert spark.locator(".spark-learned").inner_text().startswith(learned)
+    assert frame.locator(".spark-canvas").evaluate("c => c.width > 0 && c.height > 0")
+    assert page.js_errors == [], page.js_errors
+
+
 def test_step_logged_while_open_appears(tensorboard, page):
     frame = _open_tab(page, tensorboard.url)
     frame.wait_for_selector(".tok", timeout=30_000)

@@ -111,7 +111,7 @@ def test_panel_size_follows_the_step_not_the_run_length(tmp_path, monkeypatch):
     offline_env(monkeypatch, tmp_path)
     run = init_run(mode="offline", dir=str(tmp_path))
     try:
-        mirror = WandbMirror(run, history_points=5, artifact_on_close=False)
+        mirror = WandbMirror(run, history_points=5, series_points=5, artifact_on_close=False)
         with SeqVizLogger(tmp_path / "steps.jsonl", mirrors=[mirror]) as logger:
             for step in range(1, 13):
                 logger.log_step(make_entry(step, ["To be, or not to be"], seed=0))

@@ -5,8 +5,10 @@ Per step, one ``run.log`` call carries:
 - ``seqviz/tokens``: a ``wandb.Table`` in long format (one row per predicted
   position, columns :data:`wandb_panel.tables.COLUMNS`) logged with
   ``log_mode="INCREMENTAL"``, so each step uploads only its own rows;
-- ``seqviz/dashboard``: the dashboard's self-contained HTML export of this step
-  and the loss history so far (``wandb.Html(..., inject=False)``);
+- ``seqviz/dashboard``: the dashboard's self-contained HTML export of this step,
+  the loss history so far and the step's training dynamics (each probe token's
+  p(target) and rank over the run so far, thinned to ``series_points`` steps, and
+  the change since the previous logged step) (``wandb.Html(..., inject=False)``);
 - ``seqviz/loss``, ``seqviz/perplexity``, ``seqviz/mean_entropy``,
   ``seqviz/top1_accuracy``;
 - ``train/global_step``: the step, which ``seqviz/*`` charts use as their x axis,
@@ -54,6 +56,8 @@ class WandbMirror:
         history_points: at most this many loss points are inlined in each panel
             (evenly spaced, always ending at the current step), so a page's size
             depends on its step's entry, not on the length of the run.
+        series_points: at most this many steps of each token's p(target) / rank
+            series are inlined in each panel (0: no training dynamics in the panel).
         artifact_on_close: log the ``seqviz`` artifact in :meth:`close`.
         artifact_name: the artifact's name; default ``seqviz-<run id>``.
 
@@ -67,6 +71,7 @@ class WandbMirror:
         *,
         html: bool = True,
         history_points: int = 2000,
+        series_points: int = 24,
         artifact_on_close: bool = True,
         artifact_name: str | None = None,
     ):
@@ -78,6 +83,7 @@ class WandbMirror:
         self._target = run
         self.html = html
         self.history_points = max(2, history_points)
+        self.series_points = series_points
         self.artifact_on_close = artifact_on_close
         self.artifact_name = artifact_name
         self.run: Any = None
@@ -91,6 +97,8 @@ class WandbMirror:
         self._copy: Any = None
         self._table: Any = None
         self._history: list[dict[str, Any]] = []
+        self._dynamics: Any = None      # a seqviz_trackers.dynamics.Dynamics, fed each step
+        self._previous: dict[str, Any] | None = None  # the entry before, for the change since it
         self._warned: set[str] = set()
         self._closed = False
         if run is not True or wandb.run is not None:
@@ -184,13 +192,40 @@ class WandbMirror:
             return None
         title = f"{self.run.name or self.run.id} · step {entry['step']}"
         try:
-            page = export_html([entry], steps=_thin(self._history, self.history_points), title=title)
+            extra = self._step_dynamics(entry)
+            page = export_html([entry], steps=_thin(self._history, self.history_points), title=title, extra=extra)
         except Exception as exc:
             self._warn_once("export-failed", f"seqviz: the {DASHBOARD_KEY} panel of step {entry['step']} could not "
                             f"be made ({type(exc).__name__}: {exc}); the token table and scalars are still logged")
             return None
         self.last_html_bytes = len(page.encode("utf-8"))
         return wandb.Html(page, inject=False)
+
+    def _step_dynamics(self, entry: dict[str, Any]) -> dict[str, Any] | None:
+        """The panel's training dynamics for ``entry`` (see :func:`seqviz_trackers.export.dynamics_extra`):
+        built incrementally, so a step costs work proportional to that step; None when off or failed."""
+        if self.series_points <= 0:
+            return None
+        try:
+            from seqviz_trackers.dynamics import Dynamics, compare
+            from seqviz_trackers.export import dynamics_extra
+
+            if self._dynamics is None:
+                self._dynamics = Dynamics()
+            try:
+                self._dynamics.add_entry(entry)
+            except ValueError:  # a step logged again or out of order (e.g. a resumed run): start over
+                self._dynamics, self._previous = Dynamics(), None
+                self._dynamics.add_entry(entry)
+            previous, self._previous = self._previous, entry
+            diffs = {}
+            if previous is not None:
+                diffs[entry["step"]] = compare(previous, entry, per_token=True, number=self._dynamics.number_of)
+            return dynamics_extra(self._dynamics, [entry], diffs, points=self.series_points)
+        except Exception as exc:  # the panel without dynamics is still useful
+            self._warn_once("dynamics-failed", f"seqviz: the training dynamics of the {DASHBOARD_KEY} panel could not "
+                            f"be made ({type(exc).__name__}: {exc}); the panel shows the step without them")
+            return None
 
     # -- artifact --------------------------------------------------------------
     def log_artifact(self, aliases: list[str] | None = None) -> Any:

@@ -152,10 +152,11 @@ class VisualizationCallback(TrainerCallback):
         self._probe: dict[str, Any] | None = None
         self._logger: SeqVizLogger | None = None
         self._last_step: int | None = None
+        self._warned = False
         # Filled by metric_hooks() during an evaluation loop, consumed in on_evaluate.
         self._eval_loop_seen = False
         self._captured: list[dict[str, Any]] = []
-        self._pending_rows: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self._pending_rows: list[tuple[int, torch.Tensor, torch.Tensor]] = []
         self._captured_count = 0
 
     # ---- Trainer events -------------------------------------------------------------
@@ -170,6 +171,8 @@ class VisualizationCallback(TrainerCallback):
                 "processing_class or its data collator. Pass Trainer(processing_class=tokenizer) or "
                 "VisualizationCallback(tokenizer=tokenizer)."
             )
+        if self.probe_texts is not None and self._probe is None:
+            self._probe = self._probe_from_texts(self.probe_texts)  # bad texts stop here, not mid-training
         self._open(args, state)
 
     def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
@@ -238,11 +241,14 @@ class VisualizationCallback(TrainerCallback):
 
     def _capture(self, logits: torch.Tensor, labels: torch.Tensor) -> None:
         labels = labels.to(logits.device)
+        first, self._captured_count = self._captured_count, self._captured_count + logits.shape[0]
         if self._tokenizer is None:  # evaluate() before any training event found one: convert later
-            self._pending_rows.append((logits.cpu(), labels.cpu()))
-        else:
-            self._captured.append(self._entry_from_labels(logits, labels, self._captured_count))
-        self._captured_count += logits.shape[0]
+            self._pending_rows.append((first, logits.cpu(), labels.cpu()))
+            return
+        try:
+            self._captured.append(self._entry_from_labels(logits, labels, first))
+        except ValueError as exc:  # e.g. NaN logits: say so, and let evaluation go on
+            log.warning("seqviz: evaluation sequences %d-%d not logged: %s", first, self._captured_count - 1, exc)
 
     def _entry_from_labels(self, logits: torch.Tensor, labels: torch.Tensor, first: int) -> dict[str, Any]:
         keep = labels != -100
@@ -255,12 +261,10 @@ class VisualizationCallback(TrainerCallback):
         try:
             if not state.is_world_process_zero or state.global_step == self._last_step:
                 return
-            first = self._captured_count - sum(r[0].shape[0] for r in self._pending_rows)
-            for logits, labels in self._pending_rows:
+            for first, logits, labels in self._pending_rows:
                 self._captured.append(self._entry_from_labels(logits, labels, first))
-                first += logits.shape[0]
             if not self._captured:
-                log.warning("seqviz: the evaluation loop gave no labels to show; nothing logged at step %d", state.global_step)
+                log.warning("seqviz: the evaluation loop gave nothing to show; nothing logged at step %d", state.global_step)
                 return
             entry = self._captured[0]
             for piece in self._captured[1:]:
@@ -275,6 +279,8 @@ class VisualizationCallback(TrainerCallback):
             if self.model_name:
                 entry["metadata"]["model_name"] = self.model_name
             self._write(args, state, entry)
+        except ValueError as exc:
+            log.warning("seqviz: step %d not logged: %s", state.global_step, exc)
         finally:
             self._last_step = state.global_step
             self._reset_eval_loop()
@@ -307,12 +313,16 @@ class VisualizationCallback(TrainerCallback):
         self._last_step = state.global_step
         if not state.is_world_process_zero:
             return
-        entry = tensor_to_training_entry(
-            logits, probe["input_ids"], self._tokenizer, step=state.global_step,
-            model_name=self.model_name or self._name_of(model), top_k=self.top_k,
-            attention_mask=probe.get("attention_mask"), labels=probe.get("labels"), names=probe["names"],
-            metadata=self._metadata(state, metrics or {}, source),
-        )
+        try:
+            entry = tensor_to_training_entry(
+                logits, probe["input_ids"], self._tokenizer, step=state.global_step,
+                model_name=self.model_name or self._name_of(model), top_k=self.top_k,
+                attention_mask=probe.get("attention_mask"), labels=probe.get("labels"), names=probe["names"],
+                metadata=self._metadata(state, metrics or {}, source),
+            )
+        except ValueError as exc:  # e.g. NaN logits: say so, and let training go on
+            log.warning("seqviz: step %d not logged: %s", state.global_step, exc)
+            return
         self._write(args, state, entry)
 
     def _get_probe(self, kwargs: dict[str, Any]) -> dict[str, Any] | None:
@@ -322,15 +332,19 @@ class VisualizationCallback(TrainerCallback):
             raise ValueError("VisualizationCallback needs a tokenizer: pass VisualizationCallback(tokenizer=...)")
         if self.probe_texts is not None:
             self._probe = self._probe_from_texts(self.probe_texts)
-        else:
-            for key, prefix in (("eval_dataloader", "eval"), ("train_dataloader", "train")):
-                loader = kwargs.get(key)
-                examples = _examples(loader, self.max_sequences_per_eval) if loader is not None else []
-                if examples:
-                    self._probe = self._probe_from_examples(loader, examples, prefix)
-                    break
-        if self._probe is None:
-            log.warning("seqviz: no probe set (no evaluation data, training data or probe_texts); nothing logged")
+            return self._probe
+        problem = "no evaluation data, training data or probe_texts"
+        for key, prefix in (("eval_dataloader", "eval"), ("train_dataloader", "train")):
+            loader = kwargs.get(key)
+            examples = _examples(loader, self.max_sequences_per_eval) if loader is not None else []
+            if examples:
+                self._probe = self._probe_from_examples(loader, examples, prefix)
+                if self._probe is None:
+                    problem = f"the {prefix} batches hold no 'input_ids'; pass probe_texts=[...]"
+                break
+        if self._probe is None and not self._warned:
+            log.warning("seqviz: no probe set (%s); nothing is logged", problem)
+            self._warned = True
         return self._probe
 
     def _probe_from_texts(self, texts: list[str]) -> dict[str, Any]:
@@ -346,11 +360,11 @@ class VisualizationCallback(TrainerCallback):
         mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows])
         return {"input_ids": ids, "attention_mask": mask, "names": [f"probe[{i}]" for i in range(len(rows))]}
 
-    def _probe_from_examples(self, loader: Any, examples: list[Any], prefix: str) -> dict[str, Any]:
-        """Collate the examples as the Trainer would, keep the tensors on the host."""
+    def _probe_from_examples(self, loader: Any, examples: list[Any], prefix: str) -> dict[str, Any] | None:
+        """Collate the examples as the Trainer would, keep the tensors on the host (None: no token ids)."""
         batch = loader.collate_fn(examples) if getattr(loader, "collate_fn", None) else examples
         if not hasattr(batch, "get") or batch.get("input_ids") is None:
-            raise ValueError(f"VisualizationCallback: the {prefix} batches hold no 'input_ids'; pass probe_texts=[...]")
+            return None
         probe = {k: torch.as_tensor(batch[k]).cpu() for k in _BATCH_KEYS if batch.get(k) is not None}
         probe["names"] = [f"{prefix}[{i}]" for i in range(probe["input_ids"].shape[0])]
         return probe

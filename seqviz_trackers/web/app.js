@@ -5,9 +5,13 @@ import { el, fmtNum, fmtPct, visibleToken, METRICS, metricContext, readHash, wri
 import { LineChart } from "./chart.js";
 import { TokenGrid, paintGrids } from "./tokens.js";
 import { DetailPanel } from "./detail.js";
+import { ChangeList, changesByToken } from "./dynamics.js";
 
 const CACHE_SIZE = 24;
 const CACHE_TOKENS = 40000;
+const SERIES_POINTS = 160;  // a sparkline needs no more (the route keeps the learned-at and forgetting steps)
+const DIFF_ROWS = 50;       // rows per list of the changes view
+const CHANGE_TABS = ["worsened", "learned", "forgotten", "improved"];
 
 class SequenceView {
   constructor(app, side, seqIndex) {
@@ -46,10 +50,16 @@ export class Dashboard {
       compare: hash.cmp !== undefined, compareStep: hash.cmp !== undefined && hash.cmp !== "" ? Number(hash.cmp) : null, compareEntry: null,
       follow: hash.step === undefined,
       wantStep: hash.step !== undefined ? Number(hash.step) : null,
+      // training dynamics: colour by change from step `changeFrom` (null: the previous
+      // logged step) to the step shown, and the list of what changed
+      changeFrom: hash.from !== undefined && hash.from !== "" ? Number(hash.from) : null,
+      changes: { open: CHANGE_TABS.includes(hash.changes), tab: CHANGE_TABS.includes(hash.changes) ? hash.changes : "worsened", sort: null },
+      diff: null, diffError: null,
     };
     this.scrollToSeq = hash.seq !== undefined;
     this.cache = new Map();
     this.inflight = new Map();
+    this.dynCache = new Map();  // diff / sequences / series answers of the current run
     this.loadToken = 0;
     this.timings = [];
     this.views = [];
@@ -95,13 +105,13 @@ export class Dashboard {
     const colour = el("label", "control");
     colour.append(el("span", "control-l", "colour by"));
     this.metricSelect = el("select", "metric-select");
-    for (const key of ["prob", "entropy", "loss", "rank", "none"]) {
+    for (const key of ["prob", "entropy", "loss", "rank", "change", "none"]) {
       const opt = el("option", "", METRICS[key].label);
       opt.value = key;
       this.metricSelect.append(opt);
     }
     this.metricSelect.value = this.state.metric;
-    this.metricSelect.addEventListener("change", () => { this.state.metric = this.metricSelect.value; this.renderAll(); this.saveHash(); });
+    this.metricSelect.addEventListener("change", () => { this.state.metric = this.metricSelect.value; this.refresh(); this.saveHash(); });
     colour.append(this.metricSelect);
 
     const ids = el("label", "control check");
@@ -117,13 +127,17 @@ export class Dashboard {
     this.compareBtn.classList.toggle("on", this.state.compare);
     this.compareBtn.addEventListener("click", () => this.setCompare(!this.state.compare));
 
+    this.changesBtn = el("button", "btn changes-btn", "Changes");
+    this.changesBtn.title = "what changed between two steps: tokens learned, forgotten, most worsened";
+    this.changesBtn.addEventListener("click", () => this.openChanges(!this.state.changes.open));
+
     this.status = el("span", "status", "");
     this.status.setAttribute("role", "status");
     this.warnBtn = el("button", "btn warn", "");
     this.warnBtn.hidden = true;
     this.warnBtn.addEventListener("click", () => { this.warnList.hidden = !this.warnList.hidden; });
 
-    bar.append(brand, this.runSelect, stepBox, colour, ids, this.compareBtn, this.warnBtn, this.status);
+    bar.append(brand, this.runSelect, stepBox, colour, ids, this.compareBtn, this.changesBtn, this.warnBtn, this.status);
 
     this.warnList = el("div", "warn-list");
     this.warnList.hidden = true;
@@ -137,15 +151,22 @@ export class Dashboard {
     charts.append(this.lossChart.root, this.pplChart.root, this.info);
 
     this.legend = el("div", "legend");
+    this.changeList = new ChangeList({
+      onPick: (row) => this.jumpToToken(row.index, row.pos + 1),
+      onTab: (tab) => { this.state.changes.tab = tab; this.state.changes.sort = null; this.renderChanges(); this.saveHash(); },
+      onSort: (sort) => { this.state.changes.sort = sort; this.renderChanges(); },
+      onClose: () => this.openChanges(false),
+    });
+    this.buildChangePickers();
     const main = el("div", "main");
     this.left = el("div", "left");
     this.seqsEl = el("div", "seqs");
     this.compareEl = el("div", "compare");
-    this.left.append(this.legend, this.seqsEl, this.compareEl);
-    this.detail = new DetailPanel();
+    this.left.append(this.legend, this.changeList.root, this.seqsEl, this.compareEl);
+    this.detail = new DetailPanel({ onPickStep: (s) => this.goIndex(this.indexOfStep(s, true)) });
     main.append(this.left, this.detail.root);
     const foot = el("footer", "foot",
-      "\u2190/\u2192 step \u00b7 Tab into a sequence, then \u2190/\u2192 token \u00b7 Esc leaves it \u00b7 click a chart point to jump \u00b7 the line under each token is the model's top-1 guess for it");
+      "\u2190/\u2192 step \u00b7 Tab into a sequence, then \u2190/\u2192 token \u00b7 Esc leaves it \u00b7 click a chart point to jump there and see what changed \u00b7 the line under each token is the model's top-1 guess for it");
     root.append(bar, this.warnList, this.banner, charts, main, foot);
     this.mount.append(root);
     this.root = root;
@@ -186,6 +207,7 @@ export class Dashboard {
     this.state.follow = true;
     this.state.wantStep = null;
     this.cache.clear();
+    this.dynCache.clear();
     await this.loadRun(run);
   }
 
@@ -240,6 +262,7 @@ export class Dashboard {
     }
     if (ev.type === "reset") {
       this.cache.clear();
+      this.dynCache.clear();
       st.problems = [];
       this.showBanner("The file was truncated or replaced: reading it anew.", "info", 4000);
     } else if (ev.type === "steps") {
@@ -323,9 +346,16 @@ export class Dashboard {
     return Math.abs(steps[a].step - step) <= Math.abs(steps[b].step - step) ? a : b;
   }
 
+  /** A click on the loss / perplexity chart: go to that step and list its tokens by how
+   *  much their loss went up since the previous step (what caused a spike). */
   pickStep(step) {
     const i = this.indexOfStep(step, true);
-    if (i >= 0) this.goIndex(i);
+    if (i < 0) return;
+    const st = this.state;
+    st.changeFrom = null;
+    st.changes = { open: true, tab: "worsened", sort: null };
+    this.changesBtn.classList.toggle("on", true);
+    this.goIndex(i);
   }
 
   /** Go to the i-th logged step: update the controls now, render when the entry is here. */
@@ -344,9 +374,12 @@ export class Dashboard {
       if (token !== this.loadToken) return;
       let other = null;
       if (st.compare) other = await this.compareEntryFor(step);
+      const change = this.needDiff() ? await this.diffFor(step) : { diff: null, error: null };
       if (token !== this.loadToken) return;
       st.entry = entry;
       st.compareEntry = other;
+      st.diff = change.diff;
+      st.diffError = change.error;
       const t1 = performance.now();
       this.renderAll();
       void this.root.offsetHeight;  // include layout in the figure
@@ -370,6 +403,120 @@ export class Dashboard {
     return this.fetchEntry(st.compareStep);
   }
 
+  // -- training dynamics ---------------------------------------------------------------
+  needDiff() {
+    return this.state.metric === "change" || this.state.changes.open;
+  }
+
+  /** Show the step again (after a change of what is asked of the data). */
+  refresh() {
+    if (this.state.index >= 0) return this.goIndex(this.state.index, { keepFollow: true });
+    this.renderAll();
+    return Promise.resolve();
+  }
+
+  /** A dynamics route's answer, cached for the run; `version` joins the cache key (answers
+   *  that grow with the run are asked again when steps were added). */
+  dynGet(route, params, version = "") {
+    const run = this.state.run;
+    const key = route + "\u0000" + JSON.stringify(params) + "\u0000" + version;
+    let hit = this.dynCache.get(key);
+    if (!hit) {
+      hit = this.source.get(route, { run, ...params });
+      hit.catch(() => this.dynCache.delete(key));
+      this.dynCache.set(key, hit);
+      if (this.dynCache.size > 64) this.dynCache.delete(this.dynCache.keys().next().value);
+    }
+    return hit;
+  }
+
+  /** The diff from step A (chosen, or the previous logged step) to step `step`, with the
+   *  change of every token: {diff, error}. Never throws: a single step, an older back end
+   *  without the route, or a page without that diff all give an error to show instead. */
+  async diffFor(step) {
+    const a = this.state.changeFrom;
+    const params = { b: step, tokens: 1, limit: DIFF_ROWS };
+    if (a !== null && a !== step) params.a = a;
+    try {
+      const diff = await this.dynGet("diff", params);
+      if (!diff.__byToken) diff.__byToken = changesByToken(diff);
+      return { diff, error: null };
+    } catch (err) {
+      let error = err.message || String(err);
+      if (/unknown route/.test(error)) error = "This back end has no training-dynamics routes (an older version of seqviz).";
+      else if (this.state.steps.length && this.state.steps[0].step === step && params.a === undefined) error = `Step ${step} is the first logged step: there is no earlier step to compare with.`;
+      return { diff: null, error };
+    }
+  }
+
+  openChanges(open) {
+    this.state.changes.open = open;
+    this.changesBtn.classList.toggle("on", open);
+    this.changesBtn.setAttribute("aria-pressed", String(open));
+    this.saveHash();
+    return this.refresh();
+  }
+
+  renderChanges() {
+    const st = this.state;
+    const list = this.changeList;
+    list.root.hidden = !st.changes.open;
+    this.changesBtn.classList.toggle("on", st.changes.open);
+    this.changesBtn.setAttribute("aria-pressed", String(st.changes.open));
+    if (!st.changes.open) return;
+    const b = st.entry ? st.entry.step : null;
+    const title = st.diff ? `What changed from step ${st.diff.a} to step ${st.diff.b}` : `What changed at step ${b ?? "\u2013"}`;
+    list.show({ diff: st.diff, error: st.diffError, tab: st.changes.tab, sort: st.changes.sort, title });
+  }
+
+  /** Select token `tok` of sequence `seqIndex` (of the step shown) and scroll to it. */
+  jumpToToken(seqIndex, tok) {
+    const st = this.state;
+    if (st.compare) { this.selectToken(0, seqIndex, tok); return; }
+    const view = this.views[seqIndex];
+    if (!view) return;
+    this.selectToken(0, seqIndex, tok);
+    view.root.scrollIntoView({ block: "nearest" });
+    view.grid.reveal(tok);
+    view.grid.root.focus({ preventScroll: true });
+  }
+
+  /** The picker for A and B ("from step A to step B") shown with the change colours. */
+  buildChangePickers() {
+    this.fromSelect = el("select", "from-select");
+    this.fromSelect.setAttribute("aria-label", "compare from step (A)");
+    this.fromSelect.addEventListener("change", () => {
+      this.state.changeFrom = this.fromSelect.value === "" ? null : Number(this.fromSelect.value);
+      this.refresh();
+      this.saveHash();
+    });
+    this.toSelect = el("select", "to-select");
+    this.toSelect.setAttribute("aria-label", "compare to step (B, the step shown)");
+    this.toSelect.addEventListener("change", () => this.goIndex(this.indexOfStep(Number(this.toSelect.value), true)));
+    this.pickers = el("span", "change-pickers");
+    const a = el("label", "control"); a.append(el("span", "control-l", "from step"), this.fromSelect);
+    const b = el("label", "control"); b.append(el("span", "control-l", "to step"), this.toSelect);
+    this.pickers.append(a, b);
+  }
+
+  updateChangePickers() {
+    const st = this.state;
+    const key = `${st.steps.length}:${st.steps.length ? st.steps[0].step + ":" + st.steps[st.steps.length - 1].step : ""}`;
+    if (key !== this.pickerKey) {  // thousands of options: rebuild only when the steps change
+      this.pickerKey = key;
+      const opts = () => st.steps.map((s) => { const o = el("option", "", `step ${s.step}`); o.value = String(s.step); return o; });
+      const prev = el("option", "", "previous step");
+      prev.value = "";
+      this.fromSelect.replaceChildren(prev, ...opts());
+      this.toSelect.replaceChildren(...opts());
+    }
+    const b = st.entry ? st.entry.step : null;
+    const a = st.diff ? st.diff.a : null;
+    this.fromSelect.options[0].textContent = st.changeFrom === null && a !== null ? `previous (${a})` : "previous step";
+    this.fromSelect.value = st.changeFrom === null ? "" : String(st.changeFrom);
+    if (b !== null) this.toSelect.value = String(b);
+  }
+
   async setCompare(on) {
     this.state.compare = on;
     this.compareBtn.setAttribute("aria-pressed", String(on));
@@ -385,8 +532,10 @@ export class Dashboard {
     this.root.classList.toggle("comparing", st.compare);
     this.renderLegend(entry);
     this.updateInfo();
+    this.renderChanges();
     if (!entry) return;
     const ctx = { metric: st.metric, metricCtx: metricContext(entry), showIds: st.showIds, deferPaint: true };
+    const byToken = st.diff && st.diff.b === entry.step ? st.diff.__byToken : null;
     const seqs = entry.sequences || [];
     if (st.sel.seq === null) st.sel.seq = 0;
     if (st.compare) {
@@ -404,7 +553,7 @@ export class Dashboard {
       while (this.views.length > seqs.length) { const v = this.views.pop(); v.grid.destroy(); v.root.remove(); }
       seqs.forEach((seq, i) => {
         const v = this.views[i];
-        v.render(seq, i, ctx);
+        v.render(seq, i, byToken ? { ...ctx, change: byToken.get(i) } : ctx);
         v.root.classList.toggle("focus", i === st.sel.seq && seqs.length > 1);
         v.grid.selected = st.sel.side === 0 && st.sel.seq === i ? st.sel.index : -1;
       });
@@ -451,7 +600,9 @@ export class Dashboard {
     }
     this.cmpStepSelect.value = String(st.compareStep);
     const other = st.compareEntry;
-    const a = this.compareViews[0].render(seqs[seqIndex] || { tokens: [], predictions: [] }, seqIndex, ctx, `step ${entry.step}`);
+    const byToken = st.diff && st.diff.b === entry.step ? st.diff.__byToken : null;
+    const a = this.compareViews[0].render(seqs[seqIndex] || { tokens: [], predictions: [] }, seqIndex,
+      byToken ? { ...ctx, change: byToken.get(seqIndex) } : ctx, `step ${entry.step}`);
     const otherSeq = other && other.sequences ? other.sequences[seqIndex] : null;
     const b = this.compareViews[1].render(otherSeq || { tokens: [], predictions: [] }, seqIndex,
       { ...ctx, metricCtx: metricContext(other || entry) }, other ? `step ${other.step}` : "\u2013");
@@ -465,6 +616,7 @@ export class Dashboard {
   renderLegend(entry) {
     const metric = METRICS[this.state.metric];
     this.legend.replaceChildren();
+    if (this.state.metric === "change") { this.renderChangeLegend(); return; }
     if (!metric || this.state.metric === "none") return;
     const labels = typeof metric.legend === "function" ? metric.legend(metricContext(entry)) : metric.legend;
     this.legend.append(el("span", "legend-title", `colour: ${metric.label}`));
@@ -474,6 +626,22 @@ export class Dashboard {
     for (let b = 0; b < 10; b++) swatches.append(el("span", "sw m" + b));
     scale.append(swatches, el("span", "legend-end", labels[2]));
     this.legend.append(scale, el("span", "legend-note", "bad \u2192 good \u00b7 grey: no value \u00b7 under each token: top-1 guess (green = right)"));
+  }
+
+  renderChangeLegend() {
+    const st = this.state;
+    this.updateChangePickers();
+    this.legend.append(el("span", "legend-title", "colour: change in log p(target)"), this.pickers);
+    const scale = el("span", "legend-scale");
+    const swatches = el("span", "swatches");
+    for (let b = 0; b < 9; b++) swatches.append(el("span", "sw d" + b));
+    scale.append(el("span", "legend-end worse", "worse \u2264 \u22122"), swatches, el("span", "legend-end better", "+2 \u2264 better"));
+    this.legend.append(scale);
+    if (st.diff) {
+      this.legend.append(el("span", "legend-note", `\u0394 log p = log p(target) at step ${st.diff.b} \u2212 at step ${st.diff.a} (nats) \u00b7 grey: not predicted at both steps`));
+    } else if (st.diffError) {
+      this.legend.append(el("span", "legend-note legend-error", st.diffError));
+    }
   }
 
   selectToken(side, seqIndex, index) {
@@ -497,6 +665,30 @@ export class Dashboard {
       token: seq.tokens[j], tokenId: seq.token_ids ? seq.token_ids[j] : undefined,
       prevToken: j > 0 ? seq.tokens[j - 1] : "", pred,
     });
+    if (pred) this.loadSeries(entry.step, st.sel.seq || 0, j);
+  }
+
+  /** The selected token's target probability and rank over the run, into the detail panel.
+   *  The token of box j is predicted at position j - 1 of its tracked sequence. */
+  async loadSeries(step, seqIndex, tok) {
+    const st = this.state;
+    const key = `${st.run}\u0000${seqIndex}\u0000${tok}\u0000${step}`;
+    if (this.seriesShown !== key.slice(0, key.lastIndexOf("\u0000"))) this.detail.showHistory({ loading: true });
+    this.seriesWanted = key;
+    try {
+      const map = await this.dynGet("sequences", { step });
+      const seq = map.at_step && map.at_step.seq ? map.at_step.seq[seqIndex] : undefined;
+      if (seq === undefined) throw new Error("this sequence is not tracked");
+      const series = await this.dynGet("series", { seq, pos: tok - 1, points: SERIES_POINTS }, st.steps.length);
+      if (this.seriesWanted !== key) return;
+      this.seriesShown = key.slice(0, key.lastIndexOf("\u0000"));
+      this.detail.showHistory({ series }, step);
+    } catch (err) {
+      if (this.seriesWanted !== key) return;
+      this.seriesShown = null;
+      const msg = /unknown route/.test(err.message) ? "Its history over the run is not available from this back end (an older version of seqviz)." : `No history: ${err.message}`;
+      this.detail.showHistory({ error: msg });
+    }
   }
 
   updateStepper() {
@@ -592,6 +784,8 @@ export class Dashboard {
       metric: st.metric !== "prob" ? st.metric : undefined,
       ids: st.showIds ? undefined : "0",
       cmp: st.compare ? (st.compareStep ?? "") : undefined,
+      from: st.changeFrom ?? undefined,
+      changes: st.changes.open ? st.changes.tab : undefined,
     });
     if (hash === (location.hash || "#")) return;
     this.ownHash = hash;
@@ -606,6 +800,8 @@ export class Dashboard {
     st.sel = { seq: Number(h.seq) || 0, index: h.tok !== undefined ? Number(h.tok) : -1, side: 0 };
     st.compare = h.cmp !== undefined;
     if (st.compare && h.cmp !== "") st.compareStep = Number(h.cmp);
+    st.changeFrom = h.from !== undefined && h.from !== "" ? Number(h.from) : null;
+    st.changes = { open: CHANGE_TABS.includes(h.changes), tab: CHANGE_TABS.includes(h.changes) ? h.changes : "worsened", sort: null };
     this.compareBtn.setAttribute("aria-pressed", String(st.compare));
     this.compareBtn.classList.toggle("on", st.compare);
     this.scrollToSeq = true;
@@ -614,6 +810,6 @@ export class Dashboard {
       const i = this.indexOfStep(Number(h.step), true);
       if (i >= 0) { st.follow = false; this.goIndex(i, { keepFollow: true }); return; }
     }
-    this.renderAll();
+    this.refresh();
   }
 }

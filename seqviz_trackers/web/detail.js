@@ -1,10 +1,15 @@
 // The detail panel for the selected token: target probability, rank, entropy, loss,
+// its history over the run (a sparkline of p(target) and rank, learned-at step marked),
 // the top-5 as labelled bars and the top-20 as a mini bar chart, the target in green.
 
 import { el, visibleToken, fmtNum, fmtPct, predictionFacts } from "./util.js";
+import { Sparkline } from "./dynamics.js";
 
 export class DetailPanel {
-  constructor() {
+  /** @param {{onPickStep?:(step:number)=>void}} opts */
+  constructor(opts = {}) {
+    this.spark = new Sparkline({ onPick: opts.onPickStep || (() => {}) });
+    this.history = el("div", "history");
     this.root = el("aside", "detail");
     this.root.setAttribute("aria-live", "polite");
     this.show(null);
@@ -46,6 +51,7 @@ export class DetailPanel {
     stat("loss", fmtNum(f.loss, 3));
     stat("top-1", f.correct === undefined ? "\u2013" : f.correct ? "\u2713 hit" : "\u2717 miss", f.correct ? "good" : "bad");
     root.append(stats);
+    root.append(el("div", "panel-sub", "Over the run"), this.history);
 
     const target = info.pred.target_token_id;
     const top = f.top;
@@ -84,5 +90,17 @@ export class DetailPanel {
     }
     root.append(mini);
     root.append(el("div", "legend-line faint small", "green = the token that actually came next"));
+  }
+
+  /** The selected token's history: {series} (the `series` route's answer), {loading},
+   *  or {error}; `step` is the step shown (marked on the sparkline). */
+  showHistory(view, step) {
+    const box = this.history;
+    if (view.series && view.series.steps && view.series.steps.length) {
+      if (box.firstChild !== this.spark.root || box.childNodes.length !== 1) box.replaceChildren(this.spark.root);
+      this.spark.show(view.series, step);
+      return;
+    }
+    box.replaceChildren(el("p", "hint small", view.error || (view.loading ? "Loading its history\u2026" : "No history for this token.")));
   }
 }

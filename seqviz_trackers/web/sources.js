@@ -165,8 +165,9 @@ export class WebSocketSource extends SourceBase {
 }
 
 /** Data inlined in the page (exports, the W&B panel): {title, entries, steps?, extra?}.
- *  `steps` is the loss history for the chart; routes other than runs/steps/step are
- *  answered from `extra[route]` when present. */
+ *  `steps` is the loss history for the chart; `extra.dynamics` (written by
+ *  seqviz_trackers.export.dynamics_extra) answers sequences / series / diff for the inlined
+ *  steps; other routes are answered from `extra[route]` when present. */
 export class InlineSource extends SourceBase {
   constructor(data) {
     super();
@@ -192,8 +193,45 @@ export class InlineSource extends SourceBase {
       if (!entry) throw new Error(`no step ${params.step} in this page`);
       return entry;
     }
+    const dyn = this.data.extra && this.data.extra.dynamics;
+    if (dyn && (route === "sequences" || route === "series" || route === "diff")) return inlineDynamics(dyn, this.runName, route, params);
     const extra = this.data.extra && this.data.extra[route];
     if (extra !== undefined) return extra;
     throw new Error(`unknown route ${route}`);
   }
+}
+
+/** The dynamics routes, answered from the compact form a page carries:
+ *  {points, at_step: {step: [seq]}, tracks: {seq: {seq, name, label, num_steps, steps,
+ *   target_prob: [per position: [per step]], target_rank: [...], learned_at: [per position],
+ *   learned_at_top5: [...], forgotten: [[pos, step, since, last_top1]]}}, diffs: {b: diff}} */
+function inlineDynamics(dyn, run, route, params) {
+  const tracks = dyn.tracks || {};
+  if (route === "sequences") {
+    const seqs = Object.values(tracks).map((t) => ({ seq: t.seq, name: t.name, label: t.label, num_positions: t.target_prob.length,
+      num_steps: t.num_steps, first_step: t.steps[0] ?? null, last_step: t.steps[t.steps.length - 1] ?? null }));
+    const at = params.step !== undefined && dyn.at_step ? dyn.at_step[String(params.step)] : undefined;
+    if (params.step !== undefined && !at) throw new Error(`no step ${params.step} in this page`);
+    return { run, sequences: seqs, at_step: at ? { step: Number(params.step), seq: at } : null };
+  }
+  if (route === "series") {
+    const t = tracks[String(params.seq)];
+    const pos = Number(params.pos);
+    if (!t || !(pos >= 0 && pos < t.target_prob.length)) throw new Error(`no history of sequence ${params.seq} position ${params.pos} in this page`);
+    const none = t.steps.map(() => null);
+    return {
+      run, seq: t.seq, name: t.name, pos, token: null, target: { id: null, token: null },
+      steps: t.steps, target_prob: t.target_prob[pos], target_rank: t.target_rank[pos],
+      loss: none, entropy: none, top1: none, top1_tokens: {},
+      learned_at: t.learned_at[pos], learned_at_top5: t.learned_at_top5[pos],
+      forgotten: (t.forgotten || []).filter((f) => f[0] === pos).map((f) => ({ step: f[1], since: f[2], last_top1: f[3] })),
+      num_steps: t.num_steps,
+    };
+  }
+  const diffs = dyn.diffs || {};
+  const b = params.b !== undefined ? String(params.b) : Object.keys(diffs).pop();
+  const d = b !== undefined ? diffs[b] : undefined;
+  if (!d) throw new Error(`this page holds no change data for step ${params.b ?? ""}`.trim());
+  if (params.a !== undefined && Number(params.a) !== d.a) throw new Error(`this page holds only the change from the previous logged step (${d.a}) to step ${d.b}`);
+  return { run, ...d };
 }

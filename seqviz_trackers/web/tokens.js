@@ -5,6 +5,7 @@
 // and only changed fields are written. Long sequences (thousands of tokens) stay fast.
 
 import { el, visibleToken, predictionFacts, METRICS } from "./util.js";
+import { CHANGE_CLASS, changeBucket } from "./dynamics.js";
 
 const TOKEN_FONT = 13;
 const PRED_FONT = 11;
@@ -143,7 +144,8 @@ export class TokenGrid {
   }
 
   /**
-   * Show one sequence. ctx: {metric, metricCtx, showIds}.
+   * Show one sequence. ctx: {metric, metricCtx, showIds, change?}; with metric "change",
+   * `change` holds Δ log p(target) per token (undefined: not compared).
    * Returns per-sequence figures {meanP, accuracy, count}.
    */
   render(seq, ctx) {
@@ -155,6 +157,8 @@ export class TokenGrid {
       const j = pred.position + 1;
       if (j >= 0 && j < n) predFor[j] = pred;
     }
+    const byChange = ctx.metric === "change";
+    const change = byChange ? ctx.change || [] : null;
     const metric = METRICS[ctx.metric] || METRICS.prob;
     let sumP = 0, nP = 0, hits = 0, nHit = 0;
     const items = this.items.length >= n ? this.items : this.items.concat(new Array(n - this.items.length).fill(null));
@@ -170,8 +174,8 @@ export class TokenGrid {
       it.text = shownOf(tokens[j]);
       it.pred = has && f.top1 ? shownOf(f.top1.token) : "";
       it.id = ids[j] === undefined ? "" : String(ids[j]);
-      const bucket = has ? metric.bucket(f, ctx.metricCtx) : -1;
-      it.cls = has ? (bucket < 0 ? "tok mna" : BUCKET_CLASS[bucket]) : "tok first";
+      const bucket = !has ? -1 : byChange ? changeBucket(change[j]) : metric.bucket(f, ctx.metricCtx);
+      it.cls = has ? (bucket < 0 ? "tok mna" : byChange ? CHANGE_CLASS[bucket] : BUCKET_CLASS[bucket]) : "tok first";
       it.pcls = has && f.top1 ? (f.correct ? "tp ok" : "tp no") : "tp";
       fitToken(it.text, it.pred, it.fit);
     }

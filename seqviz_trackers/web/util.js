@@ -109,6 +109,8 @@ export const METRICS = {
     },
     legend: [">1000", "10", "1"],
   },
+  // colours from the diff of two steps (dynamics.js), not from one prediction
+  change: { label: "change (\u0394 log p)", bucket: () => -1, legend: [] },
   none: { label: "none", bucket: () => -1, legend: [] },
 };
 

@@ -1,0 +1,327 @@
+// Training dynamics views: the diverging "change" colours (Δ log p(target) between two
+// steps), the sparkline of one token's target probability and rank over the run, and the
+// list of what changed between two steps. Their data comes from the routes `series` and
+// `diff` (see docs/dynamics.md), through the same source as everything else.
+
+import { el, fmtNum, fmtPct, visibleToken } from "./util.js";
+
+// Δ log p(target) (nats) -> diverging bucket: 0 = much worse ... 4 = about the same ... 8 = much better
+const CHANGE_EDGES = [-2, -1, -0.4, -0.1, 0.1, 0.4, 1, 2];
+export const CHANGE_CLASS = ["tok d0", "tok d1", "tok d2", "tok d3", "tok d4", "tok d5", "tok d6", "tok d7", "tok d8"];
+
+/** The colour bucket of a change in log p(target); -1 when unknown. */
+export function changeBucket(delta) {
+  if (delta === undefined || delta === null || Number.isNaN(delta)) return -1;
+  let b = 0;
+  while (b < CHANGE_EDGES.length && delta >= CHANGE_EDGES[b]) b++;
+  return b;
+}
+
+/** Per sequence index of step B: an array indexed by token (the box of token j shows the
+ *  prediction made at position j - 1), holding Δ log p or undefined. */
+export function changesByToken(diff) {
+  const out = new Map();
+  for (const part of (diff && diff.per_token) || []) {
+    const arr = [];
+    part.positions.forEach((pos, k) => { arr[pos + 1] = part.delta_logp[k]; });
+    out.set(part.index_b, arr);
+  }
+  return out;
+}
+
+function signed(x, digits = 2) {
+  if (x === undefined || x === null) return "\u2013";
+  return (x > 0 ? "+" : "") + fmtNum(x, digits);
+}
+
+// -- the sparkline ------------------------------------------------------------------------
+
+/** One token's target probability (top band) and rank (bottom band, log scale, rank 1 on
+ *  top) over the logged steps; learned-at step and forgetting steps marked. Click: go there. */
+export class Sparkline {
+  /** @param {{onPick:(step:number)=>void}} opts */
+  constructor(opts) {
+    this.opts = opts;
+    this.series = null;
+    this.current = null;
+    this.root = el("div", "spark");
+    this.canvas = el("canvas", "spark-canvas");
+    this.canvas.setAttribute("role", "img");
+    this.tip = el("div", "chart-tip");
+    this.tip.hidden = true;
+    const body = el("div", "spark-body");
+    body.append(this.canvas, this.tip);
+    this.facts = el("div", "spark-facts small");
+    this.root.append(body, this.facts);
+    this.canvas.addEventListener("click", (ev) => { const i = this.nearest(ev); if (i >= 0) this.opts.onPick(this.series.steps[i]); });
+    this.canvas.addEventListener("mousemove", (ev) => this.hover(ev));
+    this.canvas.addEventListener("mouseleave", () => { this.hoverIndex = -1; this.tip.hidden = true; this.draw(); });
+    if (typeof ResizeObserver !== "undefined") new ResizeObserver(() => this.draw()).observe(this.canvas);
+  }
+
+  /** series: the `series` route's answer; current: the step shown. */
+  show(series, current) {
+    this.series = series;
+    this.current = current;
+    this.hoverIndex = -1;
+    const s = series;
+    this.canvas.setAttribute("aria-label", `target probability and rank over ${s.steps.length} steps`);
+    this.root.dataset.learnedAt = s.learned_at === null ? "" : String(s.learned_at);
+    const facts = [];
+    const learned = el("div", "spark-learned");
+    if (s.learned_at !== null && s.learned_at !== undefined) {
+      learned.append(el("span", "k-learned", "learned at step " + s.learned_at));
+      learned.append(el("span", "faint", " \u00b7 top-1 from then on"));
+    } else {
+      learned.append(el("span", "faint", "not learned (not top-1 through the last step)"));
+    }
+    facts.push(learned);
+    if (s.learned_at_top5 !== null && s.learned_at_top5 !== undefined) facts.push(el("div", "faint", `in the top 5 from step ${s.learned_at_top5}`));
+    if (s.forgotten && s.forgotten.length) {
+      const list = s.forgotten.slice(-3).map((f) => `step ${f.step} (top-1 since ${f.since})`).join(", ");
+      facts.push(el("div", "k-forgot", `forgotten ${s.forgotten.length}\u00d7: ${list}`));
+    }
+    const shown = s.steps.length, all = s.num_steps ?? shown;
+    facts.push(el("div", "faint", shown < all ? `${shown} of ${all} steps drawn \u00b7 click to go to a step` : `${all} step${all === 1 ? "" : "s"} \u00b7 click to go to a step`));
+    this.facts.replaceChildren(...facts);
+    this.draw();
+  }
+
+  frame() {
+    const w = this.canvas.clientWidth, h = this.canvas.clientHeight;
+    const steps = this.series.steps;
+    let x0 = steps[0], x1 = steps[steps.length - 1];
+    if (x0 === x1) { x0 -= 1; x1 += 1; }
+    const pad = { l: 30, r: 8 };
+    const pTop = 6, pBot = Math.round(h * 0.58), rTop = pBot + 10, rBot = h - 6;
+    let maxRank = 10;
+    for (const r of this.series.target_rank) if (r && r > maxRank) maxRank = r;
+    const logMax = Math.log10(maxRank);
+    return {
+      w, h, pad, pTop, pBot, rTop, rBot, maxRank,
+      x: (s) => pad.l + ((s - x0) / (x1 - x0)) * (w - pad.l - pad.r),
+      yp: (p) => pBot - p * (pBot - pTop),
+      yr: (r) => rTop + (Math.log10(Math.max(1, r)) / logMax) * (rBot - rTop),
+    };
+  }
+
+  nearest(ev) {
+    if (!this.series || !this.series.steps.length) return -1;
+    const f = this.frame();
+    const mx = ev.clientX - this.canvas.getBoundingClientRect().left;
+    let best = -1, bestD = Infinity;
+    this.series.steps.forEach((s, i) => { const d = Math.abs(f.x(s) - mx); if (d < bestD) { bestD = d; best = i; } });
+    return best;
+  }
+
+  hover(ev) {
+    const i = this.nearest(ev);
+    if (i < 0) return;
+    this.hoverIndex = i;
+    const s = this.series;
+    const f = this.frame();
+    this.tip.hidden = false;
+    const rank = s.target_rank[i];
+    this.tip.textContent = `step ${s.steps[i]} \u00b7 p ${fmtPct(s.target_prob[i])} \u00b7 rank ${rank ?? "\u2013"}`;
+    this.tip.style.left = `${Math.min(Math.max(0, f.x(s.steps[i]) - 60), f.w - 170)}px`;
+    this.draw();
+  }
+
+  draw() {
+    const c = this.canvas, s = this.series;
+    const w = c.clientWidth, h = c.clientHeight;
+    if (!s || !w || !h) return;
+    const dpr = window.devicePixelRatio || 1;
+    if (c.width !== Math.round(w * dpr) || c.height !== Math.round(h * dpr)) { c.width = Math.round(w * dpr); c.height = Math.round(h * dpr); }
+    const g = c.getContext("2d");
+    g.setTransform(dpr, 0, 0, dpr, 0, 0);
+    g.clearRect(0, 0, w, h);
+    const css = getComputedStyle(this.root);
+    const v = (name, fallback) => css.getPropertyValue(name).trim() || fallback;
+    const grid = v("--grid", "#1d2944"), muted = v("--muted", "#7f8bab"), cyan = v("--cyan", "#00e5ff");
+    const accent = v("--accent", "#ff2bd6"), green = v("--green", "#3dffa2"), red = v("--red", "#ff5577"), yellow = v("--yellow", "#ffe45c");
+    const f = this.frame();
+    g.font = "9px ui-monospace, SFMono-Regular, Menlo, Consolas, monospace";
+    g.lineWidth = 1;
+    g.strokeStyle = grid;
+    for (const y of [f.pTop, f.pBot, f.rTop, f.rBot]) { g.beginPath(); g.moveTo(f.pad.l, y + 0.5); g.lineTo(w - f.pad.r, y + 0.5); g.stroke(); }
+    g.fillStyle = muted;
+    g.fillText("p 1", 2, f.pTop + 7);
+    g.fillText("0", 2, f.pBot);
+    g.fillText("#1", 2, f.rTop + 7);
+    g.fillText(f.maxRank >= 1000 ? "#" + fmtNum(f.maxRank, 2) : "#" + f.maxRank, 2, f.rBot);
+    // marks: forgetting steps (red), the learned-at step (green), the current step (yellow)
+    const vline = (step, color, dash) => {
+      const x = Math.round(f.x(step)) + 0.5;
+      g.strokeStyle = color; g.setLineDash(dash); g.beginPath(); g.moveTo(x, f.pTop); g.lineTo(x, f.rBot); g.stroke(); g.setLineDash([]);
+    };
+    for (const ev of s.forgotten || []) vline(ev.step, red, [2, 2]);
+    if (s.learned_at !== null && s.learned_at !== undefined) {
+      vline(s.learned_at, green, []);
+      const label = "learned " + s.learned_at;
+      const x = f.x(s.learned_at);
+      const tw = g.measureText(label).width;
+      g.fillStyle = green;
+      g.fillText(label, Math.min(Math.max(f.pad.l, x + 3), w - f.pad.r - tw), f.rTop - 2);
+    }
+    const line = (values, y, color) => {
+      g.strokeStyle = color; g.lineWidth = 1.5; g.shadowColor = color; g.shadowBlur = 4;
+      g.beginPath();
+      let drawing = false;
+      values.forEach((val, i) => {
+        if (val === null || val === undefined) { drawing = false; return; }
+        const px = f.x(s.steps[i]), py = y(val);
+        if (drawing) g.lineTo(px, py); else g.moveTo(px, py);
+        drawing = true;
+      });
+      g.stroke(); g.shadowBlur = 0; g.lineWidth = 1;
+      if (values.length <= 60) {
+        g.fillStyle = color;
+        values.forEach((val, i) => { if (val !== null && val !== undefined) g.fillRect(f.x(s.steps[i]) - 1, y(val) - 1, 2, 2); });
+      }
+    };
+    line(s.target_prob, f.yp, cyan);
+    line(s.target_rank, f.yr, accent);
+    for (const [i, color] of [[this.hoverIndex, muted], [s.steps.indexOf(this.current), yellow]]) {
+      if (i === undefined || i < 0) continue;
+      const x = f.x(s.steps[i]);
+      g.fillStyle = color;
+      if (s.target_prob[i] !== null) { g.beginPath(); g.arc(x, f.yp(s.target_prob[i]), 3, 0, Math.PI * 2); g.fill(); }
+      if (s.target_rank[i] !== null) { g.beginPath(); g.arc(x, f.yr(s.target_rank[i]), 3, 0, Math.PI * 2); g.fill(); }
+    }
+  }
+}
+
+// -- the list of changes between two steps --------------------------------------------------
+const TABS = [
+  { key: "worsened", label: "most worsened", sort: ["delta_logp", 1] },
+  { key: "learned", label: "learned", sort: ["delta_logp", -1] },
+  { key: "forgotten", label: "forgotten", sort: ["delta_logp", 1] },
+  { key: "improved", label: "most improved", sort: ["delta_logp", -1] },
+];
+const COLUMNS = [
+  { key: "where", label: "token", sort: "where" },
+  { key: "p", label: "p(target) A\u2192B", sort: "p_b" },
+  { key: "rank", label: "rank A\u2192B", sort: "rank_b" },
+  { key: "delta_logp", label: "\u0394 log p", sort: "delta_logp" },
+  { key: "divergence", label: "JS", sort: "divergence" },
+];
+
+function sortValue(row, key) {
+  if (key === "where") return row.index * 1e6 + row.pos;
+  return row[key];
+}
+
+/** What changed from step A to step B: learned / forgotten / most worsened / most improved
+ *  tokens, sortable; a row jumps to its token (at step B). */
+export class ChangeList {
+  /** @param {{onPick:(row:object)=>void, onTab:(tab:string)=>void, onSort:(sort:{key:string,dir:number})=>void, onClose:()=>void}} opts */
+  constructor(opts) {
+    this.opts = opts;
+    this.root = el("section", "changes");
+    this.root.setAttribute("aria-label", "what changed between two steps");
+  }
+
+  /** view: {diff, error, loading, tab, sort:{key,dir}|null, title} */
+  show(view) {
+    const root = this.root;
+    root.replaceChildren();
+    const head = el("div", "changes-head");
+    head.append(el("span", "changes-title", view.title || "What changed"));
+    const close = el("button", "btn icon changes-close", "\u2715");
+    close.title = "close the list";
+    close.setAttribute("aria-label", "close the list of changes");
+    close.addEventListener("click", () => this.opts.onClose());
+    head.append(close);
+    root.append(head);
+    const d = view.diff;
+    if (!d) {
+      root.append(el("p", "hint", view.error || (view.loading ? "Loading\u2026" : "")));
+      return;
+    }
+    const s = d.summary || {};
+    const sum = el("div", "changes-summary");
+    const fact = (text, cls) => sum.append(el("span", cls || "", text));
+    fact(`step ${d.a} \u2192 ${d.b}`, "cmp-summary");
+    if (d.loss_a !== null && d.loss_b !== null && d.loss_a !== undefined && d.loss_b !== undefined) fact(`loss ${fmtNum(d.loss_a, 4)} \u2192 ${fmtNum(d.loss_b, 4)}`);
+    fact(`${s.compared ?? 0} tokens compared`);
+    fact(`${s.improved ?? 0} better \u00b7 ${s.worsened ?? 0} worse`);
+    fact(`${s.wrong_to_right ?? 0} wrong\u2192right \u00b7 ${s.right_to_wrong ?? 0} right\u2192wrong`);
+    fact(`mean \u0394 log p ${signed(s.mean_delta_logp, 3)}`);
+    root.append(sum);
+    const div = d.divergence || {};
+    const note = el("div", "changes-note faint small",
+      `JS = ${div.label || div.name || "divergence"} (${div.name || "?"}): an approximation from the logged top-k, not the full distributions. \u0394 log p = log p_B \u2212 log p_A of the token that came next (negative: its loss went up).`);
+    if (div.description) note.title = div.description;
+    root.append(note);
+
+    const tabs = el("div", "changes-tabs");
+    tabs.setAttribute("role", "tablist");
+    for (const t of TABS) {
+      const rows = d[t.key] || [];
+      const b = el("button", "btn tab" + (t.key === view.tab ? " on" : ""), `${t.label} (${rows.length})`);
+      b.setAttribute("role", "tab");
+      b.setAttribute("aria-selected", String(t.key === view.tab));
+      b.dataset.tab = t.key;
+      b.addEventListener("click", () => this.opts.onTab(t.key));
+      tabs.append(b);
+    }
+    root.append(tabs);
+
+    const tab = TABS.find((t) => t.key === view.tab) || TABS[0];
+    const [key, dir] = view.sort ? [view.sort.key, view.sort.dir] : tab.sort;
+    const rows = (d[tab.key] || []).slice();
+    rows.sort((a, b) => {
+      const x = sortValue(a, key), y = sortValue(b, key);
+      if (x === y) return 0;
+      if (x === null || x === undefined) return 1;
+      if (y === null || y === undefined) return -1;
+      return (x < y ? -1 : 1) * dir;
+    });
+    if (!rows.length) {
+      root.append(el("p", "hint", `No ${tab.label} tokens between step ${d.a} and step ${d.b}.`));
+      return;
+    }
+    const table = el("table", "changes-table");
+    const thead = el("thead");
+    const hr = el("tr");
+    for (const c of COLUMNS) {
+      const th = el("th", "sortable" + (c.sort === key ? " sorted" : ""), c.label + (c.sort === key ? (dir > 0 ? " \u25b4" : " \u25be") : ""));
+      th.tabIndex = 0;
+      th.dataset.sort = c.sort;
+      th.setAttribute("aria-sort", c.sort === key ? (dir > 0 ? "ascending" : "descending") : "none");
+      const flip = () => this.opts.onSort({ key: c.sort, dir: c.sort === key ? -dir : (c.sort === "delta_logp" ? tab.sort[1] : c.sort === "where" || c.sort === "rank_b" ? 1 : -1) });
+      th.addEventListener("click", flip);
+      th.addEventListener("keydown", (ev) => { if (ev.key === "Enter" || ev.key === " ") { ev.preventDefault(); flip(); } });
+      hr.append(th);
+    }
+    thead.append(hr);
+    const tbody = el("tbody");
+    for (const r of rows) {
+      const tr = el("tr", "change-row");
+      tr.tabIndex = 0;
+      tr.title = `${r.name || "sequence " + r.index}, position ${r.pos}: go to this token at step ${d.b}`;
+      const where = el("td", "c-where");
+      where.append(el("span", "c-seq", r.name || `seq ${r.index}`), el("span", "faint", ` #${r.pos + 1} `));
+      const ctx = el("span", "chip c-ctx", visibleToken(r.context));
+      where.append(ctx, el("span", "faint", " \u2192 "), el("span", "chip c-target", visibleToken(r.target)));
+      const guess = r.top1_b !== null && r.top1_b !== undefined && r.flip !== 1 && r.rank_b !== 1;
+      if (guess) where.append(el("span", "faint c-guess", " guessed "), el("span", "chip", visibleToken(r.top1_b)));
+      const num = (text, cls) => el("td", "num" + (cls ? " " + cls : ""), text);
+      const dl = r.delta_logp;
+      tr.append(where,
+        num(`${fmtPct(r.p_a)} \u2192 ${fmtPct(r.p_b)}`),
+        num(`${r.rank_a ?? "\u2013"} \u2192 ${r.rank_b ?? "\u2013"}`),
+        num(signed(dl), dl === null || dl === undefined ? "" : dl < 0 ? "worse" : "better"),
+        num(fmtNum(r.divergence, 2)));
+      const pick = () => this.opts.onPick(r);
+      tr.addEventListener("click", pick);
+      tr.addEventListener("keydown", (ev) => { if (ev.key === "Enter") { ev.preventDefault(); pick(); } });
+      tbody.append(tr);
+    }
+    table.append(thead, tbody);
+    const scroll = el("div", "changes-body-scroll");
+    scroll.append(table);
+    root.append(scroll);
+  }
+}
