@@ -8,19 +8,22 @@ PYTHON=${PYTHON:-python3}
 # The CPU build of torch; on machines without a local wheel this is a normal PyPI install.
 TORCH_SPEC=${SEQVIZ_TORCH_SPEC:-torch==2.13.0}
 
+# pip as configured on some machines warns about every missing local index folder: hide that noise only.
+pip_install() { .venv/bin/python -m pip install -q "$@" 2> >(grep -v "^WARNING: Location '" >&2); }
+
 if [ ! -x .venv/bin/python ]; then
   echo "==> creating .venv"
   "$PYTHON" -m venv .venv
 fi
-.venv/bin/python -m pip install -q --upgrade pip
+pip_install --upgrade pip
 if ! .venv/bin/python -c "import torch" 2>/dev/null; then
   echo "==> installing $TORCH_SPEC"
-  .venv/bin/pip install -q "$TORCH_SPEC"
+  pip_install "$TORCH_SPEC"
 fi
 extras="all"
 [ "${1:-}" = "dev" ] && extras="dev"
 echo "==> installing seqviz-trackers[$extras]"
-.venv/bin/pip install -q -e ".[$extras]"
+pip_install -e ".[$extras]"
 
 if [ "${1:-}" = "dev" ] && [ ! -x /usr/bin/chromium ]; then
   echo "==> installing Chromium for the browser tests"
