@@ -14,7 +14,6 @@ For each shape, all measured in this one run (the machine is shared, so compare 
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import subprocess

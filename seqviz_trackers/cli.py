@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+from pathlib import Path
 
 # name: (module, one-line help). Each module has add_arguments(parser) and run(args) -> int.
 COMMANDS = {
@@ -16,6 +17,18 @@ COMMANDS = {
     "export": ("seqviz_trackers.export", "write one self-contained HTML page of a JSONL file's steps"),
     "demo": ("seqviz_trackers.demo", "train a tiny GPT-2 on Hamlet on the CPU and log its predictions (about a minute)"),
 }
+
+
+class CommandError(Exception):
+    """A problem the user can fix (a missing file, an unknown step): one line, exit status 2."""
+
+
+def existing_file(name: str | Path) -> Path:
+    """``name`` as a Path, or :class:`CommandError` when it is not a file."""
+    path = Path(name)
+    if not path.is_file():
+        raise CommandError(f"{path}: no such file")
+    return path
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -31,6 +44,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(module.run(args) or 0)
+    except CommandError as exc:
+        print(f"seqviz {known.command}: {exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

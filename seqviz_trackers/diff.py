@@ -6,9 +6,9 @@ import argparse
 import json
 import sys
 import textwrap
-from pathlib import Path
 from typing import Any
 
+from .cli import existing_file
 from .dynamics import compare
 from .jsonl import TrainingDataReader
 
@@ -80,10 +80,7 @@ def repr_token(token: Any) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    path = Path(args.file)
-    if not path.is_file():
-        print(f"{path}: no such file", file=sys.stderr)
-        return 2
+    path = existing_file(args.file)
     reader = TrainingDataReader(path)
     steps = [s.step for s in reader.steps]
     if len(steps) < 2 and (args.a is None or args.b is None):

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
+from .cli import existing_file
 from .diff import repr_token, show
 from .dynamics import learned_json
 from .jsonl import TrainingDataReader
@@ -19,10 +19,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    path = Path(args.file)
-    if not path.is_file():
-        print(f"{path}: no such file", file=sys.stderr)
-        return 2
+    path = existing_file(args.file)
     reader = TrainingDataReader(path)
     try:
         result = learned_json(reader, args.seq, limit=10**9)

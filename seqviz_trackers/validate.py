@@ -7,7 +7,6 @@ exits 0 when the file is clean. ``python -m seqviz_trackers.validate FILE`` does
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 

@@ -59,3 +59,14 @@ def page(browser, request):
         except Exception:
             pass
     context.close()
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny models train fastest on one thread, and a 2-core machine is often shared."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -14,16 +14,8 @@ from transformers import DataCollatorForLanguageModeling, Trainer, TrainerCallba
 from hf_helpers import LINES, dataset, read, tiny_model, tokenizer, training_args  # noqa: E402
 from seqviz_trackers.integrations import VisualizationCallback  # noqa: E402
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_torch_thread")]
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run fastest on one thread, and the machine is shared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def tokens_of(tok, text: str) -> list[str]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 pytest.importorskip("transformers")
 
@@ -13,15 +12,8 @@ from transformers import DataCollatorForLanguageModeling, Trainer  # noqa: E402
 from hf_helpers import dataset, read, tiny_model, tokenizer, training_args  # noqa: E402
 from seqviz_trackers.integrations import VisualizationCallback  # noqa: E402
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_torch_thread")]
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def accuracy(eval_pred):

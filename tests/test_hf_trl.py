@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-import torch
 
 pytest.importorskip("trl")
 datasets = pytest.importorskip("datasets")
@@ -14,15 +13,8 @@ from hf_helpers import LINES, read, tiny_model, tokenizer  # noqa: E402
 from seqviz_trackers.integrations import VisualizationCallback  # noqa: E402
 from seqviz_trackers.tokens import token_strings  # noqa: E402
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_torch_thread")]
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_sft_trainer_with_the_callback_alone(tmp_path):
