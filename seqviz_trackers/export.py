@@ -118,27 +118,28 @@ def dynamics_extra(dyn: Any, entries: list[dict], diffs: dict[int, dict] | None 
     """The training dynamics a page showing ``entries`` needs, for ``export_html(extra=...)``.
 
     The page's inline adapter answers the ``sequences``, ``series`` and ``diff`` routes
-    from it (see ``web/sources.js``), so the selected token's sparkline and the change
-    colours work with no server. Size: per position of each sequence in ``entries``, at
-    most ``points`` values of p(target) (rounded to 0.001) and rank, whatever the length
-    of the run, plus the diffs given.
+    from it (see ``web/sources.js``), so the selected token's sparkline, the change
+    colours and the list of changes work with no server. Its size does not grow with the
+    length of the run: per position of each sequence in ``entries``, at most ``points``
+    steps of p(target) (in thousandths) and rank, the learned-at steps, the number of
+    forgetting events and the last ``points`` events of each sequence; plus the diffs given
+    (their lists, and Δ log p per token).
 
     Args:
         dyn: a :class:`seqviz_trackers.dynamics.Dynamics` holding (at least) the steps of
             ``entries``; its series are thinned to ``points`` evenly spaced steps.
         entries: the entries the page shows.
         diffs: ``{step B: diff}`` as :func:`seqviz_trackers.dynamics.compare` returns them
-            (with ``per_token=True``), usually the previous logged step to B.
+            with ``per_token=True``, usually from the step logged before B.
         points: steps kept per series (at least 2).
 
     Returns:
-        ``{"dynamics": {"points", "at_step": {step: [seq]}, "tracks": {seq: {...}}, "diffs"}}``.
+        ``{"dynamics": {"points", "at_step": {step: [seq]}, "tracks": {seq: {...}}, "diffs": {b: diff}}}``.
     """
     import numpy as np
 
     points = max(2, int(points))
-    logged = dyn.steps.view().tolist()
-    index = {step: i for i, step in enumerate(logged)}
+    index = {step: i for i, step in enumerate(dyn.steps.view().tolist())}
     at_step: dict[str, list[int]] = {}
     wanted: set[int] = set()
     for entry in entries:
@@ -152,22 +153,24 @@ def dynamics_extra(dyn: Any, entries: list[dict], diffs: dict[int, dict] | None 
         t = dyn.track(number)
         n, width = t.n, t.width
         rows = np.unique(np.linspace(0, n - 1, min(n, points)).round().astype(int)) if n else np.zeros(0, int)
-        prob = np.round(t.prob[rows, :width].T.astype(np.float64), 3)
-        present = t.present[rows, :width].T
-        rank = t.rank[rows, :width].T
-        mine = events[events[:, 0] == number]
+        prob = t.prob[rows, :width].T
+        permille = np.where(np.isnan(prob), -1, np.round(np.nan_to_num(prob) * 1000)).astype(int)
+        mine = events[events[:, 0] == number][-points:]
         tracks[str(number)] = {
             "seq": number, "name": t.name, "label": t.label(), "num_steps": n,
             "steps": t.steps[:n][rows].tolist(),
-            "target_prob": [[p if ok and p == p else None for p, ok in zip(ps, oks)]
-                            for ps, oks in zip(prob.tolist(), present.tolist())],
-            "target_rank": [[r if r >= 1 else None for r in rs] for rs in rank.tolist()],
+            "p1000": [[v if v >= 0 else None for v in vs] for vs in permille.tolist()],
+            "target_rank": [[r if r >= 1 else None for r in rs] for rs in t.rank[rows, :width].T.tolist()],
             "learned_at": [s if s >= 0 else None for s in t.since1.tolist()],
             "learned_at_top5": [s if s >= 0 else None for s in t.since5.tolist()],
-            "forgotten": mine[:, [1, 2, 3, 4]].tolist(),
+            "times_forgotten": t.times_forgotten.tolist(),
+            "forgotten": mine[:, [1, 2, 3, 4]].tolist(),   # (pos, step, since, last_top1), the latest
         }
-    return {"dynamics": {"points": points, "at_step": at_step, "tracks": tracks,
-                         "diffs": {str(b): d for b, d in (diffs or {}).items()}}}
+    slim = {}
+    for b, d in (diffs or {}).items():
+        slim[str(b)] = {**d, "per_token": [{k: part[k] for k in ("seq", "index_b", "positions", "delta_logp")}
+                                           for part in d.get("per_token") or ()]}
+    return {"dynamics": {"points": points, "at_step": at_step, "tracks": tracks, "diffs": slim}}
 
 
 # -- the CLI ---------------------------------------------------------------------------
@@ -179,6 +182,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     which.add_argument("--all", action="store_true", help="include every step (the page grows with the run)")
     parser.add_argument("-o", "--output", help="the HTML file to write (default: FILE with .html)")
     parser.add_argument("--title", help="title shown on the page (default: the file name)")
+    parser.add_argument("--no-dynamics", action="store_true",
+                        help="leave out the training dynamics (they need every line of FILE read once)")
 
 
 def _file_dynamics(reader: Any, entries: list[dict]) -> dict | None:
@@ -234,7 +239,7 @@ def run(args: argparse.Namespace) -> int:
             return 1
     out = Path(args.output) if args.output else path.with_suffix(".html")
     page = export_html(entries, steps=[s.to_json() for s in infos], title=args.title or path.name,
-                       extra=_file_dynamics(reader, entries))
+                       extra=None if args.no_dynamics else _file_dynamics(reader, entries))
     try:
         out.write_text(page, encoding="utf-8")
     except OSError as exc:

@@ -292,7 +292,7 @@ def test_logdir_run_selector_and_a_file_that_appears_later(page, tmp_path):
         expect(page.locator(".run-select option")).to_have_count(2, timeout=10000)
         page.locator(".run-select").select_option("beta/run")
         wait_step(page, 70)
-        assert "run=beta%2Frun" in hash_of(page, "run=")
+        assert "run=beta%2Frun" in hash_of(page, "run=beta%2Frun")
         assert not page.js_errors
     finally:
         h.stop()

@@ -5,6 +5,8 @@ throughout); the W&B panel opened from file://; graceful fallbacks."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from playwright.sync_api import expect
@@ -12,7 +14,7 @@ from playwright.sync_api import expect
 from seqviz_trackers import TrainingDataWriter
 from seqviz_trackers.export import export_html
 from seqviz_trackers.server import start_in_thread
-from test_dynamics import STEPS, synthetic_entry, write_synthetic
+from test_dynamics import STEPS, old_format_entry, synthetic_entry, write_synthetic
 
 pytestmark = pytest.mark.browser
 
@@ -234,12 +236,25 @@ def test_single_step_and_old_pages_degrade_gracefully(page, tmp_path):
         assert probe_box(page, 4).get_attribute("class") == "tok mna sel"
     finally:
         h.stop()
+    # an old-format file (no ranks, probabilities or ids): p and rank from the candidates, else unknown
+    path = tmp_path / "old.jsonl"
+    path.write_text("".join(json.dumps(old_format_entry(s, s > 0)) + "\n" for s in (0, 1, 2)))
+    h = start_in_thread(file=path, port=0)
+    try:
+        open_at(page, h.url, "#metric=change&changes=worsened")
+        probe_box(page, 1).click()  # position 0: target outside the candidates at step 0, rank 2 later
+        expect(page.locator(".detail .spark-learned")).to_have_text("not learned (not top-1 through the last step)")
+        assert "in the top 5 from step 1" in page.locator(".detail .spark").inner_text()
+        expect(page.locator(".changes-title")).to_have_text("What changed from step 1 to step 2")
+        expect(probe_box(page, 2)).to_have_class("tok d4")  # position 1: the same at steps 1 and 2
+    finally:
+        h.stop()
     # a page without dynamics data (as an older back end or export): said in place
     out = tmp_path / "old.html"
     out.write_text(export_html([synthetic_entry(10)]))
     page.goto(out.as_uri() + "#metric=change")
     page.wait_for_selector(".tok", timeout=15000)
-    expect(page.locator(".legend-error")).to_contain_text("no training-dynamics routes")
+    expect(page.locator(".legend-error")).to_contain_text("No training-dynamics data here")
     probe_box(page, 1).click()
     expect(page.locator(".detail .history")).to_contain_text("not available")
     assert page.locator(".detail .bar-row").count() > 0  # the rest of the panel is there

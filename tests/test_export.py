@@ -90,3 +90,30 @@ def test_cli_export_errors(tmp_path):
     assert proc.returncode == 2 and proc.stderr.strip().endswith("missing.jsonl: no such file")
     proc = run_cli(src, "-o", tmp_path / "no" / "dir" / "x.html")
     assert proc.returncode == 1 and "cannot write" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_dynamics_extra_holds_bounded_series_and_the_diff():
+    from seqviz_trackers.dynamics import Dynamics, compare
+    from seqviz_trackers.export import dynamics_extra
+    from test_dynamics import STEPS, synthetic_entry
+
+    dyn, entries = Dynamics(), [synthetic_entry(s) for s in STEPS]
+    for e in entries:
+        dyn.add_entry(e)
+    diff = compare(entries[-2], entries[-1], per_token=True, number=dyn.number_of)
+    dynamics = dynamics_extra(dyn, [entries[-1]], {50: diff}, points=4)["dynamics"]
+    assert dynamics["at_step"] == {"50": [0, 1]}
+    probe = dynamics["tracks"]["0"]
+    assert probe["steps"] == [0, 20, 30, 50] and probe["num_steps"] == 6  # thinned to 4, first and last kept
+    assert probe["learned_at"] == [20, None, None, 0, None]
+    assert probe["times_forgotten"] == [0, 1, 0, 0, 0] and probe["forgotten"] == [[1, 30, 10, 20]]
+    assert probe["p1000"][0][0] < 20 and probe["p1000"][0][-1] > 600  # p(target) in thousandths
+    assert probe["target_rank"][2] == [16, 16, 2, 2]
+    assert set(dynamics["diffs"]["50"]["per_token"][0]) == {"seq", "index_b", "positions", "delta_logp"}
+    # the size does not grow with the run: the same after 50 more steps
+    size = len(json_for_html(dynamics))
+    for s in range(60, 560, 10):
+        dyn.add_entry(synthetic_entry(s))
+    later = dynamics_extra(dyn, [synthetic_entry(550)], {550: diff}, points=4)["dynamics"]
+    assert len(later["tracks"]["0"]["steps"]) == 4
+    assert abs(len(json_for_html(later)) - size) < 40

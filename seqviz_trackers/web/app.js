@@ -443,8 +443,7 @@ export class Dashboard {
       return { diff, error: null };
     } catch (err) {
       let error = err.message || String(err);
-      if (/unknown route/.test(error)) error = "This back end has no training-dynamics routes (an older version of seqviz).";
-      else if (this.state.steps.length && this.state.steps[0].step === step && params.a === undefined) error = `Step ${step} is the first logged step: there is no earlier step to compare with.`;
+      if (/unknown route/.test(error)) error = "No training-dynamics data here (a back end from an older seqviz, or a page made without it).";
       return { diff: null, error };
     }
   }
@@ -686,7 +685,7 @@ export class Dashboard {
     } catch (err) {
       if (this.seriesWanted !== key) return;
       this.seriesShown = null;
-      const msg = /unknown route/.test(err.message) ? "Its history over the run is not available from this back end (an older version of seqviz)." : `No history: ${err.message}`;
+      const msg = /unknown route/.test(err.message) ? "Its history over the run is not available here (a back end from an older seqviz, or a page made without it)." : `No history: ${err.message}`;
       this.detail.showHistory({ error: msg });
     }
   }

@@ -77,12 +77,14 @@ export class Sparkline {
     }
     facts.push(learned);
     if (s.learned_at_top5 !== null && s.learned_at_top5 !== undefined) facts.push(el("div", "faint", `in the top 5 from step ${s.learned_at_top5}`));
-    if (s.forgotten && s.forgotten.length) {
-      const list = s.forgotten.slice(-3).map((f) => `step ${f.step} (top-1 since ${f.since})`).join(", ");
-      facts.push(el("div", "k-forgot", `forgotten ${s.forgotten.length}\u00d7: ${list}`));
+    const times = s.times_forgotten ?? (s.forgotten || []).length;  // a page may hold only the latest events
+    if (times) {
+      const list = (s.forgotten || []).slice(-3).map((f) => `step ${f.step} (top-1 since ${f.since})`).join(", ");
+      facts.push(el("div", "k-forgot", `forgotten ${times}\u00d7` + (list ? `: ${list}` : "")));
     }
     const shown = s.steps.length, all = s.num_steps ?? shown;
-    facts.push(el("div", "faint", shown < all ? `${shown} of ${all} steps drawn \u00b7 click to go to a step` : `${all} step${all === 1 ? "" : "s"} \u00b7 click to go to a step`));
+    const range = shown > 1 ? ` (${s.steps[0]}\u2013${s.steps[shown - 1]})` : "";
+    facts.push(el("div", "faint", (shown < all ? `${shown} of ${all} steps drawn` : `${all} step${all === 1 ? "" : "s"}`) + `${range} \u00b7 click to go to a step`));
     this.facts.replaceChildren(...facts);
     this.draw();
   }

@@ -75,7 +75,9 @@ export class FetchSource extends SourceBase {
         this.emit({ type: "status", state: "polling", text: `Polling every ${Math.round(this.pollMs / 1000)} s` });
       }
       if (key !== this.lastKey) {
-        if (this.lastKey !== null) this.emit({ type: "steps", run: this.run, steps: data.steps, problems: data.problems });
+        // also the first poll after watch(): a step written between the dashboard's own
+        // `steps` request and this poll would otherwise never be announced
+        this.emit({ type: "steps", run: this.run, steps: data.steps, problems: data.problems });
         this.lastKey = key;
       }
     } catch (err) {
@@ -203,12 +205,13 @@ export class InlineSource extends SourceBase {
 
 /** The dynamics routes, answered from the compact form a page carries:
  *  {points, at_step: {step: [seq]}, tracks: {seq: {seq, name, label, num_steps, steps,
- *   target_prob: [per position: [per step]], target_rank: [...], learned_at: [per position],
- *   learned_at_top5: [...], forgotten: [[pos, step, since, last_top1]]}}, diffs: {b: diff}} */
+ *   p1000: [per position: [p(target) in thousandths, per step]], target_rank: [...],
+ *   learned_at: [per position], learned_at_top5: [...], times_forgotten: [...],
+ *   forgotten: [[pos, step, since, last_top1], the latest]}}, diffs: {b: diff}} */
 function inlineDynamics(dyn, run, route, params) {
   const tracks = dyn.tracks || {};
   if (route === "sequences") {
-    const seqs = Object.values(tracks).map((t) => ({ seq: t.seq, name: t.name, label: t.label, num_positions: t.target_prob.length,
+    const seqs = Object.values(tracks).map((t) => ({ seq: t.seq, name: t.name, label: t.label, num_positions: t.p1000.length,
       num_steps: t.num_steps, first_step: t.steps[0] ?? null, last_step: t.steps[t.steps.length - 1] ?? null }));
     const at = params.step !== undefined && dyn.at_step ? dyn.at_step[String(params.step)] : undefined;
     if (params.step !== undefined && !at) throw new Error(`no step ${params.step} in this page`);
@@ -217,21 +220,22 @@ function inlineDynamics(dyn, run, route, params) {
   if (route === "series") {
     const t = tracks[String(params.seq)];
     const pos = Number(params.pos);
-    if (!t || !(pos >= 0 && pos < t.target_prob.length)) throw new Error(`no history of sequence ${params.seq} position ${params.pos} in this page`);
+    if (!t || !(pos >= 0 && pos < t.p1000.length)) throw new Error(`no history of sequence ${params.seq} position ${params.pos} in this page`);
     const none = t.steps.map(() => null);
     return {
       run, seq: t.seq, name: t.name, pos, token: null, target: { id: null, token: null },
-      steps: t.steps, target_prob: t.target_prob[pos], target_rank: t.target_rank[pos],
+      steps: t.steps, target_prob: t.p1000[pos].map((v) => (v === null ? null : v / 1000)), target_rank: t.target_rank[pos],
       loss: none, entropy: none, top1: none, top1_tokens: {},
       learned_at: t.learned_at[pos], learned_at_top5: t.learned_at_top5[pos],
       forgotten: (t.forgotten || []).filter((f) => f[0] === pos).map((f) => ({ step: f[1], since: f[2], last_top1: f[3] })),
+      times_forgotten: t.times_forgotten ? t.times_forgotten[pos] : undefined,
       num_steps: t.num_steps,
     };
   }
   const diffs = dyn.diffs || {};
   const b = params.b !== undefined ? String(params.b) : Object.keys(diffs).pop();
   const d = b !== undefined ? diffs[b] : undefined;
-  if (!d) throw new Error(`this page holds no change data for step ${params.b ?? ""}`.trim());
+  if (!d) throw new Error(`Step ${params.b ?? "?"} is the first logged step here: there is no earlier step to compare with.`);
   if (params.a !== undefined && Number(params.a) !== d.a) throw new Error(`this page holds only the change from the previous logged step (${d.a}) to step ${d.b}`);
   return { run, ...d };
 }
