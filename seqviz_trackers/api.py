@@ -99,7 +99,7 @@ def steps_impl(runs: Runs, run: str | None) -> dict[str, Any]:
     return {
         "run": run,
         "steps": [s.to_json() for s in steps],
-        "problems": [{"line": p.line, "message": p.message} for p in reader.problems],
+        "problems": [p.to_json() for p in reader.problems],
     }
 
 

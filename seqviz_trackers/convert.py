@@ -114,9 +114,10 @@ def tensor_to_training_entry(
         targets = _as_2d("labels", labels, (batch, length)).to("cpu", torch.long)
     if names is not None and len(names) != batch:
         raise ValueError(f"names has {len(names)} items for a batch of {batch} sequences")
-    bad = (ids[mask] < 0) | (ids[mask] >= vocab)
+    kept_ids = ids[mask]
+    bad = (kept_ids < 0) | (kept_ids >= vocab)
     if bool(bad.any()):
-        raise ValueError(f"input_ids holds {int(ids[mask][bad][0])}, outside the vocabulary of size {vocab} given by the logits")
+        raise ValueError(f"input_ids holds {int(kept_ids[bad][0])}, outside the vocabulary of size {vocab} given by the logits")
 
     # Which rows of the logits to use: position i predicts token i+1, both real tokens.
     valid = torch.zeros_like(mask)
@@ -143,7 +144,7 @@ def tensor_to_training_entry(
         raise ValueError(f"loss is {loss}; pass a finite number or None")
     perplexity = None if loss is None else math.exp(min(float(loss), 700.0))
 
-    vocab_ids = np.unique(np.concatenate([ids[mask].numpy(), top_ids.ravel(), row_targets.numpy()]))
+    vocab_ids = np.unique(np.concatenate([kept_ids.numpy(), top_ids.ravel(), row_targets.numpy()]))
     strings = dict(zip(vocab_ids.tolist(), token_strings(tokenizer, vocab_ids.tolist())))
 
     top_ids_l, top_probs_l = top_ids.tolist(), top_probs.tolist()

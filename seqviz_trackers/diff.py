@@ -9,7 +9,7 @@ import textwrap
 from typing import Any
 
 from .cli import existing_file
-from .dynamics import compare
+from .dynamics import compare, previous_step
 from .jsonl import TrainingDataReader
 
 
@@ -87,14 +87,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"{path}: need two logged steps to compare; {steps_hint(steps)}", file=sys.stderr)
         return 2
     b = steps[-1] if args.b is None else args.b
-    if args.a is None:
-        before = [s for s in steps if s < b]
-        if not before:
-            print(f"{path}: step {b} has no earlier step to compare with; {steps_hint(steps)}", file=sys.stderr)
-            return 2
-        a = before[-1]
-    else:
-        a = args.a
+    a = previous_step(reader, b) if args.a is None else args.a
+    if a is None:
+        print(f"{path}: step {b} has no earlier step to compare with; {steps_hint(steps)}", file=sys.stderr)
+        return 2
     entries = []
     for step in (a, b):
         try:

@@ -33,14 +33,16 @@ return the JSON shapes documented on each of them and in ``docs/dynamics.md``.
 
 from __future__ import annotations
 
+import bisect
 import math
 import operator
 import threading
 import time
 import weakref
+from contextlib import contextmanager
 from dataclasses import dataclass
 from itertools import chain
-from typing import Any, Callable, Hashable, Iterable, Sequence
+from typing import Any, Callable, Hashable, Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -65,6 +67,7 @@ DIVERGENCE = {
 _FIELDS = operator.itemgetter("position", "target_prob", "target_rank", "loss", "entropy")
 _TOP = operator.itemgetter("top_k")
 _FIRST = operator.itemgetter(0)
+_STEP = operator.attrgetter("step")
 #: Log-probabilities are floored here when only a probability of 0 is known.
 _LOGP_FLOOR = math.log(1e-30)
 _MAX_POSITIONS = 1 << 20
@@ -667,15 +670,22 @@ def _sync(reader: Any, state: _RunState) -> None:
     state.build_seconds += time.perf_counter() - start
 
 
+@contextmanager
+def _synced(reader: Any) -> Iterator[_RunState]:
+    """``reader``'s state, brought up to date and locked for the ``with`` block."""
+    state = _state(reader)
+    with state.lock:
+        _sync(reader, state)
+        yield state
+
+
 def dynamics_for(reader: Any) -> Dynamics:
     """The up-to-date :class:`Dynamics` of a :class:`~seqviz_trackers.jsonl.TrainingDataReader`.
 
     Kept per reader object: each call reads only the steps indexed since the last one.
     The object is replaced, not changed in place, when the file is rewritten.
     """
-    state = _state(reader)
-    with state.lock:
-        _sync(reader, state)
+    with _synced(reader) as state:
         return state.dyn
 
 
@@ -688,9 +698,7 @@ def sequences_json(reader: Any, step: int | None = None) -> dict[str, Any]:
 
     ``at_step`` is present when ``step`` is given; KeyError when the run has no such step.
     """
-    state = _state(reader)
-    with state.lock:
-        _sync(reader, state)
+    with _synced(reader) as state:
         dyn = state.dyn
         out: dict[str, Any] = {"sequences": [{
             "seq": t.number, "name": t.name, "label": t.label(), "num_positions": t.width, "num_steps": t.n,
@@ -720,9 +728,7 @@ def series_json(reader: Any, seq: int, pos: int, points: int | None = None) -> d
 
     IndexError when ``seq`` or ``pos`` does not exist.
     """
-    state = _state(reader)
-    with state.lock:
-        _sync(reader, state)
+    with _synced(reader) as state:
         dyn = state.dyn
         track = dyn.track(seq)
         if not 0 <= pos < track.width:
@@ -769,9 +775,7 @@ def learned_json(reader: Any, seq: int | None = None, limit: int = 100) -> dict[
     ``events`` holds the ``limit`` most recent events (of sequence ``seq`` when given).
     IndexError when ``seq`` does not exist.
     """
-    state = _state(reader)
-    with state.lock:
-        _sync(reader, state)
+    with _synced(reader) as state:
         dyn = state.dyn
         tracks = dyn.tracks if seq is None else [dyn.track(seq)]
         ev = dyn.events()
@@ -799,8 +803,9 @@ def learned_json(reader: Any, seq: int | None = None, limit: int = 100) -> dict[
 
 def previous_step(reader: Any, step: int) -> int | None:
     """The logged step just before ``step``, or None."""
-    before = [s.step for s in reader.steps if s.step < step]
-    return before[-1] if before else None
+    steps = reader.steps
+    i = bisect.bisect_left(steps, step, key=_STEP)
+    return steps[i - 1].step if i else None
 
 
 def diff_json(reader: Any, a: int, b: int, *, limit: int = 20, per_token: bool = False) -> dict[str, Any]:
@@ -828,9 +833,7 @@ def diff_json(reader: Any, a: int, b: int, *, limit: int = 20, per_token: bool =
     right→wrong. Each list holds at most ``limit`` rows. ``index`` is the sequence's
     index in entry ``b``; ``context`` is up to six tokens ending with the one predicting.
     """
-    state = _state(reader)
-    with state.lock:
-        _sync(reader, state)
+    with _synced(reader) as state:
         key = (a, b, limit, per_token)
         cached = state.diffs.get(key)
         if cached is not None:

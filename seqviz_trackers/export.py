@@ -55,6 +55,15 @@ def dashboard_bundle() -> str:
     return bundle
 
 
+@lru_cache(maxsize=1)
+def _dashboard_css() -> str:
+    """The dashboard's stylesheet, read once (the W&B mirror makes a page per logged step)."""
+    css = _web_text("dashboard.css")
+    if "</style" in css.lower():
+        raise RuntimeError("dashboard.css must not contain '</style'")
+    return css
+
+
 def json_for_html(data: Any) -> str:
     """JSON safe to place inside ``<script type="application/json">``: ``<``, ``>``, ``&``
     are escaped, and so is ``/`` (so no ``</script`` and no URL appears in the page)."""
@@ -100,9 +109,7 @@ def export_html(entries: list[dict], *, steps: list[dict] | None = None, title: 
     if extra is not None:
         data["extra"] = extra
     page_title = html.escape(title or "seqviz export").replace("/", "&#47;")
-    css = _web_text("dashboard.css")
-    if "</style" in css.lower():
-        raise RuntimeError("dashboard.css must not contain '</style'")
+    css = _dashboard_css()
     return (
         "<!doctype html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
         "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"

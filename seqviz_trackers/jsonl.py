@@ -154,6 +154,9 @@ class Problem:
     def __str__(self) -> str:
         return f"line {self.line}: {self.message}"
 
+    def to_json(self) -> dict[str, Any]:
+        return {"line": self.line, "message": self.message}
+
 
 @dataclass
 class Update:
@@ -300,6 +303,12 @@ class TrainingDataReader:
         """Every indexed step, sorted by step number (refreshes first)."""
         with self._lock:
             self._refresh()
+            return self.indexed()
+
+    def indexed(self) -> list[StepInfo]:
+        """The steps indexed so far, sorted by step number, without looking at the file
+        (:meth:`refresh` decides when appended lines are read)."""
+        with self._lock:
             if self._sorted is None:
                 self._sorted = sorted(self._by_step.values(), key=lambda s: s.step)
             return self._sorted
@@ -307,7 +316,8 @@ class TrainingDataReader:
     @property
     def problems(self) -> list[Problem]:
         """Lines skipped so far, by line number."""
-        return [self._problems[k] for k in sorted(self._problems)]
+        with self._lock:
+            return [self._problems[k] for k in sorted(self._problems)]
 
     def read(self, info: StepInfo) -> dict[str, Any]:
         """The entry at ``info``. Raises ValueError when that line is corrupt."""
@@ -317,7 +327,8 @@ class TrainingDataReader:
         try:
             return parse_line(raw, info.line)
         except ValueError as exc:
-            self._problems[info.line] = Problem(info.line, str(exc))
+            with self._lock:
+                self._problems[info.line] = Problem(info.line, str(exc))
             raise ValueError(f"{self.path}:{info.line}: {exc}") from None
 
     def get_step(self, step: int) -> dict[str, Any] | None:
@@ -355,14 +366,15 @@ class TrainingDataReader:
         steps = self.steps
         losses = [(s.loss, s.step) for s in steps if s.loss is not None]
         ppl = [s.perplexity for s in steps if s.perplexity is not None]
+        min_loss, min_loss_step = min(losses) if losses else (None, None)
         return {
             "path": self.path,
             "num_steps": len(steps),
             "first_step": steps[0].step if steps else None,
             "last_step": steps[-1].step if steps else None,
             "avg_loss": sum(l for l, _ in losses) / len(losses) if losses else None,
-            "min_loss": min(losses)[0] if losses else None,
-            "min_loss_step": min(losses)[1] if losses else None,
+            "min_loss": min_loss,
+            "min_loss_step": min_loss_step,
             "last_loss": steps[-1].loss if steps else None,
             "min_perplexity": min(ppl) if ppl else None,
             "skipped_lines": len(self._problems),

@@ -131,6 +131,7 @@ class SeqVizServer:
         self.clients: set[_Client] = set()
         self._tails: dict[str, TrainingDataReader] = {}
         self._run_names: list[str] = []
+        self._last_runs: list[dict[str, Any]] | None = None  # the last ``runs`` message broadcast
         self._server: Any = None
         self._ticker: asyncio.Task[None] | None = None
         # Route requests (HTTP and websocket) run one at a time in this thread: a big
@@ -272,9 +273,10 @@ class SeqVizServer:
             self.clients.discard(client)
             asyncio.ensure_future(client.ws.close(1013, "client too slow: reconnect to resync"))
 
-    def _broadcast(self, run: str | None, obj: Any) -> None:
+    def _broadcast(self, run: str | None, obj: Any, clients: list[_Client] | None = None) -> None:
+        """Send ``obj`` to the clients (default: all) watching ``run`` (None: every run)."""
         text = _dumps(obj)  # encoded once, shared by every client
-        for client in list(self.clients):
+        for client in list(self.clients) if clients is None else clients:
             if run is None or client.run == run:
                 self._send(client, None, text)
 
@@ -324,31 +326,32 @@ class SeqVizServer:
         if run is None:
             self._send(client, {"type": "waiting", "message": "No run yet: waiting for a JSONL file to appear\u2026"})
             return
-        tail = self._tail(run)
-        steps = tail.sorted()
+        reader = self._tail(run)
+        steps = reader.indexed()
         losses = [s.loss for s in steps if s.loss is not None]
         summary = {"num_steps": len(steps), "first_step": steps[0].step if steps else None,
                    "last_step": steps[-1].step if steps else None, "last_loss": steps[-1].loss if steps else None,
-                   "min_loss": min(losses) if losses else None, "skipped_lines": len(tail.problems)}
+                   "min_loss": min(losses) if losses else None, "skipped_lines": len(reader.problems)}
         self._send(client, {"type": "summary", "run": run, "summary": summary})
-        self._send(client, {"type": "steps", "run": run, "steps": [s.to_json() for s in steps],
-                            "problems": tail.problem_list()})
+        self._send(client, self._steps_message(run, reader))
         if steps:
-            self._send_latest(run, tail, [client])
+            self._send_latest(run, reader, [client])
         else:
             self._send(client, {"type": "waiting", "run": run, "message": f"waiting for the first step of {run!r}"})
 
-    def _send_latest(self, run: str, tail: "_Tail", clients: list[_Client] | None = None) -> None:
-        for info in reversed(tail.sorted()):
+    @staticmethod
+    def _steps_message(run: str, reader: TrainingDataReader) -> dict[str, Any]:
+        return {"type": "steps", "run": run, "steps": [s.to_json() for s in reader.indexed()],
+                "problems": [p.to_json() for p in reader.problems]}
+
+    def _send_latest(self, run: str, reader: TrainingDataReader, clients: list[_Client] | None = None) -> None:
+        for info in reversed(reader.indexed()):
             try:
-                entry = tail.reader.read(info)
+                entry = reader.read(info)
             except ValueError as exc:
                 self._broadcast(run, {"type": "warning", "run": run, "line": info.line, "message": str(exc)})
                 continue
-            text = _dumps({"type": "step", "run": run, "entry": entry})
-            for client in clients if clients is not None else list(self.clients):
-                if client.run == run:
-                    self._send(client, None, text)
+            self._broadcast(run, {"type": "step", "run": run, "entry": entry}, clients)
             return
 
     # -- tailing ---------------------------------------------------------------------
@@ -359,17 +362,19 @@ class SeqVizServer:
             log.warning("cannot list runs: %s", exc)
             return self._run_names
 
-    def _default_run(self) -> str | None:
-        names = self._names()
-        with_steps = [n for n in names if self._poll_run(n) or self._tail(n).infos]
+    def _default_run(self, names: list[str] | None = None) -> str | None:
+        names = self._names() if names is None else names
+        with_steps = [n for n in names if self._poll_run(n) or self._tail(n).indexed()]
         return (with_steps or names or [None])[0]
 
-    def _tail(self, run: str) -> "_Tail":
+    def _tail(self, run: str) -> TrainingDataReader:
+        """The live loop's own reader of ``run``. Only :meth:`_poll_run` refreshes it, so
+        every appended step is announced exactly once (HTTP requests use other readers)."""
         path = self.runs.reader(run).path
-        tail = self._tails.get(run)
-        if tail is None or tail.reader.path != path:
-            tail = self._tails[run] = _Tail(TrainingDataReader(path))
-        return tail
+        reader = self._tails.get(run)
+        if reader is None or reader.path != path:
+            reader = self._tails[run] = TrainingDataReader(path)
+        return reader
 
     async def _tick_forever(self) -> None:
         ticks = 0
@@ -384,74 +389,41 @@ class SeqVizServer:
             except Exception:  # keep tailing whatever one bad file does
                 log.exception("while checking the runs")
 
-    def _runs_summary(self) -> list[dict[str, Any]]:
+    def _runs_summary(self, names: list[str] | None = None) -> list[dict[str, Any]]:
         """What the ``runs`` route says, from this loop's own readers."""
         out = []
-        for name in self._names():
+        for name in self._names() if names is None else names:
             self._poll_run(name)  # a stat call unless the file grew; news go to its watchers first
-            steps = self._tail(name).sorted()
+            steps = self._tail(name).indexed()
             if steps:
                 out.append({"run": name, "num_steps": len(steps), "last_step": steps[-1].step})
         return out
 
     def _scan_runs(self) -> None:
         names = self._names()
-        summary = self._runs_summary()
-        if names != self._run_names or summary != getattr(self, "_last_runs", None):
+        summary = self._runs_summary(names)
+        if names != self._run_names or summary != self._last_runs:
             self._run_names = names
             self._last_runs = summary
             self._broadcast(None, {"type": "runs", "runs": summary})
         for client in list(self.clients):
             if client.run is None and names:
-                self._watch(client, self._default_run())
+                self._watch(client, self._default_run(names))
 
     def _poll_run(self, run: str) -> bool:
         """Read what was appended to ``run`` and tell its watchers; True when something was new."""
-        tail = self._tail(run)
-        update = tail.poll()
+        reader = self._tail(run)
+        update = reader.refresh()
         if update.reset:
             self._broadcast(run, {"type": "reset", "run": run})
-            self._broadcast(run, {"type": "steps", "run": run, "steps": [s.to_json() for s in tail.sorted()],
-                                  "problems": tail.problem_list()})
+            self._broadcast(run, self._steps_message(run, reader))
         for problem in update.problems:
             self._broadcast(run, {"type": "warning", "run": run, "line": problem.line, "message": problem.message})
         if update.new and not update.reset:
             self._broadcast(run, {"type": "steps_added", "run": run, "steps": [s.to_json() for s in update.new]})
         if update.new or update.reset:
-            self._send_latest(run, tail)
+            self._send_latest(run, reader)
         return bool(update.new or update.reset)
-
-
-class _Tail:
-    """One run as the live loop knows it. Only :meth:`poll` reads the file, so every
-    appended step is announced exactly once (HTTP requests use other readers)."""
-
-    def __init__(self, reader: TrainingDataReader):
-        self.reader = reader
-        self.infos: dict[int, Any] = {}
-        self.problems: dict[int, str] = {}
-        self._sorted: list[Any] | None = None
-
-    def poll(self) -> Any:
-        update = self.reader.refresh()
-        if update.reset:
-            self.infos.clear()
-            self.problems.clear()
-        for info in update.new:
-            self.infos[info.step] = info
-        for problem in update.problems:
-            self.problems[problem.line] = problem.message
-        if update.new or update.reset:
-            self._sorted = None
-        return update
-
-    def sorted(self) -> list[Any]:
-        if self._sorted is None:
-            self._sorted = sorted(self.infos.values(), key=lambda s: s.step)
-        return self._sorted
-
-    def problem_list(self) -> list[dict[str, Any]]:
-        return [{"line": line, "message": self.problems[line]} for line in sorted(self.problems)]
 
 
 class ServerHandle:

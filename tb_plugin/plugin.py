@@ -142,7 +142,9 @@ class SeqVizPlugin(base_plugin.TBPlugin):
         self._files = files_for(self._logdir)
         self._web_dir = os.path.realpath(web_dir if web_dir is not None else WEB_DIR)
         self._runs: dict[str, api.Runs] = {}  # per experiment id, kept across requests
-        self._lock = threading.Lock()  # one data request at a time: readers' indexes are not thread-safe
+        # One data request at a time: the request context below is shared through ``self``
+        # (run discovery reads it), and a reader's ``problems`` are not kept under its lock.
+        self._lock = threading.Lock()
         self._ctx = plugin_util.context({})  # the RequestContext of the request being answered
 
     # -- TBPlugin --------------------------------------------------------------

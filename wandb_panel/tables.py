@@ -42,6 +42,14 @@ def _candidates(pred: dict[str, Any]) -> list[list[Any]]:
     return pred.get("top_k") or pred.get("top_20") or []
 
 
+def _correct(pred: dict[str, Any]) -> Any:
+    """Whether the prediction was right: ``correct``, else ``target_rank == 1``; None when neither is logged."""
+    correct = pred.get("correct")
+    if correct is None and pred.get("target_rank") is not None:
+        correct = pred["target_rank"] == 1
+    return correct
+
+
 def entry_rows(entry: dict[str, Any]) -> Iterator[list[Any]]:
     """Yield one table row (ordered as :data:`COLUMNS`) per prediction in ``entry``."""
     step = entry["step"]
@@ -51,15 +59,12 @@ def entry_rows(entry: dict[str, Any]) -> Iterator[list[Any]]:
         for pred in seq.get("predictions", []):
             pos = pred["position"]
             top = _candidates(pred)[:TOP_N]
-            correct = pred.get("correct")
-            if correct is None and pred.get("target_rank") is not None:
-                correct = pred["target_rank"] == 1
             yield [
                 step, s, name, pos,
                 tokens[pos] if 0 <= pos < len(tokens) else None,
                 pred["target_token_str"],
                 top[0][1] if top else None,
-                correct,
+                _correct(pred),
                 pred.get("target_prob"),
                 pred.get("target_rank"),
                 pred["entropy"],
@@ -95,10 +100,9 @@ def step_scalars(entry: dict[str, Any], prefix: str = "seqviz/") -> dict[str, fl
     for seq in entry.get("sequences", []):
         for pred in seq.get("predictions", []):
             entropies.append(pred["entropy"])
-            if pred.get("correct") is not None:
-                hits.append(bool(pred["correct"]))
-            elif pred.get("target_rank") is not None:
-                hits.append(pred["target_rank"] == 1)
+            correct = _correct(pred)
+            if correct is not None:
+                hits.append(bool(correct))
     if entropies:
         out[prefix + "mean_entropy"] = sum(entropies) / len(entropies)
     if hits:

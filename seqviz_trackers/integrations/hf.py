@@ -90,6 +90,12 @@ def _examples(loader: Any, n: int) -> list[Any]:
         return list(itertools.islice(iter(dataset), n))
 
 
+def _eval_loss(metrics: dict[str, float]) -> float | None:
+    """The evaluation loss in ``metrics`` when it is a finite number, else None."""
+    value = metrics.get("eval_loss")
+    return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
+
+
 class VisualizationCallback(TrainerCallback):
     """Log the model's token-by-token predictions on a fixed probe set while it trains.
 
@@ -271,9 +277,9 @@ class VisualizationCallback(TrainerCallback):
                 entry["sequences"].extend(piece["sequences"])
             entry["step"] = state.global_step
             entry["timestamp"] = time.time()
-            eval_loss = metrics.get("eval_loss")
-            if isinstance(eval_loss, (int, float)) and math.isfinite(eval_loss):
-                entry["loss"], entry["perplexity"] = float(eval_loss), math.exp(min(float(eval_loss), 700.0))
+            eval_loss = _eval_loss(metrics)
+            if eval_loss is not None:
+                entry["loss"], entry["perplexity"] = eval_loss, math.exp(min(eval_loss, 700.0))
             entry["metadata"].update(self._metadata(state, metrics, "eval_loop"))
             entry["metadata"]["batch_size"] = len(entry["sequences"])
             if self.model_name:
@@ -396,9 +402,9 @@ class VisualizationCallback(TrainerCallback):
         meta: dict[str, Any] = {"source": source}
         if state.epoch is not None:
             meta["epoch"] = round(float(state.epoch), 4)
-        for key, value in metrics.items():
-            if key == "eval_loss" and isinstance(value, (int, float)) and math.isfinite(value):
-                meta["eval_loss"] = float(value)
+        eval_loss = _eval_loss(metrics)
+        if eval_loss is not None:
+            meta["eval_loss"] = eval_loss
         return meta
 
     def _mirror_targets(self, args: TrainingArguments) -> tuple[Any, Any]:
