@@ -324,3 +324,21 @@ def test_neighbour_steps_are_prefetched(page, server):
     while time.monotonic() < end and page.evaluate("[0, 200].every((s) => window.seqvizDashboard.cache.has(s))") is False:
         time.sleep(0.05)
     assert page.evaluate("[...window.seqvizDashboard.cache.keys()].sort((a, b) => a - b)") == [0, 100, 200, 300]
+
+
+def test_rewritten_file_keeps_the_shown_step_and_its_position(page, server):
+    """A replaced file with a step inserted before the shown one: the label and the
+    'i / n' counter still name the step whose tokens are on screen."""
+    import os
+
+    open_dashboard(page, server.url + "#step=200")
+    wait_step(page, 200)
+    expect(page.locator(".step-count")).to_have_text("3 / 4")
+    replacement = server.path.with_name("replacement.jsonl")
+    with TrainingDataWriter(replacement) as w:
+        for step in (0, 50, 100, 200, 300):
+            w.write_step(learning_entry(step, 300))
+    os.replace(replacement, server.path)
+    expect(page.locator(".step-count")).to_have_text(re.compile(r"^4 / 5"), timeout=10000)
+    wait_step(page, 200)
+    assert not page.js_errors

@@ -1,17 +1,49 @@
 // The dashboard: one state object, the controls, and the views built from it.
 // It talks to its data only through a source (see sources.js).
 
-import { el, fmtNum, fmtPct, visibleToken, METRICS, metricContext, readHash, writeHash } from "./util.js";
+import { el, fmtNum, fmtPct, METRICS, metricContext, readHash, writeHash, stepInfo } from "./util.js";
 import { LineChart } from "./chart.js";
 import { TokenGrid, paintGrids } from "./tokens.js";
 import { DetailPanel } from "./detail.js";
-import { ChangeList, changesByToken } from "./dynamics.js";
+import { ChangeList, changesByToken, CHANGE_TABS } from "./dynamics.js";
 
 const CACHE_SIZE = 24;
 const CACHE_TOKENS = 40000;
 const SERIES_POINTS = 160;  // a sparkline needs no more (the route keeps the learned-at and forgetting steps)
 const DIFF_ROWS = 50;       // rows per list of the changes view
-const CHANGE_TABS = ["worsened", "learned", "forgotten", "improved"];
+const NO_SEQUENCE = { tokens: [], predictions: [] };  // a side of the comparison without that sequence
+
+/** A number from the address or a picker, or null when it is absent or empty. */
+function numberOrNull(value) {
+  return value !== undefined && value !== "" ? Number(value) : null;
+}
+
+/** What the address says of the comparison and the changes, read alike at start and on
+ *  every change of the hash. */
+function hashView(h) {
+  const tab = CHANGE_TABS.includes(h.changes) ? h.changes : null;
+  return {
+    compare: h.cmp !== undefined, compareStep: numberOrNull(h.cmp),
+    changeFrom: numberOrNull(h.from),
+    changes: { open: tab !== null, tab: tab || "worsened", sort: null },
+  };
+}
+
+/** Show a toggle button as on or off. */
+function setPressed(button, on) {
+  button.classList.toggle("on", on);
+  button.setAttribute("aria-pressed", String(on));
+}
+
+/** One option per logged step, for the step pickers. */
+function stepOptions(steps) {
+  return steps.map((s) => { const o = el("option", "", `step ${s.step}`); o.value = String(s.step); return o; });
+}
+
+/** Changes when the logged steps do (the pickers hold thousands of options: rebuilt only then). */
+function stepsKey(steps) {
+  return `${steps.length}:${steps.length ? steps[0].step + ":" + steps[steps.length - 1].step : ""}`;
+}
 
 class SequenceView {
   constructor(app, side, seqIndex) {
@@ -31,6 +63,10 @@ class SequenceView {
     this.figures.textContent = `${figures.count} tokens \u00b7 mean p(target) ${fmtPct(figures.meanP)} \u00b7 top-1 ${fmtPct(figures.accuracy)}`;
     return figures;
   }
+  destroy() {
+    this.grid.destroy();
+    this.root.remove();
+  }
 }
 
 export class Dashboard {
@@ -47,13 +83,11 @@ export class Dashboard {
       metric: METRICS[hash.metric] ? hash.metric : "prob",
       showIds: hash.ids !== "0",
       sel: { seq: hash.seq !== undefined ? Number(hash.seq) || 0 : null, index: hash.tok !== undefined ? Number(hash.tok) : -1, side: 0 },
-      compare: hash.cmp !== undefined, compareStep: hash.cmp !== undefined && hash.cmp !== "" ? Number(hash.cmp) : null, compareEntry: null,
       follow: hash.step === undefined,
       wantStep: hash.step !== undefined ? Number(hash.step) : null,
-      // training dynamics: colour by change from step `changeFrom` (null: the previous
-      // logged step) to the step shown, and the list of what changed
-      changeFrom: hash.from !== undefined && hash.from !== "" ? Number(hash.from) : null,
-      changes: { open: CHANGE_TABS.includes(hash.changes), tab: CHANGE_TABS.includes(hash.changes) ? hash.changes : "worsened", sort: null },
+      // compare, compareStep; training dynamics: colour by change from step `changeFrom`
+      // (null: the previous logged step) to the step shown, and the list of what changed
+      ...hashView(hash), compareEntry: null,
       diff: null, diffError: null,
     };
     this.scrollToSeq = hash.seq !== undefined;
@@ -123,8 +157,7 @@ export class Dashboard {
 
     this.compareBtn = el("button", "btn toggle", "Compare");
     this.compareBtn.title = "one sequence at two steps, side by side";
-    this.compareBtn.setAttribute("aria-pressed", String(this.state.compare));
-    this.compareBtn.classList.toggle("on", this.state.compare);
+    setPressed(this.compareBtn, this.state.compare);
     this.compareBtn.addEventListener("click", () => this.setCompare(!this.state.compare));
 
     this.changesBtn = el("button", "btn changes-btn", "Changes");
@@ -177,8 +210,7 @@ export class Dashboard {
     try {
       const runs = (await this.source.get("runs")).runs || [];
       this.setRuns(runs);
-      if (!this.state.run && runs.length) this.state.run = runs[0].run;
-      if (this.state.run && !runs.some((r) => r.run === this.state.run) && runs.length) this.state.run = runs[0].run;
+      if (runs.length && !runs.some((r) => r.run === this.state.run)) this.state.run = runs[0].run;
       if (this.state.run) await this.loadRun(this.state.run);
       else this.showBanner("Waiting for the first step\u2026", "wait");
     } catch (err) {
@@ -227,22 +259,21 @@ export class Dashboard {
     else this.showBanner("Waiting for the first step\u2026", "wait");
   }
 
+  /** The logged steps are now `steps` (and, when given, the skipped lines and the loss history). */
   setSteps(steps, problems, history) {
-    this.state.steps = steps.slice().sort((a, b) => a.step - b.step);
-    if (history) this.state.history = history;
-    if (problems) this.state.problems = problems;
-    this.updateStepper();
+    const st = this.state;
+    st.steps = steps.slice().sort((a, b) => a.step - b.step);
+    if (st.entry) st.index = this.indexOfStep(st.entry.step);
+    if (history) st.history = history;
+    if (problems) { st.problems = problems; this.updateWarnings(); }
     this.updateCharts();
-    this.updateWarnings();
+    this.updateStepper();  // after the charts: their current step is already set, no second draw
   }
 
   mergeSteps(infos) {
     const byStep = new Map(this.state.steps.map((s) => [s.step, s]));
     for (const s of infos) byStep.set(s.step, s);
-    this.state.steps = [...byStep.values()].sort((a, b) => a.step - b.step);
-    if (this.state.entry) this.state.index = this.indexOfStep(this.state.entry.step);
-    this.updateStepper();
-    this.updateCharts();
+    this.setSteps([...byStep.values()]);
   }
 
   onEvent(ev) {
@@ -271,7 +302,7 @@ export class Dashboard {
       const last = st.steps.length - 1;
       if (last < 0) { this.showEmpty(); return; }
       if (!this.ready) return;  // the initial load decides where to go
-      if (st.follow || wasEmpty || st.index < 0 || !st.entry || this.indexOfStep(st.entry.step) < 0) {
+      if (st.follow || wasEmpty || st.index < 0 || !st.entry) {  // (st.index < 0: the step shown is gone)
         this.goIndex(st.follow || !st.entry ? last : this.indexOfStep(st.entry.step, true), { keepFollow: true });
       }
     } else if (ev.type === "steps_added") {
@@ -280,9 +311,8 @@ export class Dashboard {
       const entry = ev.entry;
       this.remember(entry.step, entry);
       if (this.indexOfStep(entry.step) < 0) {
-        this.mergeSteps([{ step: entry.step, loss: entry.loss ?? null, perplexity: entry.perplexity ?? null, timestamp: entry.timestamp ?? null }]);
+        this.mergeSteps([stepInfo(entry)]);
       }
-      this.lastPushed = { step: entry.step, at: performance.now() };
       if (this.ready && (st.follow || !st.entry)) this.goIndex(this.indexOfStep(entry.step), { keepFollow: true });
     } else if (ev.type === "warning") {
       if (!st.problems.some((p) => p.line === ev.line)) st.problems.push({ line: ev.line, message: ev.message });
@@ -354,7 +384,7 @@ export class Dashboard {
     const st = this.state;
     st.changeFrom = null;
     st.changes = { open: true, tab: "worsened", sort: null };
-    this.changesBtn.classList.toggle("on", true);
+    setPressed(this.changesBtn, true);
     this.goIndex(i);
   }
 
@@ -450,8 +480,7 @@ export class Dashboard {
 
   openChanges(open) {
     this.state.changes.open = open;
-    this.changesBtn.classList.toggle("on", open);
-    this.changesBtn.setAttribute("aria-pressed", String(open));
+    setPressed(this.changesBtn, open);
     this.saveHash();
     return this.refresh();
   }
@@ -460,8 +489,7 @@ export class Dashboard {
     const st = this.state;
     const list = this.changeList;
     list.root.hidden = !st.changes.open;
-    this.changesBtn.classList.toggle("on", st.changes.open);
-    this.changesBtn.setAttribute("aria-pressed", String(st.changes.open));
+    setPressed(this.changesBtn, st.changes.open);
     if (!st.changes.open) return;
     const b = st.entry ? st.entry.step : null;
     const title = st.diff ? `What changed from step ${st.diff.a} to step ${st.diff.b}` : `What changed at step ${b ?? "\u2013"}`;
@@ -485,7 +513,7 @@ export class Dashboard {
     this.fromSelect = el("select", "from-select");
     this.fromSelect.setAttribute("aria-label", "compare from step (A)");
     this.fromSelect.addEventListener("change", () => {
-      this.state.changeFrom = this.fromSelect.value === "" ? null : Number(this.fromSelect.value);
+      this.state.changeFrom = numberOrNull(this.fromSelect.value);
       this.refresh();
       this.saveHash();
     });
@@ -500,14 +528,13 @@ export class Dashboard {
 
   updateChangePickers() {
     const st = this.state;
-    const key = `${st.steps.length}:${st.steps.length ? st.steps[0].step + ":" + st.steps[st.steps.length - 1].step : ""}`;
-    if (key !== this.pickerKey) {  // thousands of options: rebuild only when the steps change
+    const key = stepsKey(st.steps);
+    if (key !== this.pickerKey) {
       this.pickerKey = key;
-      const opts = () => st.steps.map((s) => { const o = el("option", "", `step ${s.step}`); o.value = String(s.step); return o; });
       const prev = el("option", "", "previous step");
       prev.value = "";
-      this.fromSelect.replaceChildren(prev, ...opts());
-      this.toSelect.replaceChildren(...opts());
+      this.fromSelect.replaceChildren(prev, ...stepOptions(st.steps));
+      this.toSelect.replaceChildren(...stepOptions(st.steps));
     }
     const b = st.entry ? st.entry.step : null;
     const a = st.diff ? st.diff.a : null;
@@ -516,40 +543,35 @@ export class Dashboard {
     if (b !== null) this.toSelect.value = String(b);
   }
 
-  async setCompare(on) {
+  setCompare(on) {
     this.state.compare = on;
-    this.compareBtn.setAttribute("aria-pressed", String(on));
-    this.compareBtn.classList.toggle("on", on);
-    if (this.state.index >= 0) await this.goIndex(this.state.index, { keepFollow: true });
-    else this.renderAll();
+    setPressed(this.compareBtn, on);
+    return this.refresh();
   }
 
   // -- rendering ------------------------------------------------------------------
   renderAll() {
     const st = this.state;
     const entry = st.entry;
-    this.root.classList.toggle("comparing", st.compare);
     this.renderLegend(entry);
     this.updateInfo();
     this.renderChanges();
     if (!entry) return;
-    const ctx = { metric: st.metric, metricCtx: metricContext(entry), showIds: st.showIds, deferPaint: true };
+    const ctx = { metric: st.metric, metricCtx: metricContext(entry), showIds: st.showIds };
     const byToken = st.diff && st.diff.b === entry.step ? st.diff.__byToken : null;
     const seqs = entry.sequences || [];
     if (st.sel.seq === null) st.sel.seq = 0;
+    this.seqsEl.hidden = st.compare;
+    this.compareEl.hidden = !st.compare;
     if (st.compare) {
-      this.seqsEl.hidden = true;
-      this.compareEl.hidden = false;
-      this.renderCompare(entry, ctx);
+      this.renderCompare(entry, ctx, byToken);
     } else {
-      this.seqsEl.hidden = false;
-      this.compareEl.hidden = true;
       while (this.views.length < seqs.length) {
         const v = new SequenceView(this, 0, this.views.length);
         this.views.push(v);
         this.seqsEl.append(v.root);
       }
-      while (this.views.length > seqs.length) { const v = this.views.pop(); v.grid.destroy(); v.root.remove(); }
+      while (this.views.length > seqs.length) this.views.pop().destroy();
       seqs.forEach((seq, i) => {
         const v = this.views[i];
         v.render(seq, i, byToken ? { ...ctx, change: byToken.get(i) } : ctx);
@@ -560,13 +582,13 @@ export class Dashboard {
       if (!seqs.length) this.showBanner("This step has no sequences.", "info");
     }
     this.showDetail();
-    if (this.scrollToSeq && st.sel.seq !== null && this.views[st.sel.seq] && !st.compare) {
+    if (this.scrollToSeq && !st.compare && this.views[st.sel.seq]) {
       this.views[st.sel.seq].root.scrollIntoView({ block: "start" });
     }
     this.scrollToSeq = false;
   }
 
-  renderCompare(entry, ctx) {
+  renderCompare(entry, ctx, byToken) {
     const st = this.state;
     const seqs = entry.sequences || [];
     const seqIndex = Math.min(st.sel.seq || 0, Math.max(0, seqs.length - 1));
@@ -577,10 +599,7 @@ export class Dashboard {
       this.cmpSeqSelect.addEventListener("change", () => { st.sel.seq = Number(this.cmpSeqSelect.value); st.sel.index = -1; this.renderAll(); this.saveHash(); });
       this.cmpStepSelect = el("select", "cmp-step");
       this.cmpStepSelect.setAttribute("aria-label", "step to compare with");
-      this.cmpStepSelect.addEventListener("change", async () => {
-        st.compareStep = Number(this.cmpStepSelect.value);
-        await this.goIndex(st.index, { keepFollow: true });
-      });
+      this.cmpStepSelect.addEventListener("change", () => { st.compareStep = Number(this.cmpStepSelect.value); this.refresh(); });
       this.cmpSummary = el("span", "cmp-summary");
       const l1 = el("label", "control"); l1.append(el("span", "control-l", "sequence"), this.cmpSeqSelect);
       const l2 = el("label", "control"); l2.append(el("span", "control-l", "versus step"), this.cmpStepSelect);
@@ -592,18 +611,17 @@ export class Dashboard {
     }
     this.cmpSeqSelect.replaceChildren(...seqs.map((s, i) => { const o = el("option", "", s.name || `sequence ${i}`); o.value = String(i); return o; }));
     this.cmpSeqSelect.value = String(seqIndex);
-    const stepsKey = `${st.steps.length}:${st.steps.length ? st.steps[0].step + ":" + st.steps[st.steps.length - 1].step : ""}`;
-    if (stepsKey !== this.cmpStepsKey) {  // thousands of options: rebuild only when the steps change
-      this.cmpStepsKey = stepsKey;
-      this.cmpStepSelect.replaceChildren(...st.steps.map((s) => { const o = el("option", "", `step ${s.step}`); o.value = String(s.step); return o; }));
+    const key = stepsKey(st.steps);
+    if (key !== this.cmpStepsKey) {
+      this.cmpStepsKey = key;
+      this.cmpStepSelect.replaceChildren(...stepOptions(st.steps));
     }
     this.cmpStepSelect.value = String(st.compareStep);
     const other = st.compareEntry;
-    const byToken = st.diff && st.diff.b === entry.step ? st.diff.__byToken : null;
-    const a = this.compareViews[0].render(seqs[seqIndex] || { tokens: [], predictions: [] }, seqIndex,
+    const a = this.compareViews[0].render(seqs[seqIndex] || NO_SEQUENCE, seqIndex,
       byToken ? { ...ctx, change: byToken.get(seqIndex) } : ctx, `step ${entry.step}`);
     const otherSeq = other && other.sequences ? other.sequences[seqIndex] : null;
-    const b = this.compareViews[1].render(otherSeq || { tokens: [], predictions: [] }, seqIndex,
+    const b = this.compareViews[1].render(otherSeq || NO_SEQUENCE, seqIndex,
       { ...ctx, metricCtx: metricContext(other || entry) }, other ? `step ${other.step}` : "\u2013");
     const delta = a.meanP !== null && b.meanP !== null ? a.meanP - b.meanP : null;
     this.cmpSummary.textContent = delta === null ? "" :
@@ -671,8 +689,9 @@ export class Dashboard {
    *  The token of box j is predicted at position j - 1 of its tracked sequence. */
   async loadSeries(step, seqIndex, tok) {
     const st = this.state;
-    const key = `${st.run}\u0000${seqIndex}\u0000${tok}\u0000${step}`;
-    if (this.seriesShown !== key.slice(0, key.lastIndexOf("\u0000"))) this.detail.showHistory({ loading: true });
+    const token = `${st.run}\u0000${seqIndex}\u0000${tok}`;  // the same token at another step keeps its sparkline until the new one is here
+    const key = `${token}\u0000${step}`;
+    if (this.seriesShown !== token) this.detail.showHistory({ loading: true });
     this.seriesWanted = key;
     try {
       const map = await this.dynGet("sequences", { step });
@@ -680,7 +699,7 @@ export class Dashboard {
       if (seq === undefined) throw new Error("this sequence is not tracked");
       const series = await this.dynGet("series", { seq, pos: tok - 1, points: SERIES_POINTS }, st.steps.length);
       if (this.seriesWanted !== key) return;
-      this.seriesShown = key.slice(0, key.lastIndexOf("\u0000"));
+      this.seriesShown = token;
       this.detail.showHistory({ series }, step);
     } catch (err) {
       if (this.seriesWanted !== key) return;
@@ -750,7 +769,7 @@ export class Dashboard {
   showEmpty() {
     this.state.entry = null;
     this.state.index = -1;
-    this.views.forEach((v) => { v.grid.destroy(); v.root.remove(); });
+    this.views.forEach((v) => v.destroy());
     this.views = [];
     this.updateStepper();
     this.detail.show(null);
@@ -797,12 +816,12 @@ export class Dashboard {
     const st = this.state;
     if (h.metric && METRICS[h.metric]) { st.metric = h.metric; this.metricSelect.value = h.metric; }
     st.sel = { seq: Number(h.seq) || 0, index: h.tok !== undefined ? Number(h.tok) : -1, side: 0 };
-    st.compare = h.cmp !== undefined;
-    if (st.compare && h.cmp !== "") st.compareStep = Number(h.cmp);
-    st.changeFrom = h.from !== undefined && h.from !== "" ? Number(h.from) : null;
-    st.changes = { open: CHANGE_TABS.includes(h.changes), tab: CHANGE_TABS.includes(h.changes) ? h.changes : "worsened", sort: null };
-    this.compareBtn.setAttribute("aria-pressed", String(st.compare));
-    this.compareBtn.classList.toggle("on", st.compare);
+    const view = hashView(h);
+    st.compare = view.compare;
+    if (view.compareStep !== null) st.compareStep = view.compareStep;
+    st.changeFrom = view.changeFrom;
+    st.changes = view.changes;
+    setPressed(this.compareBtn, st.compare);
     this.scrollToSeq = true;
     if (h.run && h.run !== st.run) { st.wantStep = h.step !== undefined ? Number(h.step) : null; this.chooseRun(h.run); return; }
     if (h.step !== undefined) {

@@ -1,7 +1,34 @@
 // A small canvas line chart of one metric over steps. Clicking picks the nearest
 // point; the current step is marked. Canvas, not SVG: no namespace URLs in exports.
+// Its canvas helpers are shared with the sparkline (dynamics.js).
 
 import { el, fmtNum } from "./util.js";
+
+/** The 2-d context of `canvas`, its backing store sized to its CSS box at the device pixel
+ *  ratio, cleared, in CSS pixels: {g, w, h}; null while the canvas has no size. */
+export function canvasContext(canvas) {
+  const w = canvas.clientWidth, h = canvas.clientHeight;
+  if (!w || !h) return null;
+  const dpr = window.devicePixelRatio || 1;
+  if (canvas.width !== Math.round(w * dpr) || canvas.height !== Math.round(h * dpr)) {
+    canvas.width = Math.round(w * dpr);
+    canvas.height = Math.round(h * dpr);
+  }
+  const g = canvas.getContext("2d");
+  g.setTransform(dpr, 0, 0, dpr, 0, 0);
+  g.clearRect(0, 0, w, h);
+  return { g, w, h };
+}
+
+/** The theme's colours (the CSS custom properties of dashboard.css) as seen from `node`. */
+export function themeColors(node) {
+  const css = getComputedStyle(node);
+  const v = (name, fallback) => css.getPropertyValue(name).trim() || fallback;
+  return {
+    grid: v("--grid", "#1d2944"), muted: v("--muted", "#7f8bab"), cyan: v("--cyan", "#00e5ff"), accent: v("--accent", "#ff2bd6"),
+    green: v("--green", "#3dffa2"), red: v("--red", "#ff5577"), yellow: v("--yellow", "#ffe45c"),
+  };
+}
 
 export class LineChart {
   /** @param {{label:string, color:string, log?:boolean, onPick:(step:number)=>void}} opts */
@@ -39,6 +66,7 @@ export class LineChart {
   }
 
   setCurrent(step) {
+    if (step === this.current) return;
     this.current = step;
     this.draw();
   }
@@ -88,21 +116,10 @@ export class LineChart {
   }
 
   draw() {
-    const c = this.canvas;
-    const dpr = window.devicePixelRatio || 1;
-    const w = c.clientWidth, h = c.clientHeight;
-    if (!w || !h) return;
-    if (c.width !== Math.round(w * dpr) || c.height !== Math.round(h * dpr)) {
-      c.width = Math.round(w * dpr);
-      c.height = Math.round(h * dpr);
-    }
-    const g = c.getContext("2d");
-    g.setTransform(dpr, 0, 0, dpr, 0, 0);
-    g.clearRect(0, 0, w, h);
-    const css = getComputedStyle(this.root);
-    const grid = css.getPropertyValue("--grid").trim() || "#1c2740";
-    const muted = css.getPropertyValue("--muted").trim() || "#7d8aa6";
-    const accent = css.getPropertyValue("--accent").trim() || "#ff2bd6";
+    const view = canvasContext(this.canvas);
+    if (!view) return;
+    const { g, w, h } = view;
+    const { grid, muted, accent } = themeColors(this.root);
     g.font = "10px ui-monospace, SFMono-Regular, Menlo, Consolas, monospace";
     const cur = this.points.find((p) => p.step === this.current);
     this.value.textContent = cur ? fmtNum(cur.value, 4) : "";

@@ -4,6 +4,7 @@
 // `diff` (see docs/dynamics.md), through the same source as everything else.
 
 import { el, fmtNum, fmtPct, visibleToken } from "./util.js";
+import { canvasContext, themeColors } from "./chart.js";
 
 // Δ log p(target) (nats) -> diverging bucket: 0 = much worse ... 4 = about the same ... 8 = much better
 const CHANGE_EDGES = [-2, -1, -0.4, -0.1, 0.1, 0.4, 1, 2];
@@ -130,18 +131,11 @@ export class Sparkline {
   }
 
   draw() {
-    const c = this.canvas, s = this.series;
-    const w = c.clientWidth, h = c.clientHeight;
-    if (!s || !w || !h) return;
-    const dpr = window.devicePixelRatio || 1;
-    if (c.width !== Math.round(w * dpr) || c.height !== Math.round(h * dpr)) { c.width = Math.round(w * dpr); c.height = Math.round(h * dpr); }
-    const g = c.getContext("2d");
-    g.setTransform(dpr, 0, 0, dpr, 0, 0);
-    g.clearRect(0, 0, w, h);
-    const css = getComputedStyle(this.root);
-    const v = (name, fallback) => css.getPropertyValue(name).trim() || fallback;
-    const grid = v("--grid", "#1d2944"), muted = v("--muted", "#7f8bab"), cyan = v("--cyan", "#00e5ff");
-    const accent = v("--accent", "#ff2bd6"), green = v("--green", "#3dffa2"), red = v("--red", "#ff5577"), yellow = v("--yellow", "#ffe45c");
+    const s = this.series;
+    const view = s ? canvasContext(this.canvas) : null;
+    if (!view) return;
+    const { g, w, h } = view;
+    const { grid, muted, cyan, accent, green, red, yellow } = themeColors(this.root);
     const f = this.frame();
     g.font = "9px ui-monospace, SFMono-Regular, Menlo, Consolas, monospace";
     g.lineWidth = 1;
@@ -201,6 +195,7 @@ const TABS = [
   { key: "forgotten", label: "forgotten", sort: ["delta_logp", 1] },
   { key: "improved", label: "most improved", sort: ["delta_logp", -1] },
 ];
+export const CHANGE_TABS = TABS.map((t) => t.key);
 const COLUMNS = [
   { key: "where", label: "token", sort: "where" },
   { key: "p", label: "p(target) A\u2192B", sort: "p_b" },

@@ -8,7 +8,9 @@
 // Events: {type:"status", state:"live"|"connecting"|"disconnected"|"polling"|"snapshot", text}
 //         {type:"runs", runs}  {type:"steps", run, steps, problems}
 //         {type:"steps_added", run, steps}  {type:"step", run, entry}
-//         {type:"warning", run, line, message}  {type:"reset", run}
+//         {type:"warning", run, line, message}  {type:"reset", run}  {type:"waiting", run?, message}
+
+import { stepInfo } from "./util.js";
 
 class SourceBase {
   constructor() {
@@ -54,9 +56,12 @@ export class FetchSource extends SourceBase {
     const off = super.subscribe(listener);
     if (!this.timer) {
       this.timer = setInterval(() => this.poll(), this.pollMs);
-      this.emit({ type: "status", state: "polling", text: `Polling every ${Math.round(this.pollMs / 1000)} s` });
+      this.emitPolling();
     }
     return off;
+  }
+  emitPolling() {
+    this.emit({ type: "status", state: "polling", text: `Polling every ${Math.round(this.pollMs / 1000)} s` });
   }
   watch(run) {
     this.run = run;
@@ -71,9 +76,7 @@ export class FetchSource extends SourceBase {
       const data = await this.get("steps", { run: this.run });
       const last = data.steps.length ? data.steps[data.steps.length - 1] : null;
       const key = `${data.steps.length}:${last && last.step}:${data.problems.length}`;
-      if (this.lastStatus && this.lastStatus.state !== "polling") {
-        this.emit({ type: "status", state: "polling", text: `Polling every ${Math.round(this.pollMs / 1000)} s` });
-      }
+      if (this.lastStatus && this.lastStatus.state !== "polling") this.emitPolling();
       if (key !== this.lastKey) {
         // also the first poll after watch(): a step written between the dashboard's own
         // `steps` request and this poll would otherwise never be announced
@@ -176,17 +179,17 @@ export class InlineSource extends SourceBase {
     this.data = data || {};
     this.entries = new Map();
     for (const entry of this.data.entries || []) this.entries.set(entry.step, entry);
+    this.infos = [...this.entries.values()].map(stepInfo).sort((a, b) => a.step - b.step);
     this.runName = this.data.title || "export";
     this.emit({ type: "status", state: "snapshot", text: "Snapshot" });
   }
   async get(route, params = {}) {
-    const sorted = [...this.entries.values()].sort((a, b) => a.step - b.step);
-    const info = (e) => ({ step: e.step, loss: e.loss ?? null, perplexity: e.perplexity ?? null, timestamp: e.timestamp ?? null });
+    const infos = this.infos;
     if (route === "runs") {
-      return { runs: [{ run: this.runName, num_steps: sorted.length, last_step: sorted.length ? sorted[sorted.length - 1].step : null }] };
+      return { runs: [{ run: this.runName, num_steps: infos.length, last_step: infos.length ? infos[infos.length - 1].step : null }] };
     }
     if (route === "steps") {
-      const out = { run: this.runName, steps: sorted.map(info), problems: [] };
+      const out = { run: this.runName, steps: infos.slice(), problems: [] };
       if (this.data.steps && this.data.steps.length) out.history = this.data.steps;
       return out;
     }

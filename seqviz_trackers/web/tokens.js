@@ -49,7 +49,7 @@ function shownOf(raw) {
 
 /** Box width and font scales for one token string and its predicted string:
  *  boxes grow with their text up to 140 px, then the text shrinks down to 60 %. */
-export function fitToken(shown, predShown, into = {}) {
+function fitToken(shown, predShown, into = {}) {
   const tw = textWidth(shown, TOKEN_FONT);
   const pw = predShown ? textWidth(predShown, PRED_FONT) : 0;
   const room = MAX_WIDTH - PADDING;
@@ -83,7 +83,6 @@ export class TokenGrid {
     this.pool = [];          // box elements, reused
     this.items = [];         // per token: what its box shows
     this.selected = -1;
-    this.length = 0;
     this.width = 0;
     this.root.addEventListener("mousedown", (ev) => { if (ev.target.closest(".tok")) ev.preventDefault(); });
     this.root.addEventListener("click", (ev) => {
@@ -108,12 +107,12 @@ export class TokenGrid {
     if (ev.key === "ArrowRight") next = at + 1;
     else if (ev.key === "ArrowLeft") next = at - 1;
     else if (ev.key === "Home") next = 0;
-    else if (ev.key === "End") next = this.length - 1;
+    else if (ev.key === "End") next = this.items.length - 1;
     else if (ev.key === "Escape") { this.root.blur(); ev.preventDefault(); return; }
     else return;
     ev.preventDefault();
     ev.stopPropagation();
-    next = Math.max(0, Math.min(this.length - 1, next));
+    next = Math.max(0, Math.min(this.items.length - 1, next));
     this.opts.onSelect(next);
     this.reveal(next);
   }
@@ -144,8 +143,9 @@ export class TokenGrid {
   }
 
   /**
-   * Show one sequence. ctx: {metric, metricCtx, showIds, change?}; with metric "change",
-   * `change` holds Δ log p(target) per token (undefined: not compared).
+   * Set the sequence to show; it is drawn by the next paint() (or paintGrids() of several).
+   * ctx: {metric, metricCtx, showIds, change?}; with metric "change", `change` holds
+   * Δ log p(target) per token (undefined: not compared).
    * Returns per-sequence figures {meanP, accuracy, count}.
    */
   render(seq, ctx) {
@@ -181,11 +181,9 @@ export class TokenGrid {
     }
     items.length = n;
     this.items = items;
-    this.length = n;
     if (this.selected >= n) this.selected = -1;
     this.root.classList.toggle("hide-ids", !ctx.showIds);
-    this.width = 0;  // lay out again
-    if (!ctx.deferPaint) this.paint();
+    this.width = 0;  // lay out again at the next paint
     return { meanP: nP ? sumP / nP : null, accuracy: nHit ? hits / nHit : null, count: n };
   }
 

@@ -120,6 +120,11 @@ export function metricContext(entry) {
   return { maxEntropy: vocab > 1 ? Math.log(vocab) : 10, maxLoss: 10 };
 }
 
+/** What the step list holds of one entry: {step, loss, perplexity, timestamp} (null when absent). */
+export function stepInfo(entry) {
+  return { step: entry.step, loss: entry.loss ?? null, perplexity: entry.perplexity ?? null, timestamp: entry.timestamp ?? null };
+}
+
 /** Parse "#step=1200&seq=2" into an object of strings. */
 export function readHash(hash) {
   const out = {};
