@@ -17,13 +17,12 @@ import numpy as np
 from .schema import SCHEMA_VERSION
 from .tokens import token_strings
 
-__all__ = ["tensor_to_training_entry", "CHUNK_BYTES"]
+__all__ = ["tensor_to_training_entry", "perplexity", "CHUNK_BYTES"]
 
 #: Size of one working buffer (rows x vocabulary, float32). Peak extra memory is a
 #: few of these, whatever the size of the logits.
 CHUNK_BYTES = 8 * 2**20
 SIGNIFICANT_DIGITS = 5
-TOP5 = 5
 
 
 def _round_sig(x: np.ndarray, digits: int = SIGNIFICANT_DIGITS) -> np.ndarray:
@@ -34,6 +33,11 @@ def _round_sig(x: np.ndarray, digits: int = SIGNIFICANT_DIGITS) -> np.ndarray:
     decimals = np.clip(np.where(np.isfinite(mag), digits - 1 - mag, 0), 0, 300)
     scale = np.power(10.0, decimals)
     return np.round(x * scale) / scale
+
+
+def perplexity(loss: float) -> float:
+    """exp(loss), capped so that it stays a finite JSON number for any finite loss."""
+    return math.exp(min(float(loss), 700.0))
 
 
 def _as_2d(name: str, t: Any, shape: tuple[int, int]):
@@ -142,7 +146,6 @@ def tensor_to_training_entry(
         loss = float(token_loss.mean()) if n else None
     elif not math.isfinite(float(loss)):
         raise ValueError(f"loss is {loss}; pass a finite number or None")
-    perplexity = None if loss is None else math.exp(min(float(loss), 700.0))
 
     vocab_ids = np.unique(np.concatenate([kept_ids.numpy(), top_ids.ravel(), row_targets.numpy()]))
     strings = dict(zip(vocab_ids.tolist(), token_strings(tokenizer, vocab_ids.tolist())))
@@ -188,7 +191,7 @@ def tensor_to_training_entry(
         "step": int(step),
         "timestamp": time.time() if timestamp is None else float(timestamp),
         "loss": None if loss is None else float(loss),
-        "perplexity": perplexity,
+        "perplexity": None if loss is None else perplexity(loss),
         "schema_version": SCHEMA_VERSION,
         "sequences": sequences,
         "metadata": meta,

@@ -190,7 +190,7 @@ def _number(raw: bytes) -> float | None:
     return None if raw == b"null" else float(raw)
 
 
-def parse_line(raw: bytes, line: int) -> dict[str, Any]:
+def parse_line(raw: bytes) -> dict[str, Any]:
     """One line as an entry dict, or :class:`ValueError` saying what is wrong with it."""
     try:
         entry = json.loads(raw)
@@ -286,7 +286,7 @@ class TrainingDataReader:
             info = StepInfo(int(m[1]), self._line, offset, end - start, _number(m[3]), _number(m[4]), _number(m[2]))
         else:
             try:
-                entry = parse_line(data[start:end], self._line)
+                entry = parse_line(data[start:end])
             except ValueError as exc:
                 problem = Problem(self._line, str(exc))
                 self._problems[self._line] = problem
@@ -325,7 +325,7 @@ class TrainingDataReader:
             f.seek(info.offset)
             raw = f.read(info.length)
         try:
-            return parse_line(raw, info.line)
+            return parse_line(raw)
         except ValueError as exc:
             with self._lock:
                 self._problems[info.line] = Problem(info.line, str(exc))
@@ -357,7 +357,7 @@ class TrainingDataReader:
                 if raw.isspace():
                     continue
                 try:
-                    yield parse_line(raw, number)
+                    yield parse_line(raw)
                 except ValueError as exc:
                     self._problems[number] = Problem(number, str(exc))
 

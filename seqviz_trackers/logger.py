@@ -100,8 +100,7 @@ class SeqVizLogger:
         self.validate = validate
         self.writer: TrainingDataWriter | None = None
         self.mirrors: list[Mirror] = []
-        self.enabled = global_rank() == 0
-        if not self.enabled:
+        if global_rank() != 0:  # other ranks write nothing (log_step/close are rank-zero only)
             return
         if self.jsonl_path is not None:
             self.writer = TrainingDataWriter(self.jsonl_path, validate=False, fsync=fsync)

@@ -26,7 +26,7 @@ def validate_file(path: str | Path) -> tuple[int, list[str]]:
             if raw.isspace():
                 continue
             try:
-                entry = parse_line(raw, number)
+                entry = parse_line(raw)
                 validate_entry(entry)
             except (ValueError, SchemaValidationError) as exc:
                 problems.append(f"{where}: {exc}")

@@ -28,7 +28,7 @@ from typing import Any, Callable, Sequence
 import torch
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
-from ..convert import tensor_to_training_entry
+from ..convert import perplexity, tensor_to_training_entry
 from ..logger import SeqVizLogger, global_rank
 
 __all__ = ["VisualizationCallback", "tensorboard_run_dir"]
@@ -279,7 +279,7 @@ class VisualizationCallback(TrainerCallback):
             entry["timestamp"] = time.time()
             eval_loss = _eval_loss(metrics)
             if eval_loss is not None:
-                entry["loss"], entry["perplexity"] = eval_loss, math.exp(min(eval_loss, 700.0))
+                entry["loss"], entry["perplexity"] = eval_loss, perplexity(eval_loss)
             entry["metadata"].update(self._metadata(state, metrics, "eval_loop"))
             entry["metadata"]["batch_size"] = len(entry["sequences"])
             if self.model_name:
