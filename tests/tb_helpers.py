@@ -110,14 +110,18 @@ class TensorBoardProcess:
         raise TimeoutError(f"tensorboard did not answer within {timeout}s; see {self.log.name}")
 
     def children(self) -> list[str]:
-        """Command lines of the process's children (the Rust data server under --load_fast=true)."""
+        """Command lines of the process's children (the Rust data server under --load_fast=true).
+
+        Scans /proc/*/stat for the parent pid: unlike /proc/PID/task/TID/children it does not
+        race with threads that exit while we look, and needs no kernel option."""
         out = []
-        for task in Path(f"/proc/{self.proc.pid}/task").iterdir():
-            for pid in (task / "children").read_text().split():
-                try:
-                    out.append(Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode())
-                except OSError:
-                    pass
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                ppid = int(stat.read_text().rpartition(")")[2].split()[1])
+                if ppid == self.proc.pid:
+                    out.append((stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode())
+            except (OSError, ValueError, IndexError):
+                pass  # the process ended while we looked
         return out
 
     def get(self, path: str) -> tuple[int, Any]:

@@ -34,8 +34,13 @@ def tensorboard(request, logdir, tmp_path_factory):
 
 
 def test_loader_in_use(tensorboard):
-    rust = any("tensorboard_data_server" in c or c.split(" ")[0].endswith("/server") for c in tensorboard.children())
-    assert rust == tensorboard.load_fast
+    def rust():
+        return any("tensorboard_data_server" in c or c.split(" ")[0].endswith("/server") for c in tensorboard.children())
+
+    if tensorboard.load_fast:
+        assert wait_for(rust, timeout=20)
+    else:
+        assert not rust()
 
 
 def test_tab_listed_and_all_steps_served(tensorboard):
