@@ -34,11 +34,13 @@ return the JSON shapes documented on each of them and in ``docs/dynamics.md``.
 from __future__ import annotations
 
 import bisect
+import json
 import math
 import operator
 import threading
 import time
 import weakref
+import zlib
 from contextlib import contextmanager
 from dataclasses import dataclass
 from itertools import chain
@@ -85,6 +87,13 @@ def sequence_key(seq: dict[str, Any]) -> Hashable:
         return ("ids", tuple(ids))
     tokens = seq.get("tokens")
     return ("tokens", tuple(tokens) if isinstance(tokens, list) else ())
+
+
+def text_checksum(seq: dict[str, Any]) -> int:
+    """A checksum of a logged sequence's text (its token ids, else its tokens)."""
+    ids = seq.get("token_ids")
+    text = ids if isinstance(ids, list) else seq.get("tokens")
+    return zlib.crc32(json.dumps(text if isinstance(text, list) else None).encode())
 
 
 Candidate = tuple[int, Any, float]
@@ -238,6 +247,7 @@ class _Track:
         self.name: str | None = seq.get("name") if isinstance(seq.get("name"), str) else None
         self.tokens: list[str] = []
         self.token_ids: list[int] | None = None
+        self.text: int | None = None  # text_checksum of the tokens
         self.target_str: list[str | None] = []
         self.n = 0
         self.width = 0
@@ -271,13 +281,14 @@ class _Track:
         self.target_str.extend([None] * (new_width - self.width))
         self.width = new_width
 
-    def add(self, step: int, seq: dict[str, Any], cols: Columns) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    def _at(self, cols: Columns) -> Any:
+        return slice(0, len(cols)) if cols.contiguous else cols.pos  # a slice is much cheaper than fancy indexing
+
+    def add(self, step: int, cols: Columns) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Append one step; returns (gained positions, lost positions, their since-steps, their last top-1 steps)."""
         n = len(cols)
-        width = n if cols.contiguous else (int(cols.pos.max()) + 1 if n else 0)
-        self._grow(self.n + 1, width)
-        row, pos = self.n, cols.pos
-        at: Any = slice(0, n) if cols.contiguous else pos  # a slice is much cheaper than fancy indexing
+        self._grow(self.n + 1, n if cols.contiguous else (int(cols.pos.max()) + 1 if n else 0))
+        row, pos, at = self.n, cols.pos, self._at(cols)
         self.steps[row] = step
         self.row_of[step] = row
         self.prob[row, at] = cols.prob
@@ -287,17 +298,6 @@ class _Track:
         self.top1[row, at] = cols.top1
         self.present[row, at] = True
         self.n += 1
-        ids = seq.get("token_ids")
-        tokens = seq.get("tokens")
-        new_text = isinstance(tokens, list) and (not self.tokens or ids != self.token_ids
-                                                 or (ids is None and tokens != self.tokens))
-        if new_text:
-            self.tokens = [t if isinstance(t, str) else str(t) for t in tokens]
-            self.token_ids = ids if isinstance(ids, list) else None
-        if new_text or (self.target[at] == -2).any():  # read targets once per text and position
-            for p, (target_id, target_str) in targets(seq).items():
-                if p < self.width:
-                    self.target[p], self.target_str[p] = target_id, target_str
 
         # learned-when state, at the predicted positions only
         hit1 = cols.rank == 1
@@ -317,6 +317,29 @@ class _Track:
         self.since5[at] = np.where(hit5, np.where(since5 < 0, step, since5), -1)
         self.last_seen[at] = step
         return gained, lost, since, last
+
+    def set_text(self, seq: dict[str, Any], cols: Columns) -> None:
+        """Take the tokens, and the targets at ``cols``' positions, from ``seq`` when they are new
+        (call after :meth:`add`)."""
+        ids = seq.get("token_ids")
+        tokens = seq.get("tokens")
+        new_text = isinstance(tokens, list) and (not self.tokens or ids != self.token_ids
+                                                 or (ids is None and tokens != self.tokens))
+        if new_text:
+            self.tokens = [t if isinstance(t, str) else str(t) for t in tokens]
+            self.token_ids = ids if isinstance(ids, list) else None
+            self.text = text_checksum(seq)
+        if new_text or (self.target[self._at(cols)] == -2).any():  # read targets once per text and position
+            for p, (target_id, target_str) in targets(seq).items():
+                if p < self.width:
+                    self.target[p], self.target_str[p] = target_id, target_str
+
+    def knows_text(self, text: int, cols: Columns) -> bool:
+        """Whether this track has text ``text`` and the targets at all of ``cols``' positions."""
+        n = len(cols)
+        if text != self.text or (n if cols.contiguous else (int(cols.pos.max()) + 1 if n else 0)) > self.width:
+            return False
+        return not (self.target[self._at(cols)] == -2).any()
 
     def label(self) -> str:
         if self.name is not None:
@@ -378,7 +401,25 @@ class Dynamics:
     # -- building --------------------------------------------------------------------------------
     def add_entry(self, entry: dict[str, Any]) -> None:
         """Add one logged step. Raises ValueError when its step is not after the last one."""
-        step = entry.get("step")
+        seqs = entry.get("sequences")
+        seqs = [seq for seq in seqs if isinstance(seq, dict)] if isinstance(seqs, list) else []
+        self._add(entry.get("step"), [(sequence_key(seq), seq, columns(seq)) for seq in seqs])
+
+    def add_columns(self, step: int, seqs: list[tuple[Hashable, int, Columns]], vocab: dict[int, str]) -> bool:
+        """Add one step read from a columns file (see :mod:`seqviz_trackers.columns_file`):
+        per sequence its key, text checksum and :class:`Columns`, plus display strings of
+        top-1 ids. Returns False, adding nothing, when a sequence is new or its text or
+        targets are not known yet: add that step's entry instead."""
+        for key, text, cols in seqs:
+            track = self._by_key.get(key)
+            if track is None or not track.knows_text(text, cols):
+                return False
+        self._add(step, [(key, None, cols) for key, _text, cols in seqs])
+        for top, string in vocab.items():
+            self.vocab.setdefault(top, string)
+        return True
+
+    def _add(self, step: Any, seqs: list[tuple[Hashable, dict[str, Any] | None, Columns]]) -> None:
         if not _is_int(step) or step < 0:
             raise ValueError(f"entry has no valid 'step' ({step!r})")
         if self.steps.n and step <= self.steps.data[self.steps.n - 1]:
@@ -386,21 +427,18 @@ class Dynamics:
         numbers: list[int] = []
         n_gained = n_lost = 0
         events = []
-        seqs = entry.get("sequences")
-        for seq in seqs if isinstance(seqs, list) else ():
-            if not isinstance(seq, dict):
-                continue
-            key = sequence_key(seq)
+        for key, seq, cols in seqs:
             track = self._by_key.get(key)
             if track is None:
-                track = self._by_key[key] = _Track(len(self.tracks), seq)
+                track = self._by_key[key] = _Track(len(self.tracks), seq or {})
                 self.tracks.append(track)
             elif track.row_of.get(step) is not None:
                 continue  # the same sequence twice in one step: the first one counts
             numbers.append(track.number)
-            cols = columns(seq)
-            self._learn_strings(seq, cols)
-            gained, lost, since, last = track.add(step, seq, cols)
+            gained, lost, since, last = track.add(step, cols)
+            if seq is not None:
+                self._learn_strings(seq, cols)
+                track.set_text(seq, cols)
             n_gained += len(gained)
             n_lost += len(lost)
             if len(lost):
@@ -622,9 +660,12 @@ def _by_position(seq: dict[str, Any]) -> dict[int, dict[str, Any]]:
 
 # -- one Dynamics per reader -----------------------------------------------------------------------
 class _RunState:
-    """A reader's :class:`Dynamics`, the step index it was built from, and recent diffs."""
+    """A reader's :class:`Dynamics`, the step index it was built from, its columns file, and recent diffs."""
 
-    def __init__(self) -> None:
+    def __init__(self, reader: Any) -> None:
+        from .columns_file import ColumnsReader
+
+        self.columns = ColumnsReader(reader.path, reader.files)
         self.lock = threading.Lock()
         self.dyn = Dynamics()
         self.infos: list[Any] = []
@@ -641,7 +682,7 @@ def _state(reader: Any) -> _RunState:
     with _registry_lock:
         state = _registry.get(reader)
         if state is None:
-            state = _registry[reader] = _RunState()
+            state = _registry[reader] = _RunState(reader)
         return state
 
 
@@ -656,6 +697,10 @@ def _sync(reader: Any, state: _RunState) -> None:
         n = 0
     start = time.perf_counter()
     for info in infos[n:]:
+        record = state.columns.get(info)
+        if record is not None and state.dyn.add_columns(*record):
+            state.infos.append(info)
+            continue
         try:
             entry = reader.read(info)
         except ValueError:

@@ -67,15 +67,26 @@ class TrainingDataWriter:
         validate: check each entry against the schema before writing (nothing is
             written when it fails).
         fsync: force each line to disk before ``write_step`` returns.
+        columns: also keep the columns file ``<path>.cols``, a binary cache that makes
+            the training-dynamics views fast to build (see
+            :mod:`seqviz_trackers.columns_file`; about 4 % of the JSONL's size).
     """
 
-    def __init__(self, path: str | os.PathLike[str], validate: bool = True, fsync: bool = False):
+    def __init__(self, path: str | os.PathLike[str], validate: bool = True, fsync: bool = False, columns: bool = True):
         self.path = Path(path)
         self.validate = validate
         self.fsync = fsync
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._fd: int | None = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
         self._drop_incomplete_tail()
+        self._columns: Any = None
+        if columns:
+            try:
+                from .columns_file import ColumnsWriter
+
+                self._columns = ColumnsWriter(self.path, os.fstat(self._fd).st_size)
+            except OSError as exc:
+                log.warning("%s: no columns file (%s); dynamics views will parse the JSONL instead", self.path, exc)
 
     def _drop_incomplete_tail(self) -> None:
         """A writer that died mid-line left bytes with no newline: remove them."""
@@ -99,10 +110,11 @@ class TrainingDataWriter:
 
     def write_step(self, entry: dict[str, Any]) -> int:
         """Validate and append one entry; returns the bytes written."""
-        return self.write_line(encode_entry(entry, self.validate))
+        return self.write_line(encode_entry(entry, self.validate), entry)
 
-    def write_line(self, line: bytes) -> int:
-        """Append one line already made by :func:`encode_entry`."""
+    def write_line(self, line: bytes, entry: dict[str, Any] | None = None) -> int:
+        """Append one line already made by :func:`encode_entry` from ``entry``
+        (give the entry to keep the columns file up to date)."""
         if self._fd is None:
             raise ValueError(f"{self.path}: writer is closed")
         view = memoryview(line)
@@ -111,12 +123,24 @@ class TrainingDataWriter:
             view = view[written:]
         if self.fsync:
             os.fsync(self._fd)
+        if self._columns is not None and entry is not None:
+            offset = os.lseek(self._fd, 0, os.SEEK_CUR) - len(line)
+            try:
+                self._columns.append(entry, offset, len(line) - 1)
+            except Exception as exc:  # the JSONL line is written; only the cache is lost
+                log.warning("%s: columns file switched off (%s: %s); dynamics views will parse the JSONL instead",
+                            self.path, type(exc).__name__, exc)
+                self._columns.close()
+                self._columns = None
         return len(line)
 
     def close(self) -> None:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+        if self._columns is not None:
+            self._columns.close()
+            self._columns = None
 
     def __enter__(self) -> "TrainingDataWriter":
         return self

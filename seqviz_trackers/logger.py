@@ -115,7 +115,7 @@ class SeqVizLogger:
         """Write one entry everywhere. A bad entry raises before anything is written."""
         line = encode_entry(entry, self.validate)
         if self.writer is not None:
-            self.writer.write_line(line)
+            self.writer.write_line(line, entry)
         for mirror in list(self.mirrors):
             try:
                 mirror.log_step(entry, line)

@@ -103,7 +103,7 @@ class TensorBoardMirror:
             raise ValueError(f"{self.path}: the TensorBoard mirror is closed")
         if line is None:
             line = encode_entry(entry)
-        self._assets.write_line(line)
+        self._assets.write_line(line, entry)
         stamp = entry.get("timestamp")
         walltime = float(stamp) if isinstance(stamp, (int, float)) and not isinstance(stamp, bool) else None
         file_writer = self._file_writer()

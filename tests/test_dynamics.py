@@ -226,20 +226,26 @@ def test_compare_two_steps():
 
 
 # -- per-reader state, incremental ----------------------------------------------------------------
-def test_dynamics_for_reads_only_new_steps(tmp_path, monkeypatch):
+@pytest.mark.parametrize("columns_file", [True, False], ids=["columns_file", "jsonl_only"])
+def test_dynamics_for_reads_only_new_steps(tmp_path, monkeypatch, columns_file):
     path = write_synthetic(tmp_path / "run.jsonl", STEPS[:3])
+    if not columns_file:
+        os.remove(f"{path}.cols")
     reader = TrainingDataReader(path)
-    dyn = dynamics_for(reader)
-    assert dyn.num_steps == 3
     reads = []
     real_read = reader.read
     monkeypatch.setattr(reader, "read", lambda info: reads.append(info.step) or real_read(info))
+    dyn = dynamics_for(reader)
+    assert dyn.num_steps == 3
+    # With a columns file only a sequence's first step is parsed (for its tokens and targets).
+    assert reads == (STEPS[:1] if columns_file else STEPS[:3])
+    reads.clear()
     assert dynamics_for(reader) is dyn and reads == []
-    with TrainingDataWriter(path) as w:
+    with TrainingDataWriter(path, columns=columns_file) as w:
         for step in STEPS[3:]:
             w.write_step(synthetic_entry(step))
     assert dynamics_for(reader) is dyn
-    assert reads == STEPS[3:]
+    assert reads == ([] if columns_file else STEPS[3:])
     assert dyn.learned_at(0).tolist() == [20, -1, -1, 0, -1]
     assert dyn.events().tolist() == [[0, 1, 30, 10, 20], [1, 1, 40, 10, 10]]
 

@@ -1,0 +1,203 @@
+"""The columns file: a binary cache of the numbers the training-dynamics views read.
+
+Next to ``steps.jsonl``, :class:`~seqviz_trackers.jsonl.TrainingDataWriter` keeps
+``steps.jsonl.cols``: for each line it appends, one record holding that step's target
+probability, target rank, loss, entropy and top-1 token id per predicted position, as
+little-endian arrays. Building per-token series from it costs a few NumPy copies per
+step instead of parsing about 700 bytes of JSON per position.
+
+The JSONL file stays the only source of truth. A record is used only when it matches
+its line (same offset, length, step and timestamp) and its checksum; otherwise, or when the columns file
+is missing, damaged or deleted, readers parse the line itself. The file may be deleted
+at any time; the next writer starts a new one.
+
+Record layout: ``b"SVC1"``, two little-endian uint32 (header and body lengths), a JSON
+header ``{"step", "offset", "length", "timestamp", "crc", "seqs": [{"key", "text", "n"}],
+"vocab": {"<id>": str}}`` (``crc``: CRC-32 of the body), then per sequence ``n`` × int32 position, float32 target
+probability, float32 loss, float32 entropy, int32 target rank and int64 top-1 id.
+``key`` is the sequence's identity (:func:`~seqviz_trackers.dynamics.sequence_key`),
+``text`` a checksum of its tokens, and ``vocab`` the display strings of top-1 ids this
+writer has not recorded before.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import struct
+import zlib
+from typing import Any, BinaryIO, Hashable, Iterator
+
+import numpy as np
+
+from .dynamics import Columns, _first_candidate, columns, sequence_key, text_checksum
+
+__all__ = ["SUFFIX", "ColumnsWriter", "ColumnsReader", "Record", "encode_record", "decode_record"]
+
+log = logging.getLogger(__name__)
+
+SUFFIX = ".cols"
+MAGIC = b"SVC1"
+_PREFIX = struct.Struct("<4sII")
+#: (dtype, Columns field) of the body's arrays, in order
+_ARRAYS = (("<i4", "pos"), ("<f4", "prob"), ("<f4", "loss"), ("<f4", "entropy"), ("<i4", "rank"), ("<i8", "top1"))
+
+#: One step of a columns file: its step number, per sequence (key, text checksum,
+#: :class:`~seqviz_trackers.dynamics.Columns`), and new top-1 display strings.
+Record = tuple[int, list[tuple[Hashable, int, Columns]], dict[int, str]]
+
+
+def encode_record(entry: dict[str, Any], offset: int, length: int, known: set[int] | None = None) -> bytes:
+    """The record of ``entry``, whose line (``length`` bytes without its newline) starts at ``offset``.
+
+    ``known`` holds top-1 ids whose display string an earlier record has; it is updated.
+    """
+    known = set() if known is None else known
+    seqs, bodies, vocab = [], [], {}
+    for seq in entry.get("sequences") or ():
+        if not isinstance(seq, dict):
+            continue
+        cols = columns(seq)
+        key = sequence_key(seq)
+        seqs.append({"key": [key[0], list(key[1]) if isinstance(key[1], tuple) else key[1]],
+                     "text": text_checksum(seq), "n": len(cols)})
+        bodies.extend(np.ascontiguousarray(getattr(cols, f), dtype=d).tobytes() for d, f in _ARRAYS)
+        new = set(cols.top1.tolist()) - known
+        if new:
+            preds = seq["predictions"]
+            for i, top in zip(cols.index.tolist(), cols.top1.tolist()):
+                if top in new:
+                    new.discard(top)
+                    known.add(top)
+                    first = _first_candidate(preds[i])
+                    if first is not None and first[1] is not None:
+                        vocab[str(top)] = first[1]
+    body = b"".join(bodies)
+    header = json.dumps({"step": entry["step"], "offset": offset, "length": length, "timestamp": entry.get("timestamp"),
+                         "crc": zlib.crc32(body), "seqs": seqs, "vocab": vocab},
+                        ensure_ascii=False, separators=(",", ":")).encode()
+    return _PREFIX.pack(MAGIC, len(header), len(body)) + header + body
+
+
+def decode_record(header: dict[str, Any], body: bytes) -> Record:
+    """A record's header and body as a :data:`Record`; ValueError when they do not fit."""
+    out, at = [], 0
+    for seq in header["seqs"]:
+        n = int(seq["n"])
+        arrays = {}
+        for dtype, field in _ARRAYS:
+            size = n * np.dtype(dtype).itemsize
+            if at + size > len(body):
+                raise ValueError("record body too short")
+            arrays[field] = np.frombuffer(body, dtype=dtype, count=n, offset=at)
+            at += size
+        pos = arrays["pos"]
+        index = np.arange(n)
+        contiguous = bool(n == 0 or (pos[0] == 0 and pos[-1] == n - 1 and (np.diff(pos) == 1).all()))
+        cols = Columns(index if contiguous else pos.astype(np.int64), arrays["prob"], arrays["rank"], arrays["loss"],
+                       arrays["entropy"], arrays["top1"], None, index, contiguous)
+        kind, value = seq["key"]
+        out.append(((kind, tuple(value) if isinstance(value, list) else value), int(seq["text"]), cols))
+    return int(header["step"]), out, {int(k): v for k, v in header["vocab"].items()}
+
+
+def _scan(f: BinaryIO, start: int, size: int) -> Iterator[tuple[int, dict[str, Any], int, int]]:
+    """(record start, header, body start, body length) of each whole record from ``start``;
+    stops at the end, at an incomplete record, or at one that is not a record."""
+    pos = start
+    while pos + _PREFIX.size <= size:
+        f.seek(pos)
+        magic, hlen, blen = _PREFIX.unpack(f.read(_PREFIX.size))
+        end = pos + _PREFIX.size + hlen + blen
+        if magic != MAGIC or end > size:
+            return
+        try:
+            header = json.loads(f.read(hlen))
+        except ValueError:
+            return
+        if not isinstance(header, dict):
+            return
+        yield pos, header, pos + _PREFIX.size + hlen, blen
+        pos = end
+
+
+class ColumnsWriter:
+    """Appends one record per line written; used by :class:`~seqviz_trackers.jsonl.TrainingDataWriter`.
+
+    On opening, records after an incomplete one (an interrupted writer) are cut off, and
+    the file is emptied when the JSONL file is (a new run in the same place).
+    """
+
+    def __init__(self, jsonl_path: str | os.PathLike[str], jsonl_size: int):
+        self.path = os.fspath(jsonl_path) + SUFFIX
+        self._fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+        self._known: set[int] = set()
+        size = os.fstat(self._fd).st_size
+        end = 0
+        if jsonl_size:
+            with open(self.path, "rb") as f:
+                for pos, _header, body, blen in _scan(f, 0, size):
+                    end = body + blen
+        if end < size:
+            os.ftruncate(self._fd, end)
+
+    def append(self, entry: dict[str, Any], offset: int, length: int) -> None:
+        """Append the record of ``entry``, whose line starts at ``offset`` and has ``length`` bytes."""
+        view = memoryview(encode_record(entry, offset, length, self._known))
+        while view:
+            view = view[os.write(self._fd, view):]
+
+    def close(self) -> None:
+        os.close(self._fd)
+
+
+class ColumnsReader:
+    """Finds the record of a JSONL line in the columns file next to it, if there is a valid one.
+
+    Args:
+        jsonl_path: the JSONL file (the columns file is this path plus :data:`SUFFIX`).
+        files: how to open and stat files (see :class:`~seqviz_trackers.jsonl.Files`).
+    """
+
+    def __init__(self, jsonl_path: str, files: Any):
+        self.path = jsonl_path + SUFFIX
+        self.files = files
+        self._end = 0
+        self._identity: Any = None
+        self._index: dict[int, tuple[dict[str, Any], int, int]] = {}  # line offset -> (header, body start, length)
+
+    def _refresh(self) -> None:
+        stat = self.files.stat(self.path)
+        if stat is None:
+            self._end, self._identity, self._index = 0, None, {}
+            return
+        size, identity = stat
+        if identity != self._identity or size < self._end:
+            self._end, self._index = 0, {}
+        self._identity = identity
+        if size == self._end:
+            return
+        with self.files.open(self.path) as f:
+            for _pos, header, body, blen in _scan(f, self._end, size):
+                if isinstance(header.get("offset"), int):
+                    self._index[header["offset"]] = (header, body, blen)
+                self._end = body + blen
+
+    def get(self, info: Any) -> Record | None:
+        """The record of the line ``info`` (a :class:`~seqviz_trackers.jsonl.StepInfo`), or None."""
+        if info.offset not in self._index:
+            self._refresh()
+        found = self._index.get(info.offset)
+        if found is None:
+            return None
+        header, body, blen = found
+        if (header.get("step"), header.get("length"), header.get("timestamp")) != (info.step, info.length, info.timestamp):
+            return None
+        try:
+            with self.files.open(self.path) as f:
+                f.seek(body)
+                data = f.read(blen)
+            return decode_record(header, data) if zlib.crc32(data) == header.get("crc") else None
+        except (OSError, ValueError, KeyError, TypeError):
+            return None

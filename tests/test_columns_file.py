@@ -1,0 +1,186 @@
+"""The columns file: dynamics built from it equal dynamics built from the entries, and a
+columns file that does not match its JSONL (stale, damaged, deleted) is never trusted."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from factories import HOSTILE, bpe_tokenizer
+from seqviz_trackers import TrainingDataReader, TrainingDataWriter, tensor_to_training_entry
+from seqviz_trackers import columns_file
+from seqviz_trackers.dynamics import Dynamics, dynamics_for
+
+TEXTS = {"probe": "To be, or not to be, that is the question:",
+         "hostile": f"{HOSTILE} \u2014 caf\u00e9 \U0001F600 \"quoted\" \\ back",
+         "third": "Whether 'tis nobler in the mind to suffer"}
+
+
+def entry_at(step: int, names: list[str], named: bool = True, texts: dict[str, str] = TEXTS) -> dict:
+    """A real entry in which about half the targets are top-1 at random: many gains and losses."""
+    tok = bpe_tokenizer()
+    tok.pad_token = tok.eos_token
+    enc = tok([texts[n] for n in names], return_tensors="pt", padding=True)
+    ids = enc["input_ids"]
+    gen = torch.Generator().manual_seed(step)
+    logits = torch.randn(*ids.shape, len(tok), generator=gen) * 3
+    hit = (torch.rand(ids.shape[0], ids.shape[1] - 1, generator=gen) < 0.5).float() * 20
+    logits[:, :-1].scatter_add_(2, ids[:, 1:, None], hit[..., None])
+    return tensor_to_training_entry(logits, ids, tok, step=step, attention_mask=enc["attention_mask"],
+                                    names=names if named else None, timestamp=1000.0 + step)
+
+
+def story(named: bool = True) -> list[dict]:
+    """12 steps; "hostile" is absent at steps 4 and 5; "third" changes its text at step 7."""
+    entries = []
+    for step in range(12):
+        names = ["probe", "third"] if step in (4, 5) else ["probe", "hostile", "third"]
+        texts = dict(TEXTS, third="A different line from step seven on") if step >= 7 else TEXTS
+        entries.append(entry_at(step * 10, names, named, texts))
+    return entries
+
+
+def write(path, entries, **kwargs) -> str:
+    with TrainingDataWriter(path, **kwargs) as w:
+        for e in entries:
+            w.write_step(e)
+    return str(path)
+
+
+def from_entries(entries) -> Dynamics:
+    dyn = Dynamics()
+    for e in entries:
+        dyn.add_entry(e)
+    return dyn
+
+
+def assert_same(a: Dynamics, b: Dynamics) -> None:
+    assert a.steps.view().tolist() == b.steps.view().tolist()
+    assert a.step_seqs == b.step_seqs
+    assert a.events().tolist() == b.events().tolist()
+    assert {k: v.tolist() for k, v in a.per_step().items()} == {k: v.tolist() for k, v in b.per_step().items()}
+    assert a.vocab == b.vocab
+    assert len(a.tracks) == len(b.tracks)
+    for ta, tb in zip(a.tracks, b.tracks):
+        assert (ta.name, ta.tokens, ta.token_ids, ta.target_str, ta.n, ta.width) == \
+               (tb.name, tb.tokens, tb.token_ids, tb.target_str, tb.n, tb.width)
+        for field in ("prob", "loss", "entropy", "rank", "top1", "present"):
+            np.testing.assert_array_equal(getattr(ta, field)[:ta.n], getattr(tb, field)[:tb.n], err_msg=field)
+        for field in ("target", "since1", "since5", "last_seen", "times_forgotten"):
+            np.testing.assert_array_equal(getattr(ta, field), getattr(tb, field), err_msg=field)
+
+
+def counting_reads(reader, monkeypatch) -> list[int]:
+    reads: list[int] = []
+    real = reader.read
+    monkeypatch.setattr(reader, "read", lambda info: reads.append(info.step) or real(info))
+    return reads
+
+
+@pytest.mark.parametrize("named", [True, False], ids=["named", "by_token_ids"])
+def test_same_dynamics_as_from_the_entries_with_far_fewer_parses(tmp_path, monkeypatch, named):
+    entries = story(named)
+    path = write(tmp_path / "run.jsonl", entries)
+    assert os.path.getsize(path + columns_file.SUFFIX) > 0
+    reader = TrainingDataReader(path)
+    reads = counting_reads(reader, monkeypatch)
+    dyn = dynamics_for(reader)
+    expected = from_entries(entries)
+    assert_same(dyn, expected)
+    assert len(expected.events()) > 10 and (expected.per_step()["gained"] > 0).sum() > 5  # a story worth comparing
+    # Parsed: the first step (new sequences) and the step where "third" got new text (named),
+    # or where "third" is a new sequence by its token ids.
+    assert reads == [0, 70]
+    assert "".join(dyn.tracks[1].tokens).startswith(HOSTILE) and dyn.tracks[1].name == ("hostile" if named else None)
+
+
+def test_a_columns_file_that_does_not_match_is_not_trusted(tmp_path, monkeypatch):
+    entries = story()
+    other = [entry_at(e["step"], ["probe", "hostile", "third"]) for e in entries]
+    for e in other:
+        e["timestamp"] += 0.5  # same steps and shapes, another run
+    a = write(tmp_path / "a.jsonl", entries)
+    b = write(tmp_path / "b.jsonl", other, columns=False)
+    assert not os.path.exists(b + columns_file.SUFFIX)
+    shutil.copy(a + columns_file.SUFFIX, b + columns_file.SUFFIX)  # stale: a's columns next to b's lines
+    reader = TrainingDataReader(b)
+    reads = counting_reads(reader, monkeypatch)
+    assert_same(dynamics_for(reader), from_entries(other))
+    assert reads == [e["step"] for e in other]  # every record rejected, every line parsed
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage", "emptied"])
+def test_damaged_columns_file_falls_back_and_the_next_writer_repairs_it(tmp_path, monkeypatch, damage):
+    entries = story()
+    path = write(tmp_path / "run.jsonl", entries[:8])
+    cols = path + columns_file.SUFFIX
+    size = os.path.getsize(cols)
+    with open(cols, "r+b") as f:
+        if damage == "truncated":
+            f.truncate(size - 100)          # the last record cut short
+        elif damage == "garbage":
+            f.seek(size // 2)
+            f.write(b"\xff" * 64)           # a record's header or body overwritten
+        else:
+            f.truncate(0)
+    reader = TrainingDataReader(path)
+    assert_same(dynamics_for(reader), from_entries(entries[:8]))
+
+    write(path, entries[8:])                # a resumed run appends; its writer cuts off what is damaged
+    reader = TrainingDataReader(path)
+    reads = counting_reads(reader, monkeypatch)
+    assert_same(dynamics_for(reader), from_entries(entries))
+    assert set(e["step"] for e in entries[8:]).isdisjoint(reads)  # the new records are used
+    assert reads[0] == 0
+
+
+def test_a_new_file_in_the_same_place_starts_a_new_columns_file(tmp_path):
+    entries = story()
+    path = write(tmp_path / "run.jsonl", entries)
+    old = os.path.getsize(path + columns_file.SUFFIX)
+    os.remove(path)
+    write(path, entries[:2])
+    assert 0 < os.path.getsize(path + columns_file.SUFFIX) < old / 3
+    assert_same(dynamics_for(TrainingDataReader(path)), from_entries(entries[:2]))
+
+
+def test_a_failing_columns_file_loses_no_line(tmp_path, monkeypatch, caplog):
+    def broken(*args, **kwargs):
+        raise OSError("disk quota exceeded")
+
+    monkeypatch.setattr(columns_file, "encode_record", broken)
+    entries = story()[:4]
+    with caplog.at_level(logging.WARNING):
+        path = write(tmp_path / "run.jsonl", entries)
+    assert [s.step for s in TrainingDataReader(path).steps] == [e["step"] for e in entries]
+    warnings = [r.getMessage() for r in caplog.records if "columns file switched off" in r.getMessage()]
+    assert len(warnings) == 1 and "disk quota exceeded" in warnings[0]
+    monkeypatch.undo()
+    assert_same(dynamics_for(TrainingDataReader(path)), from_entries(entries))
+
+
+def test_record_round_trip_keeps_keys_positions_and_strings():
+    entry = entry_at(5, ["probe", "hostile"], named=False)
+    entry["sequences"][1]["predictions"] = entry["sequences"][1]["predictions"][::2]  # positions 0, 2, 4, ...
+    raw = columns_file.encode_record(entry, 123, 456)
+    header_len = int.from_bytes(raw[4:8], "little")
+    import json
+
+    header = json.loads(raw[12:12 + header_len])
+    assert (header["step"], header["offset"], header["length"]) == (5, 123, 456)
+    step, seqs, vocab = columns_file.decode_record(header, raw[12 + header_len:])
+    assert step == 5 and [k[0] for k, _t, _c in seqs] == ["ids", "ids"]
+    assert seqs[0][0][1] == tuple(entry["sequences"][0]["token_ids"])
+    c0, c1 = seqs[0][2], seqs[1][2]
+    assert c0.contiguous and not c1.contiguous and c1.pos.tolist() == list(range(0, 2 * len(c1), 2))
+    preds = entry["sequences"][1]["predictions"]
+    np.testing.assert_array_equal(c1.prob, np.array([p["target_prob"] for p in preds], dtype=np.float32))
+    assert c1.rank.tolist() == [p["target_rank"] for p in preds]
+    assert c1.top1.tolist() == [p["top_k"][0][0] for p in preds]
+    firsts = {p["top_k"][0][0]: p["top_k"][0][1] for s in entry["sequences"] for p in s["predictions"]}
+    assert vocab == firsts
