@@ -23,7 +23,6 @@ writer has not recorded before.
 from __future__ import annotations
 
 import json
-import logging
 import os
 import struct
 import zlib
@@ -34,8 +33,6 @@ import numpy as np
 from .dynamics import Columns, _first_candidate, columns, sequence_key, text_checksum
 
 __all__ = ["SUFFIX", "ColumnsWriter", "ColumnsReader", "Record", "encode_record", "decode_record"]
-
-log = logging.getLogger(__name__)
 
 SUFFIX = ".cols"
 MAGIC = b"SVC1"
@@ -87,14 +84,11 @@ def decode_record(header: dict[str, Any], body: bytes) -> Record:
         n = int(seq["n"])
         arrays = {}
         for dtype, field in _ARRAYS:
-            size = n * np.dtype(dtype).itemsize
-            if at + size > len(body):
-                raise ValueError("record body too short")
-            arrays[field] = np.frombuffer(body, dtype=dtype, count=n, offset=at)
-            at += size
+            arrays[field] = np.frombuffer(body, dtype=dtype, count=n, offset=at)  # ValueError when too short
+            at += arrays[field].nbytes
         pos = arrays["pos"]
         index = np.arange(n)
-        contiguous = bool(n == 0 or (pos[0] == 0 and pos[-1] == n - 1 and (np.diff(pos) == 1).all()))
+        contiguous = bool((pos == index).all())
         cols = Columns(index if contiguous else pos.astype(np.int64), arrays["prob"], arrays["rank"], arrays["loss"],
                        arrays["entropy"], arrays["top1"], None, index, contiguous)
         kind, value = seq["key"]

@@ -163,6 +163,11 @@ class Columns:
     def __len__(self) -> int:
         return len(self.pos)
 
+    @property
+    def width(self) -> int:
+        """One more than the highest position (0 when empty)."""
+        return len(self.pos) if self.contiguous else (int(self.pos.max()) + 1 if len(self.pos) else 0)
+
 
 def columns(seq: dict[str, Any]) -> Columns:
     """Read a sequence's predictions into :class:`Columns`; never raises on odd data.
@@ -286,8 +291,7 @@ class _Track:
 
     def add(self, step: int, cols: Columns) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Append one step; returns (gained positions, lost positions, their since-steps, their last top-1 steps)."""
-        n = len(cols)
-        self._grow(self.n + 1, n if cols.contiguous else (int(cols.pos.max()) + 1 if n else 0))
+        self._grow(self.n + 1, cols.width)
         row, pos, at = self.n, cols.pos, self._at(cols)
         self.steps[row] = step
         self.row_of[step] = row
@@ -336,10 +340,7 @@ class _Track:
 
     def knows_text(self, text: int, cols: Columns) -> bool:
         """Whether this track has text ``text`` and the targets at all of ``cols``' positions."""
-        n = len(cols)
-        if text != self.text or (n if cols.contiguous else (int(cols.pos.max()) + 1 if n else 0)) > self.width:
-            return False
-        return not (self.target[self._at(cols)] == -2).any()
+        return text == self.text and cols.width <= self.width and not (self.target[self._at(cols)] == -2).any()
 
     def label(self) -> str:
         if self.name is not None:

@@ -184,3 +184,18 @@ def test_record_round_trip_keeps_keys_positions_and_strings():
     assert c1.top1.tolist() == [p["top_k"][0][0] for p in preds]
     firsts = {p["top_k"][0][0]: p["top_k"][0][1] for s in entry["sequences"] for p in s["predictions"]}
     assert vocab == firsts
+
+
+def test_the_logger_keeps_a_columns_file_beside_the_file_and_the_tensorboard_assets(tmp_path):
+    from seqviz_trackers import SeqVizLogger
+    from tb_plugin.writer import asset_path
+
+    entries = story()[:3]
+    with SeqVizLogger(tmp_path / "steps.jsonl", tensorboard=tmp_path / "tb") as logger:
+        for e in entries:
+            logger.log_step(e)
+    for path in (str(tmp_path / "steps.jsonl"), str(asset_path(tmp_path / "tb"))):
+        reader = TrainingDataReader(path)
+        cols = columns_file.ColumnsReader(path, reader.files)
+        records = [cols.get(info) for info in reader.steps]
+        assert [r[0] for r in records if r is not None] == [e["step"] for e in entries], path
