@@ -542,6 +542,54 @@ def js_topk_other(a: Sequence[Candidate], b: Sequence[Candidate]) -> float:
     return max(total, 0.0)
 
 
+def _topk_arrays(preds: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray] | None:
+    """(ids, probabilities), each ``(len(preds), k)``, of predictions whose ``top_k`` lists are
+    well-formed ``[int id, str, finite p]`` items of one length; else None."""
+    try:
+        if not preds or any("top_20" in p for p in preds):
+            return None
+        arr = np.array([p["top_k"] for p in preds], dtype=object)
+    except (KeyError, TypeError, ValueError):
+        return None
+    if arr.ndim != 3 or arr.shape[1] == 0 or arr.shape[2] != 3:
+        return None
+    ids, probs = arr[:, :, 0], arr[:, :, 2]
+    if not set(map(type, ids.flat)) <= {int} or not set(map(type, probs.flat)) <= {int, float}:
+        return None
+    ids, probs = ids.astype(np.int64), probs.astype(np.float64)
+    return (ids, np.maximum(probs, 0.0)) if np.isfinite(probs).all() else None
+
+
+def _divergences(preds_a: list[dict[str, Any]], preds_b: list[dict[str, Any]]) -> np.ndarray:
+    """:func:`js_topk_other` of each pair of predictions, vectorised when both sides'
+    top-k lists allow it (see :func:`_topk_arrays`)."""
+    def one_by_one(rows: Iterable[int]) -> np.ndarray:
+        return np.array([js_topk_other(candidates(preds_a[i]), candidates(preds_b[i])) for i in rows], dtype=np.float64)
+
+    a, b = _topk_arrays(preds_a), _topk_arrays(preds_b)
+    if a is None or b is None:
+        return one_by_one(range(len(preds_a)))
+    (ida, pa), (idb, pb) = a, b
+    match = ida[:, :, None] == idb[:, None, :]
+    pb_at_a = (match * pb[:, None, :]).sum(2)              # B's probability of each of A's ids (0: not in B's top-k)
+    pb_only = np.where(match.any(1), 0.0, pb)              # B's ids missing from A's top-k
+    oa, ob = np.maximum(0.0, 1.0 - pa.sum(1)), np.maximum(0.0, 1.0 - pb.sum(1))  # the "other" buckets
+    sa, sb = (pa.sum(1) + oa)[:, None], (pb.sum(1) + ob)[:, None]
+
+    def half_kl_to_mean(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where(x > 0, 0.5 * x * np.log(2 * x / (x + y)), 0.0).sum(1)
+
+    x = np.concatenate([pa / sa, np.zeros_like(pb_only), oa[:, None] / sa], 1)
+    y = np.concatenate([pb_at_a / sb, pb_only / sb, ob[:, None] / sb], 1)
+    out = np.maximum(half_kl_to_mean(x, y) + half_kl_to_mean(y, x), 0.0)
+    repeated = ((np.diff(np.sort(ida, 1), axis=1) == 0).any(1) | (np.diff(np.sort(idb, 1), axis=1) == 0).any(1))
+    if repeated.any():  # an id twice in one top-k: the last one counts, as in js_topk_other
+        rows = np.flatnonzero(repeated)
+        out[rows] = one_by_one(rows.tolist())
+    return out
+
+
 def _sig(x: Any, digits: int = 4) -> Any:
     """A float rounded to ``digits`` significant digits for JSON, or None for NaN."""
     if x is None:
@@ -582,15 +630,14 @@ def compare(entry_a: dict[str, Any], entry_b: dict[str, Any], *, limit: int = 20
         ca, cb = columns(sa), columns(sb)
         common, ja, jb = np.intersect1d(ca.pos, cb.pos, return_indices=True)
         preds_a, preds_b = _by_position(sa), _by_position(sb)
-        cands = [(candidates(preds_a[p]), candidates(preds_b[p])) for p in common.tolist()]
+        positions = common.tolist()
         part = {
             "k": np.full(len(common), len(parts)), "pos": common,
             "p_a": ca.prob[ja], "p_b": cb.prob[jb], "rank_a": ca.rank[ja], "rank_b": cb.rank[jb],
             "d_logp": _logp(cb)[jb] - _logp(ca)[ja],
-            "div": np.array([js_topk_other(x, y) for x, y in cands], dtype=np.float64),
+            "div": _divergences([preds_a[p] for p in positions], [preds_b[p] for p in positions]),
         }
-        part["preds_b"] = preds_b
-        parts.append((part, seq_no, name, ib, sb, cands))
+        parts.append((part, seq_no, name, ib, sb, preds_a, preds_b))
         if per_token:
             known = (part["rank_a"] >= 1) & (part["rank_b"] >= 1)
             flip = (part["rank_b"] == 1).astype(np.int64) - (part["rank_a"] == 1)
@@ -609,13 +656,12 @@ def compare(entry_a: dict[str, Any], entry_b: dict[str, Any], *, limit: int = 20
     order_down = np.argsort(np.where(known_d, d_logp, np.inf), kind="stable")   # biggest loss first
 
     def row(i: int) -> dict[str, Any]:
-        part, seq_no, name, ib, sb, cands = parts[int(cat["k"][i])]
+        part, seq_no, name, ib, sb, preds_a, preds_b = parts[int(cat["k"][i])]
         p = int(cat["pos"][i])
-        j = int(np.searchsorted(part["pos"], p))
         tokens = sb.get("tokens") if isinstance(sb.get("tokens"), list) else []
         ra, rb = int(cat["rank_a"][i]), int(cat["rank_b"][i])
-        first_a, first_b = (cands[j][0] or [(-1, None, 0.0)])[0], (cands[j][1] or [(-1, None, 0.0)])[0]
-        target = part["preds_b"][p].get("target_token_str")
+        first_a, first_b = ((candidates(preds[p]) or [(-1, None, 0.0)])[0] for preds in (preds_a, preds_b))
+        target = preds_b[p].get("target_token_str")
         return {
             "seq": seq_no, "name": name, "index": ib, "pos": p,
             "context": _context(tokens, p), "token": tokens[p] if p < len(tokens) else None,

@@ -13,7 +13,7 @@ import torch
 from seqviz_trackers import TrainingDataReader, TrainingDataWriter, tensor_to_training_entry
 from seqviz_trackers.api import Runs, handle
 from seqviz_trackers.cli import main as cli_main
-from seqviz_trackers.dynamics import (DIVERGENCE, Dynamics, candidates, columns, compare, diff_json,
+from seqviz_trackers.dynamics import (DIVERGENCE, Dynamics, _divergences, candidates, columns, compare, diff_json,
                                       dynamics_for, js_topk_other, learned_json, series_json)
 
 V = 16
@@ -198,6 +198,29 @@ def test_js_topk_other_divergence():
     assert candidates({"top_k": [[2, "b", 0.7], {"id": 1, "token": "a", "p": 0.2}, [3, "c"], "x"]}) == [
         (2, "b", 0.7), (1, "a", 0.2)]
     assert DIVERGENCE["name"] == "js_topk_other"
+
+
+@pytest.mark.parametrize("k_a,k_b", [(20, 20), (20, 5), (1, 3)])
+def test_vectorised_divergences_equal_the_definition(k_a, k_b):
+    rng = np.random.default_rng(k_a * 100 + k_b)
+
+    def preds(k: int) -> list[dict]:
+        out = []
+        for i in range(300):
+            ids = rng.choice(40, k, replace=bool(i % 50 == 7))   # a few rows repeat an id
+            probs = rng.dirichlet(np.ones(k + 1))[:k] * rng.choice([0.5, 1.0, 1.6])  # some sum past 1
+            probs[rng.random(k) < 0.05] = 0.0
+            if i % 61 == 3:
+                probs[0] = -0.01                                    # clamped to 0, as by the definition
+            out.append({"top_k": [[int(t), f"t{t}", float(q)] for t, q in zip(ids, probs)]})
+        return out
+
+    a, b = preds(k_a), preds(k_b)
+    expected = [js_topk_other(candidates(x), candidates(y)) for x, y in zip(a, b)]
+    np.testing.assert_allclose(_divergences(a, b), expected, rtol=1e-9, atol=1e-12)
+    ragged = a[:5] + [{"top_k": a[5]["top_k"][:-1] or [[1, "x", 0.5], "junk"]}]   # not one shape: the slow path
+    np.testing.assert_allclose(_divergences(ragged, b[:6]), expected[:5] + [
+        js_topk_other(candidates(ragged[5]), candidates(b[5]))], rtol=1e-12)
 
 
 def test_compare_two_steps():
