@@ -85,7 +85,7 @@ def main() -> None:
 
         run = wandb.init(project="seqviz-bench", dir=tmp, settings=wandb.Settings(
             x_disable_stats=True, x_disable_meta=True, x_disable_machine_info=True, console="off"))
-        parts = {"mirror": 0.0, "table rows": 0.0, "HTML export": 0.0, "wandb run.log": 0.0}
+        parts = {"mirror": 0.0, "table rows": 0.0, "dynamics": 0.0, "HTML export": 0.0, "wandb run.log": 0.0}
 
         def timed(name, fn):
             def wrapper(*a, **kw):
@@ -104,6 +104,7 @@ def main() -> None:
         logger = SeqVizLogger(tmp_path / "mirrored.jsonl", wandb=run)
         mirror = logger.mirrors[0]
         mirror.log_step = timed("mirror", mirror.log_step)
+        mirror._step_dynamics = timed("dynamics", mirror._step_dynamics)
         time_steps(logger, [warm])
         parts.update(dict.fromkeys(parts, 0.0))  # count the measured steps only
         html_bytes = []
