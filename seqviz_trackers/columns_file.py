@@ -7,17 +7,17 @@ little-endian arrays. Building per-token series from it costs a few NumPy copies
 step instead of parsing about 700 bytes of JSON per position.
 
 The JSONL file stays the only source of truth. A record is used only when it matches
-its line (same offset, length, step and timestamp) and its checksum; otherwise, or when the columns file
-is missing, damaged or deleted, readers parse the line itself. The file may be deleted
-at any time; the next writer starts a new one.
+its line (same offset, length, step and timestamp) and its checksum; otherwise, or when
+the columns file is missing, damaged or deleted, readers parse the line itself. The file
+may be deleted at any time; the next writer starts a new one.
 
 Record layout: ``b"SVC1"``, two little-endian uint32 (header and body lengths), a JSON
 header ``{"step", "offset", "length", "timestamp", "crc", "seqs": [{"key", "text", "n"}],
-"vocab": {"<id>": str}}`` (``crc``: CRC-32 of the body), then per sequence ``n`` × int32 position, float32 target
+"vocab": {"<id>": str}}``, then per sequence ``n`` × int32 position, float32 target
 probability, float32 loss, float32 entropy, int32 target rank and int64 top-1 id.
-``key`` is the sequence's identity (:func:`~seqviz_trackers.dynamics.sequence_key`),
-``text`` a checksum of its tokens, and ``vocab`` the display strings of top-1 ids this
-writer has not recorded before.
+``crc`` is the CRC-32 of the body, ``key`` the sequence's identity
+(:func:`~seqviz_trackers.dynamics.sequence_key`), ``text`` a checksum of its tokens, and
+``vocab`` holds the display strings of top-1 ids this writer has not recorded before.
 """
 
 from __future__ import annotations
@@ -96,8 +96,8 @@ def decode_record(header: dict[str, Any], body: bytes) -> Record:
     return int(header["step"]), out, {int(k): v for k, v in header["vocab"].items()}
 
 
-def _scan(f: BinaryIO, start: int, size: int) -> Iterator[tuple[int, dict[str, Any], int, int]]:
-    """(record start, header, body start, body length) of each whole record from ``start``;
+def _scan(f: BinaryIO, start: int, size: int) -> Iterator[tuple[dict[str, Any], int, int]]:
+    """(header, body start, body length) of each whole record from ``start``;
     stops at the end, at an incomplete record, or at one that is not a record."""
     pos = start
     while pos + _PREFIX.size <= size:
@@ -112,7 +112,7 @@ def _scan(f: BinaryIO, start: int, size: int) -> Iterator[tuple[int, dict[str, A
             return
         if not isinstance(header, dict):
             return
-        yield pos, header, pos + _PREFIX.size + hlen, blen
+        yield header, pos + _PREFIX.size + hlen, blen
         pos = end
 
 
@@ -131,7 +131,7 @@ class ColumnsWriter:
         end = 0
         if jsonl_size:
             with open(self.path, "rb") as f:
-                for pos, _header, body, blen in _scan(f, 0, size):
+                for _header, body, blen in _scan(f, 0, size):
                     end = body + blen
         if end < size:
             os.ftruncate(self._fd, end)
@@ -173,7 +173,7 @@ class ColumnsReader:
         if size == self._end:
             return
         with self.files.open(self.path) as f:
-            for _pos, header, body, blen in _scan(f, self._end, size):
+            for header, body, blen in _scan(f, self._end, size):
                 if isinstance(header.get("offset"), int):
                     self._index[header["offset"]] = (header, body, blen)
                 self._end = body + blen
@@ -186,7 +186,8 @@ class ColumnsReader:
         if found is None:
             return None
         header, body, blen = found
-        if (header.get("step"), header.get("length"), header.get("timestamp")) != (info.step, info.length, info.timestamp):
+        line = (header.get("step"), header.get("length"), header.get("timestamp"))
+        if line != (info.step, info.length, info.timestamp):
             return None
         try:
             with self.files.open(self.path) as f:
