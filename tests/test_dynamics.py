@@ -427,6 +427,24 @@ def test_cli_diff_errors(run_file, tmp_path, capsys):
     assert "no earlier step" in capsys.readouterr().err
 
 
+def test_cli_stops_quietly_when_its_reader_goes_away(tmp_path):
+    import subprocess
+    import sys
+
+    from factories import corpus, make_entry
+
+    path = tmp_path / "long.jsonl"
+    with TrainingDataWriter(path) as w:
+        for step in (0, 10):
+            w.write_step(make_entry(step, [corpus()[:4000], corpus()[4000:8000]]))
+    proc = subprocess.Popen([sys.executable, "-m", "seqviz_trackers.cli", "learned", str(path)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout.readline().startswith(str(path).encode())  # like `seqviz learned FILE | head -1`
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 141 and err == ""
+
+
 def test_cli_learned(run_file, capsys):
     assert cli_main(["learned", str(run_file)]) == 0
     out = capsys.readouterr().out
