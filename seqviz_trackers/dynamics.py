@@ -556,7 +556,10 @@ def _topk_arrays(preds: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray] |
     ids, probs = arr[:, :, 0], arr[:, :, 2]
     if not set(map(type, ids.flat)) <= {int} or not set(map(type, probs.flat)) <= {int, float}:
         return None
-    ids, probs = ids.astype(np.int64), probs.astype(np.float64)
+    try:
+        ids, probs = ids.astype(np.int64), probs.astype(np.float64)
+    except OverflowError:  # an id past int64
+        return None
     return (ids, np.maximum(probs, 0.0)) if np.isfinite(probs).all() else None
 
 

@@ -221,6 +221,8 @@ def test_vectorised_divergences_equal_the_definition(k_a, k_b):
     ragged = a[:5] + [{"top_k": a[5]["top_k"][:-1] or [[1, "x", 0.5], "junk"]}]   # not one shape: the slow path
     np.testing.assert_allclose(_divergences(ragged, b[:6]), expected[:5] + [
         js_topk_other(candidates(ragged[5]), candidates(b[5]))], rtol=1e-12)
+    huge = a[:2] + [{"top_k": [[2 ** 70, "x", 0.5]] * k_a}]                      # an id past int64: the slow path
+    assert np.isfinite(_divergences(huge, b[:3])).all()
 
 
 def test_compare_two_steps():
