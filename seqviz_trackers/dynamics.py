@@ -133,7 +133,8 @@ def _first_candidate(pred: Any) -> Candidate | None:
 
 
 def _is_int(x: Any) -> bool:
-    return isinstance(x, int) and not isinstance(x, bool)
+    """An int that fits NumPy's int64 (larger ids, positions or ranks count as malformed)."""
+    return isinstance(x, int) and not isinstance(x, bool) and -(1 << 63) <= x < (1 << 63)
 
 
 def _is_num(x: Any) -> bool:
@@ -191,7 +192,7 @@ def columns(seq: dict[str, Any]) -> Columns:
                        flat[:, 3], flat[:, 4], top1, None, index, contiguous)
         if not contiguous and n and not (flat[:, 0] == cols.pos).all():
             raise ValueError("fractional position")
-    except (KeyError, IndexError, TypeError, ValueError):
+    except (KeyError, IndexError, TypeError, ValueError, OverflowError):
         cols = _columns_slow(preds)
     if n and not cols.contiguous and (cols.pos.min() < 0 or cols.pos.max() >= limit):
         keep = (cols.pos >= 0) & (cols.pos < limit)

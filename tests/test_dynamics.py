@@ -510,3 +510,22 @@ def test_huge_token_ids_do_not_allocate_lookup_tables():
     dyn.add_entry({"step": 0, "sequences": [seq]})
     assert dyn.vocab == {7: "seven"} and len(dyn._known) < 100
     assert dyn.tracks[0].top1[0, :2].tolist() == [2**40, 7]
+
+
+def test_ids_and_ranks_past_int64_count_as_malformed(tmp_path):
+    seq = {"tokens": ["a", "b", "c"], "predictions": [
+        {"position": 0, "target_token_id": 2**70, "target_prob": 0.5, "target_rank": 2**70, "loss": 0.69,
+         "entropy": 1.0, "top_k": [[2**70, "huge", 0.5], [7, "seven", 0.2]]},
+        {"position": 1, "target_token_id": 3, "target_prob": 0.5, "target_rank": 1, "loss": 0.69, "entropy": 1.0,
+         "top_k": [[3, "three", 0.5]]}]}
+    entry = {"step": 0, "sequences": [seq]}
+    dyn = Dynamics()
+    dyn.add_entry(entry)
+    track = dyn.tracks[0]
+    assert track.top1[0, :2].tolist() == [7, 3] and track.rank[0, :2].tolist() == [0, 1]
+    assert track.target[:2].tolist() == [-1, 3]
+    assert compare(entry, entry)["summary"]["compared"] == 2
+    path = tmp_path / "huge.jsonl"
+    with TrainingDataWriter(path, validate=False) as w:
+        w.write_step(entry)
+    assert learned_json(TrainingDataReader(path))["sequences"][0]["learned_at"][:2] == [None, 0]
