@@ -14,17 +14,31 @@ Each function returns data or raises :class:`NotFound` / :class:`BadRequest`; th
 back end turns those into a 404 / 400 with ``{"error": message}``. :data:`ROUTES` maps
 each route name to a function of ``(runs, query)``; a back end serves every entry of it,
 so a new route is added here once and every back end answers it.
+
+The dashboard's own files (:data:`WEB_DIR`) are served by every back end too, through
+:func:`web_file` and :func:`content_type`.
 """
 
 from __future__ import annotations
 
+import mimetypes
 import os
 import threading
+from pathlib import Path
 from typing import Any, Callable
 
 from .jsonl import Files, TrainingDataReader
 
-__all__ = ["Runs", "NotFound", "BadRequest", "runs_impl", "steps_impl", "step_impl", "parse_step", "ROUTES", "handle"]
+__all__ = ["Runs", "NotFound", "BadRequest", "runs_impl", "steps_impl", "step_impl", "parse_step", "ROUTES", "handle",
+           "WEB_DIR", "web_file", "content_type"]
+
+#: The dashboard's static files.
+WEB_DIR = Path(__file__).resolve().parent / "web"
+_CONTENT_TYPES = {
+    ".js": "text/javascript", ".mjs": "text/javascript", ".css": "text/css", ".html": "text/html",
+    ".svg": "image/svg+xml", ".png": "image/png", ".ico": "image/x-icon", ".woff2": "font/woff2",
+    ".json": "application/json", ".map": "application/json", ".txt": "text/plain", ".md": "text/plain",
+}
 
 
 class NotFound(LookupError):
@@ -149,3 +163,21 @@ def handle(runs: Runs, route: str, query: Query) -> tuple[int, Any]:
         return 404, {"error": str(exc)}
     except BadRequest as exc:
         return 400, {"error": str(exc)}
+
+
+def web_file(web_dir: str | os.PathLike[str], relative: str) -> Path | None:
+    """The file under ``web_dir`` that ``relative`` (a URL-decoded, ``/``-separated path)
+    names, or None when it names nothing there: a backslash, NUL, empty, ``.``/``..`` or
+    hidden part, a folder, a missing file, or a link that leads outside."""
+    parts = relative.split("/")
+    if "\\" in relative or "\0" in relative or any(p == "" or p.startswith(".") for p in parts):
+        return None
+    root = Path(web_dir).resolve()
+    target = root.joinpath(*parts).resolve()
+    return target if root in target.parents and target.is_file() else None
+
+
+def content_type(path: str | os.PathLike[str]) -> str:
+    """The content type a static file is served with."""
+    suffix = Path(path).suffix.lower()
+    return _CONTENT_TYPES.get(suffix) or mimetypes.guess_type(os.fspath(path))[0] or "application/octet-stream"

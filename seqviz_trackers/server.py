@@ -27,9 +27,7 @@ import http
 import ipaddress
 import json
 import logging
-import mimetypes
 import os
-import posixpath
 import sys
 import threading
 from dataclasses import dataclass, field
@@ -44,7 +42,7 @@ __all__ = ["SeqVizServer", "ServerHandle", "start_in_thread", "make_runs", "WEB_
 
 log = logging.getLogger(__name__)
 
-WEB_DIR = Path(__file__).resolve().parent / "web"
+WEB_DIR = api.WEB_DIR
 #: Largest message a client may send (requests are tiny JSON objects).
 MAX_INCOMING = 64 * 1024
 #: Messages waiting for one client before it counts as stalled and is dropped.
@@ -52,8 +50,6 @@ QUEUE_LIMIT = 256
 #: Requests one websocket client may have in flight at once.
 INFLIGHT_LIMIT = 16
 LOOPBACK_NAMES = {"127.0.0.1", "localhost", "::1", "[::1]"}
-_TYPES = {".js": "text/javascript", ".css": "text/css", ".html": "text/html", ".png": "image/png",
-          ".svg": "image/svg+xml", ".json": "application/json", ".txt": "text/plain", ".md": "text/plain"}
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
        "connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'self'")
 
@@ -226,15 +222,10 @@ class SeqVizServer:
         path = unquote(raw_path)
         if path in ("", "/"):
             path = "/index.html"
-        parts = path.split("/")[1:]
-        bad = "\\" in path or "\x00" in path or any(p in ("", ".", "..") or p.startswith(".") for p in parts)
-        if bad:
+        target = api.web_file(self.web_dir, path[1:])
+        if target is None:
             return self._error(404, "not found")
-        target = (self.web_dir / posixpath.join(*parts)).resolve()
-        if self.web_dir not in target.parents or not target.is_file():
-            return self._error(404, "not found")
-        ctype = _TYPES.get(target.suffix) or mimetypes.guess_type(target.name)[0] or "application/octet-stream"
-        return self._respond(200, target.read_bytes(), ctype)
+        return self._respond(200, target.read_bytes(), api.content_type(target))
 
     # -- websocket -------------------------------------------------------------------
     async def _connection(self, ws: Any) -> None:

@@ -20,7 +20,6 @@ import logging
 import os
 import posixpath
 import threading
-from pathlib import Path
 from typing import Any, BinaryIO, Callable
 
 from tensorboard import plugin_util
@@ -30,7 +29,6 @@ from tensorboard.compat.tensorflow_stub.io import gfile
 from tensorboard.plugins import base_plugin
 from werkzeug import wrappers
 
-import seqviz_trackers
 from seqviz_trackers import api
 from seqviz_trackers.jsonl import Files, LocalFiles
 
@@ -41,21 +39,8 @@ __all__ = ["SeqVizPlugin", "SeqVizPluginLoader", "GFileFiles", "files_for", "WEB
 log = logging.getLogger(__name__)
 
 #: the shared dashboard, served as this plugin's static files
-WEB_DIR = Path(seqviz_trackers.__file__).resolve().parent / "web"
+WEB_DIR = api.WEB_DIR
 _PREFIX = f"/data/plugin/{PLUGIN_NAME}/"
-CONTENT_TYPES = {
-    ".js": "text/javascript",
-    ".mjs": "text/javascript",
-    ".css": "text/css",
-    ".svg": "image/svg+xml",
-    ".json": "application/json",
-    ".map": "application/json",
-    ".html": "text/html",
-    ".txt": "text/plain",
-    ".png": "image/png",
-    ".ico": "image/x-icon",
-    ".woff2": "font/woff2",
-}
 
 
 class _GFileReader:
@@ -201,30 +186,14 @@ class SeqVizPlugin(base_plugin.TBPlugin):
         return app
 
     # -- static files ----------------------------------------------------------
-    def static_path(self, relative: str) -> str | None:
-        """The file under the web folder that ``relative`` names, or None when it names
-        nothing there (missing, a folder, hidden, or outside after ``..`` / links)."""
-        if not relative or "\\" in relative or "\0" in relative:
-            return None
-        norm = posixpath.normpath(relative)
-        if norm.startswith(("/", "../")) or norm in (".", "..") or any(p.startswith(".") for p in norm.split("/")):
-            return None
-        path = os.path.realpath(os.path.join(self._web_dir, *norm.split("/")))
-        if not path.startswith(self._web_dir + os.sep) or not os.path.isfile(path):
-            return None
-        return path
-
     @wrappers.Request.application
     def _serve_static(self, request: wrappers.Request) -> wrappers.Response:
         """A dashboard file with its content type, or a JSON 404."""
         relative = request.path[len(_PREFIX):] if request.path.startswith(_PREFIX) else ""
-        path = self.static_path(relative)
+        path = api.web_file(self._web_dir, relative)
         if path is None:
             return http_util.Respond(request, {"error": f"not found: {relative!r}"}, "application/json", code=404)
-        content_type = CONTENT_TYPES.get(os.path.splitext(path)[1].lower(), "application/octet-stream")
-        with open(path, "rb") as f:
-            body = f.read()
-        return http_util.Respond(request, body, content_type)
+        return http_util.Respond(request, path.read_bytes(), api.content_type(path))
 
 
 class SeqVizPluginLoader(base_plugin.TBLoader):
