@@ -51,7 +51,7 @@ import numpy as np
 __all__ = [
     "Dynamics", "Columns", "columns", "sequence_key", "compare", "js_topk_other", "dynamics_for",
     "DIVERGENCE", "series_json", "learned_json", "sequences_json", "diff_json", "candidates", "targets",
-    "previous_step",
+    "previous_step", "evenly_spaced",
 ]
 
 #: The divergence reported by :func:`compare`, named so a UI can say what it shows.
@@ -358,6 +358,13 @@ def targets(seq: dict[str, Any]) -> dict[int, tuple[int, str | None]]:
             tid, tstr = pred.get("target_token_id"), pred.get("target_token_str")
             out[pred["position"]] = (tid if _is_int(tid) else -1, tstr if isinstance(tstr, str) else None)
     return out
+
+
+def evenly_spaced(n: int, limit: int) -> list[int]:
+    """Indices of at most ``limit`` (>= 2) evenly spaced rows of ``n``, the first and last included."""
+    if n <= limit:
+        return list(range(n))
+    return sorted({round(x) for x in np.linspace(0, n - 1, limit).tolist()})
 
 
 class _Grow:
@@ -835,7 +842,7 @@ def series_json(reader: Any, seq: int, pos: int, points: int | None = None) -> d
         since1, since5 = int(track.since1[pos]), int(track.since5[pos])
         rows: Any = slice(0, n)
         if points is not None and n > max(points, 2):
-            keep = {round(i) for i in np.linspace(0, n - 1, max(points, 2)).tolist()}
+            keep = set(evenly_spaced(n, max(points, 2)))
             keep.update(track.row_of[s] for s in (since1, since5, *mine[:, 2].tolist()) if s in track.row_of)
             rows = np.array(sorted(keep))
         present = track.present[rows, pos]

@@ -145,6 +145,8 @@ def dynamics_extra(dyn: Any, entries: list[dict], diffs: dict[int, dict] | None 
     """
     import numpy as np
 
+    from .dynamics import evenly_spaced
+
     points = max(2, int(points))
     index = {step: i for i, step in enumerate(dyn.steps.view().tolist())}
     at_step: dict[str, list[int]] = {}
@@ -159,7 +161,7 @@ def dynamics_extra(dyn: Any, entries: list[dict], diffs: dict[int, dict] | None 
     for number in sorted(wanted):
         t = dyn.track(number)
         n, width = t.n, t.width
-        rows = np.unique(np.linspace(0, n - 1, min(n, points)).round().astype(int)) if n else np.zeros(0, int)
+        rows = np.array(evenly_spaced(n, points), dtype=int)
         prob = t.prob[rows, :width].T
         permille = np.where(np.isnan(prob), -1, np.round(np.nan_to_num(prob) * 1000)).astype(int)
         mine = events[events[:, 0] == number][-points:]

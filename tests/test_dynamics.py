@@ -529,3 +529,13 @@ def test_ids_and_ranks_past_int64_count_as_malformed(tmp_path):
     with TrainingDataWriter(path, validate=False) as w:
         w.write_step(entry)
     assert learned_json(TrainingDataReader(path))["sequences"][0]["learned_at"][:2] == [None, 0]
+
+
+def test_evenly_spaced_rows_keep_the_ends_and_the_limit():
+    from seqviz_trackers.dynamics import evenly_spaced
+
+    assert evenly_spaced(0, 5) == [] and evenly_spaced(3, 5) == [0, 1, 2]
+    assert evenly_spaced(11, 3) == [0, 5, 10]
+    for n in range(2, 60):
+        rows = evenly_spaced(n, 7)
+        assert rows[0] == 0 and rows[-1] == n - 1 and len(rows) == min(n, 7) and rows == sorted(set(rows))

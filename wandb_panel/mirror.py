@@ -31,6 +31,7 @@ from typing import Any, Callable, Iterator
 
 import wandb
 
+from seqviz_trackers.dynamics import evenly_spaced
 from seqviz_trackers.jsonl import TrainingDataReader, encode_entry
 
 from .tables import COLUMNS, DTYPES, count_rows, entry_rows, step_scalars
@@ -193,7 +194,7 @@ class WandbMirror:
         title = f"{self.run.name or self.run.id} · step {entry['step']}"
         try:
             extra = self._step_dynamics(entry)
-            page = export_html([entry], steps=_thin(self._history, self.history_points), title=title, extra=extra)
+            page = export_html([entry], steps=[self._history[i] for i in evenly_spaced(len(self._history), self.history_points)], title=title, extra=extra)
         except Exception as exc:
             self._warn_once("export-failed", f"seqviz: the {DASHBOARD_KEY} panel of step {entry['step']} could not "
                             f"be made ({type(exc).__name__}: {exc}); the token table and scalars are still logged")
@@ -322,15 +323,6 @@ def _export_html() -> Callable[..., str] | None:
     except ImportError:
         return None
     return export_html
-
-
-def _thin(points: list[dict[str, Any]], limit: int) -> list[dict[str, Any]]:
-    """At most ``limit`` evenly spaced points, always keeping the first and the last."""
-    if len(points) <= limit:
-        return list(points)
-    last = len(points) - 1
-    picks = sorted({round(i * last / (limit - 1)) for i in range(limit)})
-    return [points[i] for i in picks]
 
 
 def _chunks(rows: Iterator[list[Any]], size: int) -> Iterator[list[list[Any]]]:
