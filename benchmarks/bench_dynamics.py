@@ -31,7 +31,7 @@ import numpy as np
 
 from seqviz_trackers import TrainingDataReader, TrainingDataWriter, encode_entry
 from seqviz_trackers.columns_file import SUFFIX, encode_record
-from seqviz_trackers.dynamics import Dynamics, compare, dynamics_for
+from seqviz_trackers.dynamics import Dynamics, KnownIds, compare, dynamics_for
 
 VOCAB = 50257
 
@@ -80,7 +80,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="seqviz-bench-") as tmp:
         path = os.path.join(tmp, "steps.jsonl")
         encode = record = 0.0
-        known: set[int] = set()
+        known = KnownIds()
         started = time.perf_counter()
         with TrainingDataWriter(path, validate=False) as writer:
             for step in range(args.steps):

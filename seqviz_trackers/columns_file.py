@@ -30,7 +30,7 @@ from typing import Any, BinaryIO, Hashable, Iterator
 
 import numpy as np
 
-from .dynamics import Columns, _first_candidate, columns, sequence_key, text_checksum
+from .dynamics import Columns, KnownIds, columns, sequence_key, text_checksum
 
 __all__ = ["SUFFIX", "ColumnsWriter", "ColumnsReader", "Record", "encode_record", "decode_record"]
 
@@ -45,12 +45,12 @@ _ARRAYS = (("<i4", "pos"), ("<f4", "prob"), ("<f4", "loss"), ("<f4", "entropy"),
 Record = tuple[int, list[tuple[Hashable, int, Columns]], dict[int, str]]
 
 
-def encode_record(entry: dict[str, Any], offset: int, length: int, known: set[int] | None = None) -> bytes:
+def encode_record(entry: dict[str, Any], offset: int, length: int, known: KnownIds | None = None) -> bytes:
     """The record of ``entry``, whose line (``length`` bytes without its newline) starts at ``offset``.
 
-    ``known`` holds top-1 ids whose display string an earlier record has; it is updated.
+    ``known`` holds the top-1 ids whose display string an earlier record has; it is updated.
     """
-    known = set() if known is None else known
+    known = KnownIds() if known is None else known
     seqs, bodies, vocab = [], [], {}
     for seq in entry.get("sequences") or ():
         if not isinstance(seq, dict):
@@ -60,16 +60,7 @@ def encode_record(entry: dict[str, Any], offset: int, length: int, known: set[in
         seqs.append({"key": [key[0], list(key[1]) if isinstance(key[1], tuple) else key[1]],
                      "text": text_checksum(seq), "n": len(cols)})
         bodies.extend(np.ascontiguousarray(getattr(cols, f), dtype=d).tobytes() for d, f in _ARRAYS)
-        new = set(cols.top1.tolist()) - known
-        if new:
-            preds = seq["predictions"]
-            for i, top in zip(cols.index.tolist(), cols.top1.tolist()):
-                if top in new:
-                    new.discard(top)
-                    known.add(top)
-                    first = _first_candidate(preds[i])
-                    if first is not None and first[1] is not None:
-                        vocab[str(top)] = first[1]
+        vocab.update((str(top), string) for top, string in known.new_strings(seq, cols).items())
     body = b"".join(bodies)
     header = json.dumps({"step": entry["step"], "offset": offset, "length": length, "timestamp": entry.get("timestamp"),
                          "crc": zlib.crc32(body), "seqs": seqs, "vocab": vocab},
@@ -126,7 +117,7 @@ class ColumnsWriter:
     def __init__(self, jsonl_path: str | os.PathLike[str], jsonl_size: int):
         self.path = os.fspath(jsonl_path) + SUFFIX
         self._fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
-        self._known: set[int] = set()
+        self._known = KnownIds()
         size = os.fstat(self._fd).st_size
         end = 0
         if jsonl_size:

@@ -360,6 +360,43 @@ def targets(seq: dict[str, Any]) -> dict[int, tuple[int, str | None]]:
     return out
 
 
+class KnownIds:
+    """Top-1 token ids whose display string has been looked up: a bool array indexed by
+    id that grows as larger ids arrive (ids from 2**24 on are skipped: no real vocabulary
+    is that large, and the array would be)."""
+
+    def __init__(self) -> None:
+        self.marks = np.zeros(0, dtype=bool)
+
+    def __len__(self) -> int:
+        return len(self.marks)
+
+    def new_strings(self, seq: dict[str, Any], cols: Columns) -> dict[int, str]:
+        """Display strings of the top-1 ids of ``seq``'s :class:`Columns` not looked up
+        before; marks them. One pass over the predictions, and only when there are some."""
+        top = cols.top1
+        ok = (top >= 0) & (top < _MAX_KNOWN)
+        if not ok.any():
+            return {}
+        hi = int(top[ok].max())
+        if hi >= len(self.marks):
+            grown = np.zeros(max(hi + 1, 2 * len(self.marks)), dtype=bool)
+            grown[:len(self.marks)] = self.marks
+            self.marks = grown
+        new = ok.copy()
+        new[ok] = ~self.marks[top[ok]]
+        if not new.any():
+            return {}
+        out: dict[int, str] = {}
+        preds = seq["predictions"]
+        for i, t in zip(cols.index[new].tolist(), top[new].tolist()):
+            first = _first_candidate(preds[i])
+            if first is not None and first[1] is not None:
+                out.setdefault(t, first[1])
+        self.marks[top[ok]] = True
+        return out
+
+
 def evenly_spaced(n: int, limit: int) -> list[int]:
     """Indices of at most ``limit`` (>= 2) evenly spaced rows of ``n``, the first and last included."""
     if n <= limit:
@@ -405,7 +442,7 @@ class Dynamics:
         self.step_seqs: list[list[int]] = []
         self._events: list[np.ndarray] = []  # per step: (seq, pos, step, since, last top-1) rows
         self.vocab: dict[int, str] = {}
-        self._known = np.zeros(0, dtype=bool)
+        self._known = KnownIds()
 
     # -- building --------------------------------------------------------------------------------
     def add_entry(self, entry: dict[str, Any]) -> None:
@@ -446,7 +483,8 @@ class Dynamics:
             numbers.append(track.number)
             gained, lost, since, last = track.add(step, cols)
             if seq is not None:
-                self._learn_strings(seq, cols)
+                for top, string in self._known.new_strings(seq, cols).items():
+                    self.vocab.setdefault(top, string)
                 track.set_text(seq, cols)
             n_gained += len(gained)
             n_lost += len(lost)
@@ -462,28 +500,6 @@ class Dynamics:
     def add_missing_step(self, step: int) -> None:
         """Record a logged step whose entry could not be read (no sequences at it)."""
         self.add_entry({"step": step, "sequences": []})
-
-    def _learn_strings(self, seq: dict[str, Any], cols: Columns) -> None:
-        """Remember display strings of top-1 ids not seen before (one pass only when there are some)."""
-        top = cols.top1
-        ok = (top >= 0) & (top < _MAX_KNOWN)  # absurd ids get no lookup table that large
-        if not ok.any():
-            return
-        hi = int(top[ok].max())
-        if hi >= len(self._known):
-            known = np.zeros(max(hi + 1, 2 * len(self._known)), dtype=bool)
-            known[:len(self._known)] = self._known
-            self._known = known
-        new = ok.copy()
-        new[ok] = ~self._known[top[ok]]
-        if not new.any():
-            return
-        preds = seq["predictions"]
-        for i in cols.index[new].tolist():
-            first = _first_candidate(preds[i])
-            if first is not None and first[1] is not None:
-                self.vocab.setdefault(first[0], first[1])
-        self._known[top[ok]] = True
 
     # -- queries ---------------------------------------------------------------------------------
     @property
