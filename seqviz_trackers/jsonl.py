@@ -228,7 +228,8 @@ def parse_line(raw: bytes) -> dict[str, Any]:
     return entry
 
 
-def _finite(value: Any) -> float | None:
+def finite_number(value: Any) -> float | None:
+    """``value`` as a float when it is a finite JSON number (not a bool), else None."""
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) else None
 
 
@@ -316,8 +317,8 @@ class TrainingDataReader:
                 self._problems[self._line] = problem
                 update.problems.append(problem)
                 return
-            info = StepInfo(entry["step"], self._line, offset, end - start, _finite(entry.get("loss")),
-                            _finite(entry.get("perplexity")), _finite(entry.get("timestamp")))
+            info = StepInfo(entry["step"], self._line, offset, end - start, finite_number(entry.get("loss")),
+                            finite_number(entry.get("perplexity")), finite_number(entry.get("timestamp")))
         self._by_step[info.step] = info
         self._sorted = None
         update.new.append(info)

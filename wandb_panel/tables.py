@@ -7,9 +7,10 @@ One row per predicted position; the prediction at ``position`` is made at
 
 from __future__ import annotations
 
-import math
 from json.encoder import encode_basestring as _quote  # a JSON string literal, fast
 from typing import Any, Iterator
+
+from seqviz_trackers.jsonl import finite_number
 
 __all__ = ["COLUMNS", "DTYPES", "TOP_N", "entry_rows", "count_rows", "step_scalars"]
 
@@ -78,12 +79,6 @@ def count_rows(entry: dict[str, Any]) -> int:
     return sum(len(seq.get("predictions", [])) for seq in entry.get("sequences", []))
 
 
-def _finite(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    return float(value) if math.isfinite(value) else None
-
-
 def step_scalars(entry: dict[str, Any], prefix: str = "seqviz/") -> dict[str, float]:
     """``loss``, ``perplexity``, ``mean_entropy`` and ``top1_accuracy`` of one step.
 
@@ -92,7 +87,7 @@ def step_scalars(entry: dict[str, Any], prefix: str = "seqviz/") -> dict[str, fl
     """
     out: dict[str, float] = {}
     for key in ("loss", "perplexity"):
-        value = _finite(entry.get(key))
+        value = finite_number(entry.get(key))
         if value is not None:
             out[prefix + key] = value
     entropies: list[float] = []
