@@ -67,18 +67,25 @@ def _dashboard_css() -> str:
 def json_for_html(data: Any) -> str:
     """JSON safe to place inside ``<script type="application/json">``: ``<``, ``>``, ``&``
     are escaped, and so is ``/`` (so no ``</script`` and no URL appears in the page)."""
+    return _html_safe(_json_text(data))
+
+
+def _json_text(data: Any) -> str:
     try:
-        text = json.dumps(data, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+        return json.dumps(data, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
     except ValueError:
         raise ValueError("the data holds NaN or Infinity, which JSON cannot represent") from None
     except TypeError as exc:
         raise ValueError(f"the data cannot be written as JSON ({exc})") from None
+
+
+def _html_safe(text: str) -> str:
     return (text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
             .replace("/", "\\/").replace("\u2028", "\\u2028").replace("\u2029", "\\u2029"))
 
 
 def export_html(entries: list[dict], *, steps: list[dict] | None = None, title: str | None = None,
-                extra: dict | None = None) -> str:
+                extra: dict | None = None, lines: list[bytes] | None = None) -> str:
     """One self-contained HTML page showing ``entries`` (a step selector among them).
 
     Args:
@@ -87,6 +94,8 @@ def export_html(entries: list[dict], *, steps: list[dict] | None = None, title: 
             (default: taken from ``entries``). Only the entries themselves can be opened.
         title: shown in the page's title and header.
         extra: any JSON the page carries; the dashboard answers other routes from it.
+        lines: the entries' JSONL lines as :func:`~seqviz_trackers.jsonl.encode_entry` made
+            them, put in the page as they are instead of encoding the entries again.
 
     Returns:
         The HTML text. Its size grows with ``entries`` (plus a few bytes per history step).
@@ -103,18 +112,23 @@ def export_html(entries: list[dict], *, steps: list[dict] | None = None, title: 
     history = None
     if steps is not None:
         history = [{"step": int(s["step"]), "loss": s.get("loss"), "perplexity": s.get("perplexity")} for s in steps]
-    data: dict[str, Any] = {"title": title or "seqviz export", "entries": list(entries)}
+    data: dict[str, Any] = {"title": title or "seqviz export"}
     if history is not None:
         data["steps"] = history
     if extra is not None:
         data["extra"] = extra
+    if lines is None:
+        entries_text = _json_text(list(entries))
+    else:
+        entries_text = "[" + ",".join(line.decode("utf-8").rstrip("\n") for line in lines) + "]"
+    data_text = '{"entries":' + entries_text + "," + _json_text(data)[1:]
     page_title = html.escape(title or "seqviz export").replace("/", "&#47;")
     css = _dashboard_css()
     return (
         "<!doctype html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
         "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
         f"<title>{page_title}</title>\n<style>\n{css}\n</style>\n</head>\n<body class=\"seqviz-page\">\n"
-        f"<script type=\"application/json\" id=\"seqviz-data\">{json_for_html(data)}</script>\n"
+        f"<script type=\"application/json\" id=\"seqviz-data\">{_html_safe(data_text)}</script>\n"
         f"<script type=\"module\">\n{dashboard_bundle()}\nrender({{ source: \"inline\" }});\n</script>\n"
         "</body>\n</html>\n"
     )

@@ -12,16 +12,20 @@ import pytest
 
 from factories import HOSTILE, make_entry, write_run
 from seqviz_trackers.export import MODULES, dashboard_bundle, export_html, json_for_html
+from seqviz_trackers.jsonl import encode_entry
 
 DATA = re.compile(r'<script type="application/json" id="seqviz-data">(.*?)</script>', re.S)
 
 
-def test_page_is_self_contained_and_escaped():
+@pytest.mark.parametrize("from_lines", [False, True], ids=["entries", "jsonl_lines"])
+def test_page_is_self_contained_and_escaped(from_lines):
     entry = make_entry(3)
     entry["sequences"][0]["tokens"][1] = HOSTILE
-    entry["sequences"][0]["name"] = "see https://example.com & <b>"
+    entry["sequences"][0]["name"] = "see https://example.com & <b> \u2028"
+    lines = [encode_entry(entry)] if from_lines else None  # as the W&B mirror passes them
     page = export_html([entry], steps=[{"step": 1, "loss": 2.0, "perplexity": 7.4}], title="a </title><script>",
-                       extra={"series": {"x": [1]}})
+                       extra={"series": {"x": [1]}}, lines=lines)
+    assert "\u2028" not in page
     assert "http://" not in page and "https://" not in page
     assert HOSTILE not in page and "<b>" not in page
     assert page.count("<script") == 2 and page.count("</script>") == 2

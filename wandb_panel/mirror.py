@@ -162,7 +162,7 @@ class WandbMirror:
             _add_rows(self._table, entry_rows(entry))
             payload: dict[str, Any] = step_scalars(entry)
             payload[TOKENS_KEY] = self._table
-            page = self._dashboard(entry)
+            page = self._dashboard(entry, line)
             if page is not None:
                 payload[DASHBOARD_KEY] = page
             payload[STEP_METRIC] = step
@@ -181,7 +181,7 @@ class WandbMirror:
             if table._last_logged_idx is not None:
                 table._last_logged_idx = -1
 
-    def _dashboard(self, entry: dict[str, Any]) -> Any:
+    def _dashboard(self, entry: dict[str, Any], line: bytes) -> Any:
         """This step's self-contained HTML panel; None when the panel is off or cannot be made
         (then the step's table and scalars are still logged)."""
         if not self.html:
@@ -194,7 +194,8 @@ class WandbMirror:
         title = f"{self.run.name or self.run.id} · step {entry['step']}"
         try:
             extra = self._step_dynamics(entry)
-            page = export_html([entry], steps=[self._history[i] for i in evenly_spaced(len(self._history), self.history_points)], title=title, extra=extra)
+            history = [self._history[i] for i in evenly_spaced(len(self._history), self.history_points)]
+            page = export_html([entry], steps=history, title=title, extra=extra, lines=[line])
         except Exception as exc:
             self._warn_once("export-failed", f"seqviz: the {DASHBOARD_KEY} panel of step {entry['step']} could not "
                             f"be made ({type(exc).__name__}: {exc}); the token table and scalars are still logged")
