@@ -50,7 +50,7 @@ import numpy as np
 
 __all__ = [
     "Dynamics", "Columns", "columns", "sequence_key", "compare", "js_topk_other", "dynamics_for",
-    "DIVERGENCE", "series_json", "learned_json", "sequences_json", "diff_json", "candidates", "targets",
+    "DIVERGENCE", "series_json", "learned_json", "sequences_json", "diff_json", "candidates", "candidate_lists", "targets",
     "previous_step", "evenly_spaced",
 ]
 
@@ -119,6 +119,39 @@ def candidates(pred: dict[str, Any]) -> list[Candidate]:
         if isinstance(value, list) and len(value) > len(best):
             best = value
     return [c for c in map(_candidate, best) if c is not None]
+
+
+_SECOND = operator.itemgetter(1)
+_THIRD = operator.itemgetter(2)
+
+
+def candidate_lists(preds: list[Any], index: Iterable[int]) -> tuple[np.ndarray, np.ndarray, list[Any], np.ndarray]:
+    """The candidates of ``preds[i]`` for each ``i`` in ``index``, as :func:`candidates` reads
+    them, flattened: (how many per prediction, ids, display strings or None, probabilities).
+
+    The converter's ``[int id, str, finite p]`` lists are read in bulk; any other shape falls
+    back to :func:`candidates` prediction by prediction.
+    """
+    chosen = [preds[i] for i in index]
+    try:
+        if any("top_20" in p for p in chosen):
+            raise TypeError("the original format's top_20")
+        lists = list(map(_TOP, chosen))
+        flat = list(chain.from_iterable(lists))
+        if not (set(map(type, lists)) <= {list} and set(map(type, flat)) <= {list} and set(map(len, flat)) <= {3}):
+            raise TypeError("not [id, token, p] lists")
+        ids, strings, probs = list(map(_FIRST, flat)), list(map(_SECOND, flat)), list(map(_THIRD, flat))
+        if not (set(map(type, ids)) <= {int} and set(map(type, strings)) <= {str} and set(map(type, probs)) <= {int, float}):
+            raise TypeError("odd candidate values")
+        id_array, prob_array = np.array(ids, dtype=np.int64), np.array(probs, dtype=np.float64)
+        if not np.isfinite(prob_array).all():
+            raise ValueError("non-finite probability")
+        return np.fromiter(map(len, lists), dtype=np.int64, count=len(lists)), id_array, strings, prob_array
+    except (KeyError, TypeError, ValueError, OverflowError):
+        found = [candidates(p) for p in chosen]
+        flat_c = list(chain.from_iterable(found))
+        return (np.array([len(c) for c in found], dtype=np.int64), np.array([c[0] for c in flat_c], dtype=np.int64),
+                [c[1] for c in flat_c], np.array([c[2] for c in flat_c], dtype=np.float64))
 
 
 def _first_candidate(pred: Any) -> Candidate | None:

@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, Any, Hashable, Iterable, Iterator
 
 import numpy as np
 
-from ..dynamics import Columns, KnownIds, candidates, columns, sequence_key, targets, text_checksum
+from ..dynamics import Columns, KnownIds, candidate_lists, columns, sequence_key, targets, text_checksum
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas
@@ -129,8 +129,10 @@ class _Batch:
             "step", "sequence", "name", "position", "token", "token_id", "target", "target_id",
             "target_prob", "target_rank", "loss", "entropy", "top1_id", "top1")}
         self.top_k = top_k
-        self.lengths: list[int] = []
-        self.cands: list[tuple[int, Any, float]] = []
+        self.lengths: list[np.ndarray] = []
+        self.ids: list[np.ndarray] = []
+        self.strings: list[Any] = []
+        self.probs: list[np.ndarray] = []
 
     def add(self, step: int, index: int, text: _Text, cols: Columns, vocab: dict[int, str],
             preds: list[Any] | None = None) -> None:
@@ -152,10 +154,11 @@ class _Batch:
         p["top1_id"].append(cols.top1)
         p["top1"].append(np.array([vocab.get(t) for t in cols.top1.tolist()], dtype=object))
         if self.top_k and preds is not None:
-            for i in cols.index.tolist():
-                found = candidates(preds[i])
-                self.lengths.append(len(found))
-                self.cands.extend(found)
+            lengths, ids, strings, probs = candidate_lists(preds, cols.index.tolist())
+            self.lengths.append(lengths)
+            self.ids.append(ids)
+            self.strings.extend(strings)
+            self.probs.append(probs)
 
     def to_batch(self, pa: Any, plain: Any) -> Any:
         """The rows as a record batch of schema ``plain`` (see :func:`_plain_schema`)."""
@@ -191,12 +194,15 @@ class _Batch:
         for name in _STRINGS:
             arrays[name] = pa.array(cat(name), pa.string())
         if self.top_k:
-            ids, tokens, probs = (zip(*self.cands) if self.cands else ((), (), ()))
+            def joined(parts: list[np.ndarray], dtype: Any) -> np.ndarray:
+                return np.concatenate(parts).astype(dtype) if parts else np.zeros(0, dtype=dtype)
+
             struct = pa.StructArray.from_arrays(
-                [pa.array(ids, pa.int64()), pa.array([t if isinstance(t, str) else None for t in tokens], pa.string()),
-                 pa.array(probs, pa.float32())], names=["id", "token", "prob"])
-            offsets = np.zeros(len(self.lengths) + 1, dtype=np.int32)
-            np.cumsum(self.lengths, out=offsets[1:])
+                [pa.array(joined(self.ids, np.int64)), pa.array(self.strings, pa.string()),
+                 pa.array(joined(self.probs, np.float32))], names=["id", "token", "prob"])
+            lengths = joined(self.lengths, np.int64)
+            offsets = np.zeros(len(lengths) + 1, dtype=np.int32)
+            np.cumsum(lengths, out=offsets[1:])
             arrays["top_k"] = pa.ListArray.from_arrays(pa.array(offsets), struct,
                                                        type=_topk_type(pa, pa.string()))
         return pa.record_batch([arrays[f.name] for f in plain], schema=plain)
@@ -357,11 +363,16 @@ def write_parquet(reader: Any, path: str | os.PathLike[str], *, top_k: bool = Tr
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     schema = token_schema(top_k)
-    floats = [f.name for f in schema if pa.types.is_floating(f.type)]
+    # Floats are split into byte streams (which zstd compresses much better than a dictionary
+    # of nearly unique values); everything else is dictionary-encoded.
+    leaves = [f.name for f in schema if f.name != "top_k"] + (
+        [f"top_k.list.element.{name}" for name in ("id", "token", "prob")] if top_k else [])
+    floats = [name for name in leaves if name.rpartition(".")[2] in ("target_prob", "loss", "entropy", "prob")]
     rows = groups = 0
     seen: set[int] = set()
     try:
         with pq.ParquetWriter(tmp, schema, compression="zstd", compression_level=compression_level,
+                              use_dictionary=[name for name in leaves if name not in floats],
                               use_byte_stream_split=floats, write_statistics=True) as writer:
             for table in token_batches(reader, top_k=top_k, steps=steps, rows_per_group=rows_per_group):
                 if table.num_rows:
