@@ -100,11 +100,12 @@ Candidate = tuple[int, Any, float]
 
 
 def _candidate(c: Any) -> Candidate | None:
-    """``[id, token, p]`` (or the original format's ``{"id", "token", "p"}``) as a tuple, or None."""
+    """``[id, token, p]`` (or the original format's ``{"token_id", "token_str", "prob"}``, also
+    read as ``{"id", "token", "p"}``) as a tuple, or None."""
     if isinstance(c, (list, tuple)) and len(c) >= 3:
         cid, token, p = c[0], c[1], c[2]
     elif isinstance(c, dict):
-        cid, token, p = c.get("id"), c.get("token"), c.get("p")
+        cid, token, p = c.get("token_id", c.get("id")), c.get("token_str", c.get("token")), c.get("prob", c.get("p"))
     else:
         return None
     return (cid, token if isinstance(token, str) else None, float(p)) if _is_int(cid) and _is_num(p) else None
