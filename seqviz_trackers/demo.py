@@ -233,7 +233,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     missing = [m for m in ("transformers", "tokenizers", "accelerate", "tensorboard") if util.find_spec(m) is None]
     if missing:
-        print(f"seqviz demo needs {', '.join(missing)}: pip install 'seqviz-trackers[hf,tensorboard]'", file=sys.stderr)
+        print(f"seqviz demo needs {', '.join(missing)}: pip install {' '.join(missing)}", file=sys.stderr)
         return 2
     out = Path(args.out)
     use_wandb = not args.no_wandb and util.find_spec("wandb") is not None and util.find_spec("wandb_panel") is not None

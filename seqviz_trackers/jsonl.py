@@ -391,7 +391,7 @@ class TrainingDataReader:
         """Every logged prediction as a ``pyarrow.Table``, one row per (step, sequence,
         position); the columns are listed in :mod:`seqviz_trackers.storage.arrow`.
         ``top_k=False`` leaves out the candidate lists (and reads the columns file where it
-        can, which is much faster). Needs pyarrow (``pip install 'seqviz-trackers[analysis]'``)."""
+        can, which is much faster). Needs pyarrow (the ``analysis`` extra)."""
         from .storage.arrow import token_table
 
         return token_table(self, top_k=top_k)

@@ -164,7 +164,7 @@ def test_empty_file_gives_an_empty_table(tmp_path, capsys):
 
 def test_missing_pyarrow_says_how_to_install_it(run, tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "pyarrow", None)  # import pyarrow now raises ImportError
-    with pytest.raises(ImportError, match=r"needs pyarrow: pip install 'seqviz-trackers\[analysis\]'"):
+    with pytest.raises(ImportError, match="needs pyarrow: pip install pyarrow"):
         TrainingDataReader(run).to_arrow()
     assert main(["export", str(run), "--format", "parquet", "-o", str(tmp_path / "x.parquet")]) == 2
     err = capsys.readouterr().err

@@ -32,7 +32,7 @@ only the lines that introduce a new text; the JSONL is parsed otherwise.
 
 Parquet files are zstd-compressed, strings dictionary-encoded, and hold one row group per
 range of whole steps (about :data:`ROWS_PER_GROUP` rows), so a reader filtering on
-``step`` skips the others. Needs ``pyarrow`` (``pip install 'seqviz-trackers[analysis]'``).
+``step`` skips the others. Needs ``pyarrow`` (the ``analysis`` extra).
 """
 
 from __future__ import annotations
@@ -65,8 +65,8 @@ def require_pyarrow() -> Any:
     try:
         import pyarrow
     except ImportError:
-        raise ImportError("reading seqviz files as tables needs pyarrow: pip install 'seqviz-trackers[analysis]' "
-                          "(or pip install pyarrow)") from None
+        raise ImportError("reading seqviz files as tables needs pyarrow: pip install pyarrow "
+                          "(the 'analysis' extra of seqviz-trackers)") from None
     return pyarrow
 
 
