@@ -5,9 +5,9 @@ file; :class:`SeqVizLogger` mirrors the same steps into TensorBoard and W&B.
 """
 
 from .convert import tensor_to_training_entry
-from .jsonl import Problem, StepInfo, TrainingDataReader, TrainingDataWriter, encode_entry
+from .storage.jsonl import Problem, StepInfo, TrainingDataReader, TrainingDataWriter, encode_entry
 from .logger import SeqVizLogger
-from .schema import SCHEMA_VERSION, SchemaValidationError, validate_entry
+from .format.schema import SCHEMA_VERSION, SchemaValidationError, validate_entry
 
 __version__ = "0.1.0"
 

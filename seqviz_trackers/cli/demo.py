@@ -92,7 +92,7 @@ def demo_trainer(out: str | os.PathLike[str], steps: int = 480, *, wandb: bool =
                               TrainerCallback, TrainingArguments, set_seed)
     from transformers.utils import logging as hf_logging
 
-    from .integrations import VisualizationCallback
+    from ..integrations import VisualizationCallback
 
     hf_logging.set_verbosity_error()
     out = Path(out)
@@ -197,7 +197,7 @@ def run(args: argparse.Namespace) -> int:
     jsonl = out / JSONL_NAME
     server = None
     if args.serve:
-        from .server import start_in_thread
+        from ..serve.server import start_in_thread
 
         jsonl.unlink(missing_ok=True)  # the dashboard follows the new run from its first step
         try:
