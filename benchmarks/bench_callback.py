@@ -24,7 +24,7 @@ import time
 
 import torch
 
-from seqviz_trackers.demo import demo_trainer
+from seqviz_trackers.cli.demo import demo_trainer
 from seqviz_trackers.integrations import VisualizationCallback
 
 

@@ -24,7 +24,7 @@ import time
 import torch
 
 from seqviz_trackers import TrainingDataWriter, encode_entry, tensor_to_training_entry
-from seqviz_trackers.schema import check_schema
+from seqviz_trackers.format.schema import check_schema
 
 SHAPES = [(4, 512, 50257), (4, 64, 128256)]
 SCALE = 3.0  # logits ~ N(0, 3^2): peaked enough to look like a model's

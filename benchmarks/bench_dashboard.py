@@ -63,7 +63,7 @@ def main() -> None:
     from playwright.sync_api import sync_playwright
     from web_data import long_entry
 
-    from seqviz_trackers.export import export_html, json_for_html
+    from seqviz_trackers.serve.export import export_html, json_for_html
 
     t = time.perf_counter()
     entries = [long_entry(step, args.seqs, args.tokens) for step in (100, 200)]
@@ -87,7 +87,7 @@ def main() -> None:
             switches.append(page.evaluate(MEASURE_SWITCH, i % 2))
         # the live server: the entry comes over the websocket and is parsed each time (no cache)
         from seqviz_trackers import TrainingDataWriter
-        from seqviz_trackers.server import start_in_thread
+        from seqviz_trackers.serve.server import start_in_thread
 
         run = Path(tmp) / "run.jsonl"
         with TrainingDataWriter(run, validate=False) as writer:

@@ -30,8 +30,9 @@ import time
 import numpy as np
 
 from seqviz_trackers import TrainingDataReader, TrainingDataWriter, encode_entry
-from seqviz_trackers.columns_file import SUFFIX, encode_record
-from seqviz_trackers.dynamics import Dynamics, KnownIds, compare, dynamics_for
+from seqviz_trackers.storage.columns import SUFFIX, encode_record
+from seqviz_trackers.dynamics import Dynamics, compare, dynamics_for
+from seqviz_trackers.format.entry import KnownIds
 
 VOCAB = 50257
 

@@ -3,7 +3,7 @@ stay bounded as the run grows.
 
 Each step goes through what :class:`wandb_panel.WandbMirror` does: the entry is added to
 a :class:`seqviz_trackers.dynamics.Dynamics`, compared with the previous entry, and
-:func:`seqviz_trackers.export.dynamics_extra` inlines the probe tokens' series (thinned to
+:func:`seqviz_trackers.serve.export.dynamics_extra` inlines the probe tokens' series (thinned to
 ``--points`` steps) and that diff. Printed: the inlined dynamics in bytes (as they appear
 in the page), the entry itself for scale, and the time per step.
 
@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from seqviz_trackers import TrainingDataReader  # noqa: E402
 from seqviz_trackers.dynamics import Dynamics, compare  # noqa: E402
-from seqviz_trackers.export import dynamics_extra, json_for_html  # noqa: E402
+from seqviz_trackers.serve.export import dynamics_extra, json_for_html  # noqa: E402
 
 
 def measure(entries, points: int) -> list[tuple[int, int, int, float]]:

@@ -32,7 +32,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 from factories import make_entry  # noqa: E402
 from tb_helpers import TensorBoardProcess, wsgi_app  # noqa: E402
 
-from seqviz_trackers.jsonl import TrainingDataReader, encode_entry  # noqa: E402
+from seqviz_trackers.storage.jsonl import TrainingDataReader, encode_entry  # noqa: E402
 from tb_plugin import TensorBoardMirror, asset_path  # noqa: E402
 from tb_plugin.plugin import GFileFiles  # noqa: E402
 

@@ -134,7 +134,7 @@ def main() -> None:
             print(f"HTML panel per step        {html_bytes[-1]:,} bytes "
                   f"(first step {html_bytes[0]:,}, last {html_bytes[-1]:,})")
         else:
-            print("HTML panel per step        not logged (seqviz_trackers.export unavailable)")
+            print("HTML panel per step        not logged (seqviz_trackers.serve.export unavailable)")
         if tables:
             print(f"table file per step        {tables[-1].stat().st_size:,} bytes")
         print(f"JSONL line per step        {(tmp_path / 'alone.jsonl').stat().st_size // (len(entries) + 1):,} bytes")

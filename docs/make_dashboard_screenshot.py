@@ -21,7 +21,7 @@ from pathlib import Path
 
 from playwright.sync_api import sync_playwright
 
-from seqviz_trackers.server import start_in_thread
+from seqviz_trackers.serve.server import start_in_thread
 
 
 def main() -> None:

@@ -6,9 +6,9 @@ file; :class:`SeqVizLogger` mirrors the same steps into TensorBoard and W&B.
 
 from ._version import __version__
 from .convert import tensor_to_training_entry
-from .jsonl import Problem, StepInfo, TrainingDataReader, TrainingDataWriter, encode_entry
+from .storage.jsonl import Problem, StepInfo, TrainingDataReader, TrainingDataWriter, encode_entry
 from .logger import SeqVizLogger
-from .schema import SCHEMA_VERSION, SchemaValidationError, validate_entry
+from .format.schema import SCHEMA_VERSION, SchemaValidationError, validate_entry
 
 __all__ = [
     "tensor_to_training_entry", "TrainingDataWriter", "TrainingDataReader", "SeqVizLogger",

@@ -15,8 +15,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from ._version import __version__
-from .schema import SCHEMA_VERSION
-from .tokens import token_strings
+from .format.schema import SCHEMA_VERSION
+from .format.tokens import token_strings
 
 __all__ = ["tensor_to_training_entry", "perplexity", "CHUNK_BYTES"]
 

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Protocol, TypeVar
 
-from .jsonl import TrainingDataWriter, encode_entry
+from .storage.jsonl import TrainingDataWriter, encode_entry
 
 __all__ = ["SeqVizLogger", "Mirror", "global_rank", "rank_zero_only"]
 

@@ -2,8 +2,8 @@
 
 Routes, under ``/data/plugin/seqviz/``:
 
-- every name in :data:`seqviz_trackers.api.ROUTES` (``runs``, ``steps``, ``step``, ...):
-  JSON, answered by :func:`seqviz_trackers.api.handle`; the shapes are documented
+- every name in :data:`seqviz_trackers.serve.api.ROUTES` (``runs``, ``steps``, ``step``, ...):
+  JSON, answered by :func:`seqviz_trackers.serve.api.handle`; the shapes are documented
   there. Errors are ``{"error": message}`` with a 4xx status.
 - anything else: a static file of the dashboard (``seqviz_trackers/web/``), the entry
   module being ``index.js``.
@@ -29,8 +29,9 @@ from tensorboard.compat.tensorflow_stub.io import gfile
 from tensorboard.plugins import base_plugin
 from werkzeug import wrappers
 
-from seqviz_trackers import api
-from seqviz_trackers.jsonl import Files, LocalFiles
+from seqviz_trackers.runs import Runs
+from seqviz_trackers.serve import api
+from seqviz_trackers.storage.jsonl import Files, LocalFiles
 
 from .writer import ASSET_NAME, PLUGIN_NAME
 
@@ -126,7 +127,7 @@ class SeqVizPlugin(base_plugin.TBPlugin):
         self._logdir = context.logdir or ""
         self._files = files_for(self._logdir)
         self._web_dir = os.path.realpath(web_dir if web_dir is not None else WEB_DIR)
-        self._runs: dict[str, api.Runs] = {}  # per experiment id, kept across requests
+        self._runs: dict[str, Runs] = {}  # per experiment id, kept across requests
         # One data request at a time: the request context below is shared through ``self``
         # (run discovery reads it), and a reader's ``problems`` are not kept under its lock.
         self._lock = threading.Lock()
@@ -159,11 +160,11 @@ class SeqVizPlugin(base_plugin.TBPlugin):
                 out[name] = path
         return out
 
-    def runs(self, experiment_id: str = "") -> api.Runs:
-        """The :class:`~seqviz_trackers.api.Runs` of one experiment (built once, then reused)."""
+    def runs(self, experiment_id: str = "") -> Runs:
+        """The :class:`~seqviz_trackers.serve.Runs` of one experiment (built once, then reused)."""
         runs = self._runs.get(experiment_id)
         if runs is None:
-            runs = self._runs[experiment_id] = api.Runs(lambda: self.run_paths(experiment_id), files=self._files)
+            runs = self._runs[experiment_id] = Runs(lambda: self.run_paths(experiment_id), files=self._files)
         return runs
 
     # -- data routes -----------------------------------------------------------

@@ -25,7 +25,7 @@ import numpy as np
 from tensorboard.compat.proto import summary_pb2
 from tensorboard.util import tensor_util
 
-from seqviz_trackers.jsonl import TrainingDataWriter, encode_entry
+from seqviz_trackers.storage.jsonl import TrainingDataWriter, encode_entry
 
 __all__ = ["TensorBoardMirror", "PLUGIN_NAME", "ASSET_NAME", "SUMMARY_TAG", "asset_path", "step_summary"]
 
@@ -65,7 +65,7 @@ class TensorBoardMirror:
             and the writer is flushed but never closed here.
 
     ``log_step(entry, line)`` appends ``line`` (the entry encoded by
-    :func:`seqviz_trackers.jsonl.encode_entry`) to the asset file and writes the
+    :func:`seqviz_trackers.storage.jsonl.encode_entry`) to the asset file and writes the
     marker summary; a run directory written by a crashed process stays readable
     (an incomplete last line is skipped by readers and removed by the next writer).
     """

@@ -13,7 +13,7 @@ import torch
 
 from factories import HOSTILE, bpe_tokenizer
 from seqviz_trackers import TrainingDataReader, TrainingDataWriter, tensor_to_training_entry
-from seqviz_trackers import columns_file
+from seqviz_trackers.storage import columns as columns_file
 from seqviz_trackers.dynamics import Dynamics, dynamics_for
 
 TEXTS = {"probe": "To be, or not to be, that is the question:",

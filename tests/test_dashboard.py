@@ -13,8 +13,8 @@ from playwright.sync_api import expect
 
 from factories import HOSTILE, make_entry
 from seqviz_trackers import TrainingDataWriter, encode_entry
-from seqviz_trackers.export import export_html
-from seqviz_trackers.server import start_in_thread
+from seqviz_trackers.serve.export import export_html
+from seqviz_trackers.serve.server import start_in_thread
 from web_data import learning_entry
 
 pytestmark = pytest.mark.browser

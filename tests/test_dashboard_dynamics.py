@@ -12,8 +12,8 @@ import pytest
 from playwright.sync_api import expect
 
 from seqviz_trackers import TrainingDataWriter
-from seqviz_trackers.export import export_html
-from seqviz_trackers.server import start_in_thread
+from seqviz_trackers.serve.export import export_html
+from seqviz_trackers.serve.server import start_in_thread
 from test_dynamics import STEPS, old_format_entry, synthetic_entry, write_synthetic
 
 pytestmark = pytest.mark.browser

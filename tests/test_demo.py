@@ -12,7 +12,7 @@ import pytest
 pytest.importorskip("transformers")
 
 from hf_helpers import read  # noqa: E402
-from seqviz_trackers.demo import PROBE_LINES, probe_accuracy  # noqa: E402
+from seqviz_trackers.cli.demo import PROBE_LINES, probe_accuracy  # noqa: E402
 
 pytestmark = pytest.mark.slow
 STEPS = 150

@@ -11,10 +11,12 @@ import pytest
 import torch
 
 from seqviz_trackers import TrainingDataReader, TrainingDataWriter, tensor_to_training_entry
-from seqviz_trackers.api import Runs, handle
+from seqviz_trackers.serve.api import Runs, handle
 from seqviz_trackers.cli import main as cli_main
-from seqviz_trackers.dynamics import (DIVERGENCE, Dynamics, _divergences, candidates, columns, compare, diff_json,
-                                      dynamics_for, js_topk_other, learned_json, series_json)
+from seqviz_trackers.dynamics import (DIVERGENCE, Dynamics, compare, diff_json, dynamics_for, js_topk_other,
+                                      learned_json, series_json)
+from seqviz_trackers.dynamics.compare import _divergences
+from seqviz_trackers.format.entry import candidates, columns
 
 V = 16
 STEPS = [0, 10, 20, 30, 40, 50]

@@ -12,7 +12,7 @@ import pytest
 from test_dynamics import STEPS, synthetic_entry, write_synthetic
 
 from seqviz_trackers import SeqVizLogger
-from seqviz_trackers.server import start_in_thread
+from seqviz_trackers.serve.server import start_in_thread
 
 
 def _check_known_events(get):

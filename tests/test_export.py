@@ -11,8 +11,8 @@ import sys
 import pytest
 
 from factories import HOSTILE, make_entry, write_run
-from seqviz_trackers.export import MODULES, dashboard_bundle, export_html, json_for_html
-from seqviz_trackers.jsonl import encode_entry
+from seqviz_trackers.serve.export import MODULES, dashboard_bundle, export_html, json_for_html
+from seqviz_trackers.storage.jsonl import encode_entry
 
 DATA = re.compile(r'<script type="application/json" id="seqviz-data">(.*?)</script>', re.S)
 
@@ -98,7 +98,7 @@ def test_cli_export_errors(tmp_path):
 
 def test_dynamics_extra_holds_bounded_series_and_the_diff():
     from seqviz_trackers.dynamics import Dynamics, compare
-    from seqviz_trackers.export import dynamics_extra
+    from seqviz_trackers.serve.export import dynamics_extra
     from test_dynamics import STEPS, synthetic_entry
 
     dyn, entries = Dynamics(), [synthetic_entry(s) for s in STEPS]

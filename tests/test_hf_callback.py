@@ -19,7 +19,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_torch_thread")]
 
 
 def tokens_of(tok, text: str) -> list[str]:
-    from seqviz_trackers.tokens import token_strings
+    from seqviz_trackers.format.tokens import token_strings
 
     return token_strings(tok, tok(text)["input_ids"])
 

@@ -11,7 +11,7 @@ from trl import SFTConfig, SFTTrainer  # noqa: E402
 
 from hf_helpers import LINES, read, tiny_model, tokenizer  # noqa: E402
 from seqviz_trackers.integrations import VisualizationCallback  # noqa: E402
-from seqviz_trackers.tokens import token_strings  # noqa: E402
+from seqviz_trackers.format.tokens import token_strings  # noqa: E402
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_torch_thread")]
 

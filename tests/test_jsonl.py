@@ -14,7 +14,7 @@ from factories import HOSTILE, make_entry, write_run
 from seqviz_trackers import (SchemaValidationError, SeqVizLogger, TrainingDataReader, TrainingDataWriter,
                              validate_entry)
 from seqviz_trackers.cli import main as cli_main
-from seqviz_trackers.schema import load_schema
+from seqviz_trackers.format.schema import load_schema
 
 SEED_EXAMPLE = {
     "timestamp": 1234567890.123,

@@ -19,8 +19,9 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
 from factories import make_entry
-from seqviz_trackers import TrainingDataWriter, api, encode_entry
-from seqviz_trackers.server import start_in_thread
+from seqviz_trackers import TrainingDataWriter, encode_entry
+from seqviz_trackers.serve import api
+from seqviz_trackers.serve.server import start_in_thread
 
 ENTRY = make_entry(0)
 
@@ -192,7 +193,7 @@ def stalled_client(port: int) -> socket.socket:
 
 
 def test_many_clients_and_a_stalled_one(served, monkeypatch):
-    import seqviz_trackers.server as server_module
+    import seqviz_trackers.serve.server as server_module
 
     monkeypatch.setattr(server_module, "QUEUE_LIMIT", 8)
     path, start = served

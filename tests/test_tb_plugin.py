@@ -12,8 +12,8 @@ from tensorboard.backend import application
 from tensorboard.plugins import base_plugin
 from werkzeug.test import Client
 
-from seqviz_trackers import api
-from seqviz_trackers.jsonl import TrainingDataReader, encode_entry
+from seqviz_trackers.serve import api
+from seqviz_trackers.storage.jsonl import TrainingDataReader, encode_entry
 from tb_plugin import asset_path
 from tb_plugin.plugin import GFileFiles, SeqVizPlugin, SeqVizPluginLoader
 

@@ -15,7 +15,7 @@ from tensorboard.util import tensor_util
 from torch.utils.tensorboard import SummaryWriter
 
 from seqviz_trackers import SeqVizLogger, TrainingDataReader
-from seqviz_trackers.jsonl import encode_entry
+from seqviz_trackers.storage.jsonl import encode_entry
 from tb_plugin import TensorBoardMirror, asset_path
 
 

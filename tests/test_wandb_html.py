@@ -10,7 +10,7 @@ import re
 import pytest
 
 wandb = pytest.importorskip("wandb")
-pytest.importorskip("seqviz_trackers.export")
+pytest.importorskip("seqviz_trackers.serve.export")
 
 from factories import HOSTILE, make_entry  # noqa: E402
 from seqviz_trackers import SeqVizLogger  # noqa: E402
@@ -126,13 +126,13 @@ def test_panel_size_follows_the_step_not_the_run_length(tmp_path, monkeypatch):
 
 
 def test_a_failing_panel_leaves_the_table_and_scalars(tmp_path, monkeypatch, caplog):
-    import seqviz_trackers.export
+    import seqviz_trackers.serve.export
 
     def broken(*args, **kwargs):
         raise ValueError("cannot draw")
 
     offline_env(monkeypatch, tmp_path)
-    monkeypatch.setattr(seqviz_trackers.export, "export_html", broken)
+    monkeypatch.setattr(seqviz_trackers.serve.export, "export_html", broken)
     run = init_run(mode="offline", dir=str(tmp_path))
     try:
         with caplog.at_level("WARNING", logger="seqviz_trackers.wandb"):

@@ -72,7 +72,7 @@ def test_wheel_holds_the_package_data_and_entry_points(installed):
     with zipfile.ZipFile(installed["wheel"]) as z:
         names = set(z.namelist())
         entry_points = next(z.read(n).decode() for n in names if n.endswith(".dist-info/entry_points.txt"))
-    for needed in ("seqviz_trackers/schema/training_data.schema.json", "seqviz_trackers/web/index.js",
+    for needed in ("seqviz_trackers/format/training_data.schema.json", "seqviz_trackers/web/index.js",
                    "seqviz_trackers/web/dashboard.css", "seqviz_trackers/data/hamlet.txt",
                    "seqviz_trackers/storage/arrow.py", "tb_plugin/plugin.py", "wandb_panel/__init__.py"):
         assert needed in names, needed

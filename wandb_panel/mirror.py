@@ -31,8 +31,8 @@ from typing import Any, Callable, Iterator
 
 import wandb
 
-from seqviz_trackers.dynamics import evenly_spaced
-from seqviz_trackers.jsonl import TrainingDataReader, encode_entry
+from seqviz_trackers.dynamics.tracks import evenly_spaced
+from seqviz_trackers.storage.jsonl import TrainingDataReader, encode_entry
 
 from .tables import COLUMNS, DTYPES, count_rows, entry_rows, step_scalars
 
@@ -188,7 +188,7 @@ class WandbMirror:
             return None
         export_html = _export_html()
         if export_html is None:
-            self._warn_once("no-export", "seqviz: the dashboard export (seqviz_trackers.export) is not available; "
+            self._warn_once("no-export", "seqviz: the dashboard export (seqviz_trackers.serve.export) is not available; "
                             f"{DASHBOARD_KEY} is not logged")
             return None
         title = f"{self.run.name or self.run.id} · step {entry['step']}"
@@ -204,13 +204,13 @@ class WandbMirror:
         return wandb.Html(page, inject=False)
 
     def _step_dynamics(self, entry: dict[str, Any]) -> dict[str, Any] | None:
-        """The panel's training dynamics for ``entry`` (see :func:`seqviz_trackers.export.dynamics_extra`):
+        """The panel's training dynamics for ``entry`` (see :func:`seqviz_trackers.serve.export.dynamics_extra`):
         built incrementally, so a step costs work proportional to that step; None when off or failed."""
         if self.series_points <= 0:
             return None
         try:
             from seqviz_trackers.dynamics import Dynamics, compare
-            from seqviz_trackers.export import dynamics_extra
+            from seqviz_trackers.serve.export import dynamics_extra
 
             if self._dynamics is None:
                 self._dynamics = Dynamics()
@@ -320,7 +320,7 @@ def _add_rows(table: Any, rows: Iterator[list[Any]]) -> None:
 
 def _export_html() -> Callable[..., str] | None:
     try:
-        from seqviz_trackers.export import export_html
+        from seqviz_trackers.serve.export import export_html
     except ImportError:
         return None
     return export_html

@@ -10,7 +10,7 @@ from __future__ import annotations
 from json.encoder import encode_basestring as _quote  # a JSON string literal, fast
 from typing import Any, Iterator
 
-from seqviz_trackers.jsonl import finite_number
+from seqviz_trackers.storage.jsonl import finite_number
 
 __all__ = ["COLUMNS", "DTYPES", "TOP_N", "entry_rows", "count_rows", "step_scalars"]
 

@@ -25,7 +25,7 @@ top_k           list<struct<id, token,    the logged candidates, most likely fir
 
 Unknown values (old files without ``target_prob`` or ``target_rank`` whose target is not
 among the candidates) are null. The numbers come from the shared readers of
-:mod:`seqviz_trackers.dynamics` (``columns``, ``targets``, ``candidates``), so every view
+:mod:`seqviz_trackers.format.entry` (``columns``, ``targets``, ``candidate_lists``), so every view
 of a file agrees. Without the ``top_k`` column (``top_k=False``) the table is built from
 the columns file beside the JSONL (``<file>.cols``) where it matches its lines, parsing
 only the lines that introduce a new text; the JSONL is parsed otherwise.
@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, Any, Hashable, Iterable, Iterator
 
 import numpy as np
 
-from ..dynamics import Columns, KnownIds, candidate_lists, columns, sequence_key, targets, text_checksum
+from ..format.entry import Columns, KnownIds, candidate_lists, columns, sequence_key, targets, text_checksum
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas
@@ -251,7 +251,7 @@ def token_batches(reader: Any, *, top_k: bool = True, steps: Iterable[int] | Non
         steps: only these steps (default: every step).
         rows_per_group: about how many rows each table holds.
     """
-    from ..columns_file import ColumnsReader
+    from .columns import ColumnsReader
 
     pa = require_pyarrow()
     schema = token_schema(top_k)
@@ -389,7 +389,7 @@ def write_parquet(reader: Any, path: str | os.PathLike[str], *, top_k: bool = Tr
 
 def export_parquet(args: Any) -> int:
     """``seqviz export FILE --format parquet``: the command line's side of :func:`write_parquet`."""
-    from ..jsonl import TrainingDataReader
+    from .jsonl import TrainingDataReader
 
     source = Path(args.file)
     if not source.is_file():

@@ -2,7 +2,8 @@
 // its history over the run (a sparkline of p(target) and rank, learned-at step marked),
 // the top-5 as labelled bars and the top-20 as a mini bar chart, the target in green.
 
-import { el, visibleToken, fmtNum, fmtPct, predictionFacts } from "./util.js";
+import { el, visibleToken, fmtNum, fmtPct } from "./util.js";
+import { predictionFacts } from "./entry.js";
 import { Sparkline } from "./dynamics.js";
 
 export class DetailPanel {

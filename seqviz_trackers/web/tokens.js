@@ -4,7 +4,8 @@
 // only the boxes near the visible part of the page exist in the DOM; they are reused
 // and only changed fields are written. Long sequences (thousands of tokens) stay fast.
 
-import { el, visibleToken, predictionFacts, METRICS } from "./util.js";
+import { el, visibleToken, METRICS } from "./util.js";
+import { predictionFacts } from "./entry.js";
 import { CHANGE_CLASS, changeBucket } from "./dynamics.js";
 
 const TOKEN_FONT = 13;

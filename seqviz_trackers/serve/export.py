@@ -5,17 +5,13 @@ it), so it opens from disk, from an e-mail attachment, or inside a W&B panel.
 
 ``seqviz export run.jsonl -o report.html`` writes the latest step (``--step N`` picks
 steps, ``--all`` takes every one); :func:`export_html` is the same from Python.
-``--format parquet`` writes every prediction as a table instead
-(:mod:`seqviz_trackers.storage.arrow`).
 """
 
 from __future__ import annotations
 
-import argparse
 import html
 import json
 import re
-import sys
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
@@ -24,7 +20,7 @@ from typing import Any
 __all__ = ["export_html", "dashboard_bundle", "json_for_html", "dynamics_extra", "MODULES"]
 
 #: The dashboard's modules in dependency order (each imports only earlier ones).
-MODULES = ("util.js", "sources.js", "chart.js", "dynamics.js", "tokens.js", "detail.js", "app.js", "index.js")
+MODULES = ("util.js", "entry.js", "sources.js", "chart.js", "dynamics.js", "tokens.js", "detail.js", "app.js", "index.js")
 
 _IMPORT = re.compile(r'^import\s[^;]*\sfrom\s+"\./[\w.-]+\.js";\s*$', re.M)
 _EXPORT = re.compile(r"^export\s+(?=(?:async\s+)?(?:function|class|const|let)\b)", re.M)
@@ -96,7 +92,7 @@ def export_html(entries: list[dict], *, steps: list[dict] | None = None, title: 
             (default: taken from ``entries``). Only the entries themselves can be opened.
         title: shown in the page's title and header.
         extra: any JSON the page carries; the dashboard answers other routes from it.
-        lines: the entries' JSONL lines as :func:`~seqviz_trackers.jsonl.encode_entry` made
+        lines: the entries' JSONL lines as :func:`~seqviz_trackers.storage.jsonl.encode_entry` made
             them, put in the page as they are instead of encoding the entries again.
 
     Returns:
@@ -161,7 +157,7 @@ def dynamics_extra(dyn: Any, entries: list[dict], diffs: dict[int, dict] | None 
     """
     import numpy as np
 
-    from .dynamics import evenly_spaced
+    from ..dynamics.tracks import evenly_spaced
 
     points = max(2, int(points))
     index = {step: i for i, step in enumerate(dyn.steps.view().tolist())}
@@ -196,89 +192,3 @@ def dynamics_extra(dyn: Any, entries: list[dict], diffs: dict[int, dict] | None 
         slim[str(b)] = {**d, "per_token": [{k: part[k] for k in ("seq", "index_b", "positions", "delta_logp")}
                                            for part in d.get("per_token") or ()]}
     return {"dynamics": {"points": points, "at_step": at_step, "tracks": tracks, "diffs": slim}}
-
-
-# -- the CLI ---------------------------------------------------------------------------
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("file", help="a seqviz JSONL file")
-    which = parser.add_mutually_exclusive_group()
-    which.add_argument("--step", type=int, action="append", metavar="N",
-                       help="include step N (repeatable; default: the latest step)")
-    which.add_argument("--all", action="store_true", help="include every step (the page grows with the run)")
-    parser.add_argument("--format", choices=("html", "parquet"), default="html",
-                        help="html: one dashboard page (default); parquet: every prediction as a table, "
-                             "one row per step, sequence and position (needs pyarrow; default: every step)")
-    parser.add_argument("--no-top-k", action="store_true", help="parquet: leave out the top-k candidate lists")
-    parser.add_argument("-o", "--output", help="the file to write (default: FILE with .html or .parquet)")
-    parser.add_argument("--title", help="title shown on the page (default: the file name)")
-    parser.add_argument("--no-dynamics", action="store_true",
-                        help="leave out the training dynamics (they need every line of FILE read once)")
-
-
-def _file_dynamics(reader: Any, entries: list[dict]) -> dict | None:
-    """The dynamics of the whole file for an exported page (series over the run, and each
-    exported step's change since the step before it); None when they cannot be made."""
-    from . import dynamics
-
-    try:
-        dyn = dynamics.dynamics_for(reader)
-        diffs = {}
-        for entry in entries:
-            before = dynamics.previous_step(reader, entry["step"])
-            if before is not None:
-                diffs[entry["step"]] = dynamics.diff_json(reader, before, entry["step"], per_token=True)
-        return dynamics_extra(dyn, entries, diffs, points=64)
-    except (KeyError, ValueError, IndexError) as exc:
-        print(f"seqviz export: the page has no training dynamics ({exc})", file=sys.stderr)
-        return None
-
-
-def run(args: argparse.Namespace) -> int:
-    from .jsonl import TrainingDataReader
-
-    if args.format == "parquet":
-        from .storage.arrow import export_parquet
-
-        return export_parquet(args)
-
-    path = Path(args.file)
-    if not path.is_file():
-        print(f"seqviz export: {path}: no such file", file=sys.stderr)
-        return 2
-    reader = TrainingDataReader(path)
-    infos = reader.steps
-    for problem in reader.problems:
-        print(f"seqviz export: {path}:{problem.line}: skipped: {problem.message}", file=sys.stderr)
-    if not infos:
-        print(f"seqviz export: {path}: no steps to export", file=sys.stderr)
-        return 1
-    by_step = {info.step: info for info in infos}
-    if args.all:
-        chosen = infos
-    elif args.step:
-        missing = [n for n in args.step if n not in by_step]
-        if missing:
-            near = ", ".join(str(s.step) for s in sorted(infos, key=lambda s: abs(s.step - missing[0]))[:5])
-            print(f"seqviz export: {path} has no step {missing[0]} (nearest: {near})", file=sys.stderr)
-            return 1
-        chosen = [by_step[n] for n in sorted(set(args.step))]
-    else:
-        chosen = [infos[-1]]
-    entries = []
-    for info in chosen:
-        try:
-            entries.append(reader.read(info))
-        except ValueError as exc:
-            print(f"seqviz export: {exc}", file=sys.stderr)
-            return 1
-    out = Path(args.output) if args.output else path.with_suffix(".html")
-    page = export_html(entries, steps=[s.to_json() for s in infos], title=args.title or path.name,
-                       extra=None if args.no_dynamics else _file_dynamics(reader, entries))
-    try:
-        out.write_text(page, encoding="utf-8")
-    except OSError as exc:
-        print(f"seqviz export: cannot write {out}: {exc.strerror or exc}", file=sys.stderr)
-        return 1
-    shown = ", ".join(str(e["step"]) for e in entries[:8]) + (" ..." if len(entries) > 8 else "")
-    print(f"wrote {out} ({len(page) / 1e6:.2f} MB; step{'s' if len(entries) > 1 else ''} {shown})")
-    return 0

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, Iterator, Protocol
 
-from .schema import SchemaValidationError, check_schema, find_non_finite
+from ..format.schema import SchemaValidationError, check_schema, find_non_finite
 
 __all__ = [
     "TrainingDataWriter", "TrainingDataReader", "StepInfo", "Problem", "Update",
@@ -69,7 +69,7 @@ class TrainingDataWriter:
         fsync: force each line to disk before ``write_step`` returns.
         columns: also keep the columns file ``<path>.cols``, a binary cache that makes
             the training-dynamics views fast to build (see
-            :mod:`seqviz_trackers.columns_file`; about 4 % of the JSONL's size).
+            :mod:`seqviz_trackers.storage.columns`; about 4 % of the JSONL's size).
     """
 
     def __init__(self, path: str | os.PathLike[str], validate: bool = True, fsync: bool = False, columns: bool = True):
@@ -82,7 +82,7 @@ class TrainingDataWriter:
         self._columns: Any = None
         if columns:
             try:
-                from .columns_file import ColumnsWriter
+                from .columns import ColumnsWriter
 
                 self._columns = ColumnsWriter(self.path, os.fstat(self._fd).st_size)
             except OSError as exc:
@@ -392,13 +392,13 @@ class TrainingDataReader:
         position); the columns are listed in :mod:`seqviz_trackers.storage.arrow`.
         ``top_k=False`` leaves out the candidate lists (and reads the columns file where it
         can, which is much faster). Needs pyarrow (the ``analysis`` extra)."""
-        from .storage.arrow import token_table
+        from .arrow import token_table
 
         return token_table(self, top_k=top_k)
 
     def to_pandas(self, top_k: bool = True) -> Any:
         """:meth:`to_arrow` as a ``pandas.DataFrame`` (strings as categoricals); needs pandas too."""
-        from .storage.arrow import token_dataframe
+        from .arrow import token_dataframe
 
         return token_dataframe(self, top_k=top_k)
 

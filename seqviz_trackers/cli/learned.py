@@ -6,10 +6,10 @@ import argparse
 import json
 import sys
 
-from .cli import existing_file
+from .main import existing_file
 from .diff import repr_token, show
-from .dynamics import learned_json
-from .jsonl import TrainingDataReader
+from ..dynamics import learned_json
+from ..storage.jsonl import TrainingDataReader
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -8,9 +8,9 @@ import sys
 import textwrap
 from typing import Any
 
-from .cli import existing_file
-from .dynamics import compare, previous_step
-from .jsonl import TrainingDataReader
+from .main import existing_file
+from ..dynamics import compare, previous_step
+from ..storage.jsonl import TrainingDataReader
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -4,7 +4,7 @@
 answers, on ``http://127.0.0.1:8765/``:
 
 - ``/`` and the files of :mod:`seqviz_trackers.web` (the dashboard), nothing outside it;
-- ``/<route>?...`` for every route of :data:`seqviz_trackers.api.ROUTES` (JSON);
+- ``/<route>?...`` for every route of :data:`seqviz_trackers.serve.api.ROUTES` (JSON);
 - ``/ws``: the websocket. Messages are JSON objects with a ``type``.
 
 Server to client: on connect ``runs``, then for the watched run ``summary``, ``steps``
@@ -35,8 +35,9 @@ from pathlib import Path
 from typing import Any, Iterable
 from urllib.parse import parse_qsl, unquote, urlsplit
 
+from ..runs import Runs
+from ..storage.jsonl import TrainingDataReader
 from . import api
-from .jsonl import TrainingDataReader
 
 __all__ = ["SeqVizServer", "ServerHandle", "start_in_thread", "make_runs", "WEB_DIR"]
 
@@ -58,13 +59,13 @@ def _dumps(obj: Any) -> str:
     return json.dumps(obj, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
 
 
-def make_runs(file: str | os.PathLike[str] | None = None, logdir: str | os.PathLike[str] | None = None) -> api.Runs:
+def make_runs(file: str | os.PathLike[str] | None = None, logdir: str | os.PathLike[str] | None = None) -> Runs:
     """The runs to serve: one file (named after its stem), or every ``*.jsonl`` below ``logdir``
     (named by their path relative to it, without ``.jsonl``; new files are picked up)."""
     if (file is None) == (logdir is None):
         raise ValueError("give exactly one of file= or logdir=")
     if file is not None:
-        runs = api.Runs()
+        runs = Runs()
         runs.add(Path(file).stem or "run", Path(file))
         return runs
     root = Path(logdir)  # type: ignore[arg-type]
@@ -76,7 +77,7 @@ def make_runs(file: str | os.PathLike[str] | None = None, logdir: str | os.PathL
                 found[path.relative_to(root).with_suffix("").as_posix()] = str(path)
         return found
 
-    return api.Runs(discover=discover)
+    return Runs(discover=discover)
 
 
 def _is_loopback(host: str) -> bool:
@@ -114,7 +115,7 @@ class SeqVizServer:
         web_dir: the folder served as static files.
     """
 
-    def __init__(self, runs: api.Runs, *, host: str = "127.0.0.1", port: int = 8765, interval: float = 0.25,
+    def __init__(self, runs: Runs, *, host: str = "127.0.0.1", port: int = 8765, interval: float = 0.25,
                  allow_origins: Iterable[str] = (), web_dir: Path = WEB_DIR):
         if interval <= 0:
             raise ValueError(f"interval must be positive, got {interval}")
@@ -142,7 +143,7 @@ class SeqVizServer:
         self._server = await serve(
             self._connection, self.host, self.port, process_request=self._process_request,
             compression=None, max_size=MAX_INCOMING, max_queue=8, server_header="seqviz",
-            logger=logging.getLogger("seqviz_trackers.server.ws"),
+            logger=logging.getLogger("seqviz_trackers.serve.server.ws"),
         )
         self.port = self._server.sockets[0].getsockname()[1]
         self._run_names = self._names()
@@ -483,59 +484,3 @@ def start_in_thread(*, file: str | os.PathLike[str] | None = None, logdir: str |
         thread.join()
         raise state["error"]
     return ServerHandle(server, state["loop"], thread, state["done"])
-
-
-# -- the CLI ---------------------------------------------------------------------------
-def add_arguments(parser: Any) -> None:
-    src = parser.add_mutually_exclusive_group(required=True)
-    src.add_argument("--file", help="the JSONL file to serve (it may not exist yet)")
-    src.add_argument("--logdir", help="serve every *.jsonl below this folder, with a run selector")
-    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
-    parser.add_argument("--port", type=int, default=8765, help="port for HTTP and the websocket (default 8765)")
-    parser.add_argument("--interval", type=float, default=0.25,
-                        help="seconds between scans for new runs; appends are checked 10x as often (default 0.25)")
-    parser.add_argument("--allow-origin", action="append", default=[], metavar="ORIGIN",
-                        help="also accept websocket connections from pages at ORIGIN (e.g. http://myhost:8765); repeatable")
-
-
-def run(args: Any) -> int:
-    if args.interval <= 0:
-        print(f"seqviz serve: --interval must be positive, got {args.interval}", file=sys.stderr)
-        return 2
-    if args.logdir is not None and not Path(args.logdir).is_dir():
-        print(f"seqviz serve: {args.logdir}: no such folder", file=sys.stderr)
-        return 2
-    if args.file is not None and Path(args.file).is_dir():
-        print(f"seqviz serve: {args.file} is a folder; use --logdir {args.file}", file=sys.stderr)
-        return 2
-    if not _is_loopback(args.host):
-        print(f"warning: binding {args.host} makes your training data readable by anyone who can reach port "
-              f"{args.port}; the default 127.0.0.1 keeps it on this machine", file=sys.stderr)
-    logging.basicConfig(level=logging.WARNING, format="seqviz serve: %(message)s")
-    server = SeqVizServer(make_runs(args.file, args.logdir), host=args.host, port=args.port,
-                          interval=args.interval, allow_origins=args.allow_origin)
-
-    async def main() -> None:
-        await server.start()
-        what = args.file if args.file is not None else f"{args.logdir} (every *.jsonl)"
-        if args.file is not None and not Path(args.file).exists():
-            what += " (waiting for it to appear)"
-        print(f"seqviz: serving {what}\n  open {server.url}  (Ctrl-C to stop)", flush=True)
-        try:
-            await asyncio.Event().wait()
-        finally:
-            await server.stop()
-
-    try:
-        asyncio.run(main())
-    except KeyboardInterrupt:
-        print("seqviz serve: stopped", file=sys.stderr)
-        return 0
-    except OSError as exc:
-        if exc.errno in (98, 48, 10048) or "address already in use" in str(exc).lower():
-            print(f"seqviz serve: port {args.port} on {args.host} is already in use; stop the other server or pick "
-                  f"another with --port", file=sys.stderr)
-        else:
-            print(f"seqviz serve: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}", file=sys.stderr)
-        return 1
-    return 0

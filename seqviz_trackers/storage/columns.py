@@ -1,6 +1,6 @@
 """The columns file: a binary cache of the numbers the training-dynamics views read.
 
-Next to ``steps.jsonl``, :class:`~seqviz_trackers.jsonl.TrainingDataWriter` keeps
+Next to ``steps.jsonl``, :class:`~seqviz_trackers.storage.jsonl.TrainingDataWriter` keeps
 ``steps.jsonl.cols``: for each line it appends, one record holding that step's target
 probability, target rank, loss, entropy and top-1 token id per predicted position, as
 little-endian arrays. Building per-token series from it costs a few NumPy copies per
@@ -30,7 +30,7 @@ from typing import Any, BinaryIO, Hashable, Iterator
 
 import numpy as np
 
-from .dynamics import Columns, KnownIds, columns, sequence_key, text_checksum
+from ..format.entry import Columns, KnownIds, columns, sequence_key, text_checksum
 
 __all__ = ["SUFFIX", "ColumnsWriter", "ColumnsReader", "Record", "encode_record", "decode_record"]
 
@@ -108,7 +108,7 @@ def _scan(f: BinaryIO, start: int, size: int) -> Iterator[tuple[dict[str, Any], 
 
 
 class ColumnsWriter:
-    """Appends one record per line written; used by :class:`~seqviz_trackers.jsonl.TrainingDataWriter`.
+    """Appends one record per line written; used by :class:`~seqviz_trackers.storage.jsonl.TrainingDataWriter`.
 
     On opening, records after an incomplete one (an interrupted writer) are cut off, and
     the file is emptied when the JSONL file is (a new run in the same place).
@@ -142,7 +142,7 @@ class ColumnsReader:
 
     Args:
         jsonl_path: the JSONL file (the columns file is this path plus :data:`SUFFIX`).
-        files: how to open and stat files (see :class:`~seqviz_trackers.jsonl.Files`).
+        files: how to open and stat files (see :class:`~seqviz_trackers.storage.jsonl.Files`).
     """
 
     def __init__(self, jsonl_path: str, files: Any):
@@ -170,7 +170,7 @@ class ColumnsReader:
                 self._end = body + blen
 
     def get(self, info: Any) -> Record | None:
-        """The record of the line ``info`` (a :class:`~seqviz_trackers.jsonl.StepInfo`), or None."""
+        """The record of the line ``info`` (a :class:`~seqviz_trackers.storage.jsonl.StepInfo`), or None."""
         if info.offset not in self._index:
             self._refresh()
         found = self._index.get(info.offset)

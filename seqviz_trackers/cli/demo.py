@@ -92,7 +92,7 @@ def demo_trainer(out: str | os.PathLike[str], steps: int = 480, *, wandb: bool =
                               ProgressCallback, Trainer, TrainerCallback, TrainingArguments, set_seed)
     from transformers.utils import logging as hf_logging
 
-    from .integrations import VisualizationCallback
+    from ..integrations import VisualizationCallback
 
     hf_logging.set_verbosity_error()
     out = Path(out)
@@ -213,7 +213,7 @@ def probe_accuracy(path: str | os.PathLike[str], name: str = "eval[0]") -> dict[
 
 def _logged_losses(path: str | os.PathLike[str]) -> list[tuple[int, float]]:
     """(step, loss) of each logged step that has a loss, by step."""
-    from .jsonl import TrainingDataReader
+    from ..storage.jsonl import TrainingDataReader
 
     return [(s.step, s.loss) for s in TrainingDataReader(path).steps if s.loss is not None]
 
@@ -245,7 +245,7 @@ def run(args: argparse.Namespace) -> int:
     jsonl = out / JSONL_NAME
     server = None
     if args.serve:
-        from .server import start_in_thread
+        from ..serve.server import start_in_thread
 
         jsonl.unlink(missing_ok=True)  # the dashboard follows the new run from its first step
         try:

@@ -8,7 +8,7 @@ these under the same relative names, so the dashboard's fetch adapter works on b
                                "problems": [{"line", "message"}]}``
 - ``step?run=R&step=N``    -> the entry logged at step N (a JSON object in the schema)
 - ``sequences``, ``series``, ``diff``, ``learned`` -> training dynamics, see
-  :mod:`seqviz_trackers.dynamics_routes` and ``docs/dynamics.md``
+  :mod:`seqviz_trackers.dynamics.routes` and ``docs/dynamics.md``
 
 Each function returns data or raises :class:`NotFound` / :class:`BadRequest`; the
 back end turns those into a 404 / 400 with ``{"error": message}``. :data:`ROUTES` maps
@@ -23,77 +23,22 @@ from __future__ import annotations
 
 import mimetypes
 import os
-import threading
 from pathlib import Path
 from typing import Any, Callable
 
-from .jsonl import Files, TrainingDataReader
+from ..dynamics.routes import DYNAMICS_ROUTES
+from ..runs import BadRequest, NotFound, Query, Runs, parse_step
 
 __all__ = ["Runs", "NotFound", "BadRequest", "runs_impl", "steps_impl", "step_impl", "parse_step", "ROUTES", "handle",
            "WEB_DIR", "web_file", "content_type"]
 
 #: The dashboard's static files.
-WEB_DIR = Path(__file__).resolve().parent / "web"
+WEB_DIR = Path(__file__).resolve().parent.parent / "web"
 _CONTENT_TYPES = {
     ".js": "text/javascript", ".mjs": "text/javascript", ".css": "text/css", ".html": "text/html",
     ".svg": "image/svg+xml", ".png": "image/png", ".ico": "image/x-icon", ".woff2": "font/woff2",
     ".json": "application/json", ".map": "application/json", ".txt": "text/plain", ".md": "text/plain",
 }
-
-
-class NotFound(LookupError):
-    """The run or step asked for does not exist (HTTP 404)."""
-
-
-class BadRequest(ValueError):
-    """The request itself is malformed (HTTP 400)."""
-
-
-class Runs:
-    """Named runs, each one JSONL file behind one :class:`TrainingDataReader`.
-
-    ``discover`` (optional) returns ``{name: path}`` for the runs that exist now; it
-    is called on each :meth:`names` so runs that appear later are picked up.
-    """
-
-    def __init__(self, discover: Callable[[], dict[str, str]] | None = None, files: Files | None = None):
-        self._discover = discover
-        self._files = files
-        self._paths: dict[str, str] = {}
-        self._readers: dict[str, TrainingDataReader] = {}
-        self._lock = threading.Lock()
-
-    def add(self, name: str, path: str | os.PathLike[str]) -> None:
-        self._paths[name] = str(path)
-
-    def names(self) -> list[str]:
-        if self._discover is not None:
-            self._paths.update(self._discover())
-        return sorted(self._paths)
-
-    def reader(self, name: str | None) -> TrainingDataReader:
-        if not name:
-            raise BadRequest("missing query parameter 'run'")
-        with self._lock:
-            if name not in self._paths:
-                self.names()
-            if name not in self._paths:
-                raise NotFound(f"unknown run {name!r}")
-            reader = self._readers.get(name)
-            if reader is None or reader.path != self._paths[name]:
-                reader = self._readers[name] = TrainingDataReader(self._paths[name], files=self._files)
-            return reader
-
-
-def parse_step(value: Any) -> int:
-    """A step number from a query string, or :class:`BadRequest`."""
-    try:
-        step = int(str(value))
-    except (TypeError, ValueError):
-        raise BadRequest(f"step must be a non-negative integer, got {value!r}") from None
-    if step < 0:
-        raise BadRequest(f"step must be a non-negative integer, got {value!r}")
-    return step
 
 
 def runs_impl(runs: Runs) -> dict[str, Any]:
@@ -130,8 +75,6 @@ def step_impl(runs: Runs, run: str | None, step: Any) -> dict[str, Any]:
     return entry
 
 
-Query = dict[str, str]
-
 #: route name -> function(runs, query) returning JSON-ready data.
 ROUTES: dict[str, Callable[[Runs, Query], Any]] = {
     "runs": lambda runs, q: runs_impl(runs),
@@ -140,16 +83,8 @@ ROUTES: dict[str, Callable[[Runs, Query], Any]] = {
 }
 
 
-def _dynamics_route(name: str) -> Callable[[Runs, Query], Any]:
-    """A route of :mod:`seqviz_trackers.dynamics_routes`, imported on first use."""
-    def call(runs: Runs, q: Query) -> Any:
-        from .dynamics_routes import DYNAMICS_ROUTES
-        return DYNAMICS_ROUTES[name](runs, q)
-    return call
-
-
 # Training dynamics: sequences, series, diff, learned (shapes in docs/dynamics.md).
-ROUTES.update({name: _dynamics_route(name) for name in ("sequences", "series", "diff", "learned")})
+ROUTES.update(DYNAMICS_ROUTES)
 
 
 def handle(runs: Runs, route: str, query: Query) -> tuple[int, Any]:

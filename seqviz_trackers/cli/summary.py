@@ -6,8 +6,8 @@ import argparse
 import json
 import sys
 
-from .cli import existing_file
-from .jsonl import TrainingDataReader
+from .main import existing_file
+from ..storage.jsonl import TrainingDataReader
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -10,13 +10,13 @@ from pathlib import Path
 
 # name: (module, one-line help). Each module has add_arguments(parser) and run(args) -> int.
 COMMANDS = {
-    "validate": ("seqviz_trackers.validate", "check every line of a JSONL file against the schema"),
-    "summary": ("seqviz_trackers.summary", "print step count and loss figures of a JSONL file"),
-    "diff": ("seqviz_trackers.diff", "print what changed in the predictions between two steps"),
-    "learned": ("seqviz_trackers.learned", "print when each probe token was learned, and forgetting events"),
-    "serve": ("seqviz_trackers.server", "serve the live token dashboard for a JSONL file or a folder of them"),
-    "export": ("seqviz_trackers.export", "write one self-contained HTML page of a JSONL file's steps"),
-    "demo": ("seqviz_trackers.demo", "train a tiny GPT-2 on Hamlet on the CPU and log its predictions (about a minute)"),
+    "validate": ("seqviz_trackers.cli.validate", "check every line of a JSONL file against the schema"),
+    "summary": ("seqviz_trackers.cli.summary", "print step count and loss figures of a JSONL file"),
+    "diff": ("seqviz_trackers.cli.diff", "print what changed in the predictions between two steps"),
+    "learned": ("seqviz_trackers.cli.learned", "print when each probe token was learned, and forgetting events"),
+    "serve": ("seqviz_trackers.cli.serve", "serve the live token dashboard for a JSONL file or a folder of them"),
+    "export": ("seqviz_trackers.cli.export", "write one self-contained HTML page of a JSONL file's steps"),
+    "demo": ("seqviz_trackers.cli.demo", "train a tiny GPT-2 on Hamlet on the CPU and log its predictions (about a minute)"),
 }
 
 
@@ -33,7 +33,7 @@ def existing_file(name: str | Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from ._version import __version__
+    from .._version import __version__
 
     parser = argparse.ArgumentParser(prog="seqviz", description="See what your language model predicts, token by token.")
     parser.add_argument("--version", action="version", version=f"seqviz {__version__}")

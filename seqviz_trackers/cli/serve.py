@@ -1,0 +1,66 @@
+"""``seqviz serve --file F | --logdir D``: the live dashboard (see :mod:`seqviz_trackers.serve.server`)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from ..serve.server import SeqVizServer, _is_loopback, make_runs
+
+
+def add_arguments(parser: Any) -> None:
+    src = parser.add_mutually_exclusive_group(required=True)
+    src.add_argument("--file", help="the JSONL file to serve (it may not exist yet)")
+    src.add_argument("--logdir", help="serve every *.jsonl below this folder, with a run selector")
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    parser.add_argument("--port", type=int, default=8765, help="port for HTTP and the websocket (default 8765)")
+    parser.add_argument("--interval", type=float, default=0.25,
+                        help="seconds between scans for new runs; appends are checked 10x as often (default 0.25)")
+    parser.add_argument("--allow-origin", action="append", default=[], metavar="ORIGIN",
+                        help="also accept websocket connections from pages at ORIGIN (e.g. http://myhost:8765); repeatable")
+
+
+def run(args: Any) -> int:
+    if args.interval <= 0:
+        print(f"seqviz serve: --interval must be positive, got {args.interval}", file=sys.stderr)
+        return 2
+    if args.logdir is not None and not Path(args.logdir).is_dir():
+        print(f"seqviz serve: {args.logdir}: no such folder", file=sys.stderr)
+        return 2
+    if args.file is not None and Path(args.file).is_dir():
+        print(f"seqviz serve: {args.file} is a folder; use --logdir {args.file}", file=sys.stderr)
+        return 2
+    if not _is_loopback(args.host):
+        print(f"warning: binding {args.host} makes your training data readable by anyone who can reach port "
+              f"{args.port}; the default 127.0.0.1 keeps it on this machine", file=sys.stderr)
+    logging.basicConfig(level=logging.WARNING, format="seqviz serve: %(message)s")
+    server = SeqVizServer(make_runs(args.file, args.logdir), host=args.host, port=args.port,
+                          interval=args.interval, allow_origins=args.allow_origin)
+
+    async def main() -> None:
+        await server.start()
+        what = args.file if args.file is not None else f"{args.logdir} (every *.jsonl)"
+        if args.file is not None and not Path(args.file).exists():
+            what += " (waiting for it to appear)"
+        print(f"seqviz: serving {what}\n  open {server.url}  (Ctrl-C to stop)", flush=True)
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await server.stop()
+
+    try:
+        asyncio.run(main())
+    except KeyboardInterrupt:
+        print("seqviz serve: stopped", file=sys.stderr)
+        return 0
+    except OSError as exc:
+        if exc.errno in (98, 48, 10048) or "address already in use" in str(exc).lower():
+            print(f"seqviz serve: port {args.port} on {args.host} is already in use; stop the other server or pick "
+                  f"another with --port", file=sys.stderr)
+        else:
+            print(f"seqviz serve: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,93 @@
+"""One :class:`~seqviz_trackers.dynamics.tracks.Dynamics` per reader, kept up to date.
+
+:func:`dynamics_for` keeps one per :class:`~seqviz_trackers.storage.jsonl.TrainingDataReader`,
+brought up to date on each call from the columns cache where it matches and from the
+JSONL otherwise (a truncated or rewritten file, or a step logged again, rebuilds it).
+"""
+
+from __future__ import annotations
+
+import operator
+import threading
+import time
+import weakref
+from contextlib import contextmanager
+from typing import Any, Iterator
+
+from ..storage.columns import ColumnsReader
+from .tracks import Dynamics
+
+__all__ = ["dynamics_for", "synced"]
+
+class _RunState:
+    """A reader's :class:`Dynamics`, the step index it was built from, its columns file, and recent diffs."""
+
+    def __init__(self, reader: Any) -> None:
+        self.columns = ColumnsReader(reader.path, reader.files)
+        self.lock = threading.Lock()
+        self.dyn = Dynamics()
+        self.infos: list[Any] = []
+        self.sorted_ref: Any = None
+        self.diffs: dict[tuple[Any, ...], dict[str, Any]] = {}
+        self.build_seconds = 0.0
+
+
+_registry: "weakref.WeakKeyDictionary[Any, _RunState]" = weakref.WeakKeyDictionary()
+_registry_lock = threading.Lock()
+
+
+def _state(reader: Any) -> _RunState:
+    with _registry_lock:
+        state = _registry.get(reader)
+        if state is None:
+            state = _registry[reader] = _RunState(reader)
+        return state
+
+
+def _sync(reader: Any, state: _RunState) -> None:
+    """Bring ``state`` up to date with ``reader``'s steps; call with ``state.lock`` held."""
+    infos = reader.steps
+    if infos is state.sorted_ref:
+        return
+    n = len(state.infos)
+    if len(infos) < n or not all(map(operator.is_, infos, state.infos)):
+        state.dyn, state.infos, state.diffs = Dynamics(), [], {}  # rewritten file or a step logged again
+        n = 0
+    start = time.perf_counter()
+    for info in infos[n:]:
+        record = state.columns.get(info)
+        if record is not None and state.dyn.add_columns(*record):
+            state.infos.append(info)
+            continue
+        try:
+            entry = reader.read(info)
+        except ValueError:
+            state.dyn.add_missing_step(info.step)
+        except OSError:
+            break  # the file went away mid-read; the next call tries again
+        else:
+            state.dyn.add_entry(entry)
+        state.infos.append(info)
+    else:
+        state.sorted_ref = infos
+    state.build_seconds += time.perf_counter() - start
+
+
+@contextmanager
+def synced(reader: Any) -> Iterator[_RunState]:
+    """``reader``'s state, brought up to date and locked for the ``with`` block."""
+    state = _state(reader)
+    with state.lock:
+        _sync(reader, state)
+        yield state
+
+
+def dynamics_for(reader: Any) -> Dynamics:
+    """The up-to-date :class:`Dynamics` of a :class:`~seqviz_trackers.storage.jsonl.TrainingDataReader`.
+
+    Kept per reader object: each call reads only the steps indexed since the last one.
+    The object is replaced, not changed in place, when the file is rewritten.
+    """
+    with synced(reader) as state:
+        return state.dyn
+

@@ -1,0 +1,223 @@
+"""Comparing two logged steps position by position: :func:`compare`.
+
+Change in log p(target), change in rank, top-1 flips, and a divergence between the
+two predicted distributions (see :data:`DIVERGENCE`).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, Hashable, Iterable, Sequence
+
+import numpy as np
+
+from ..format.entry import Candidate, Columns, by_position, candidates, columns, is_num, sequence_key
+
+__all__ = ["DIVERGENCE", "compare", "js_topk_other", "sig", "sig_list"]
+
+DIVERGENCE = {
+    "name": "js_topk_other",
+    "label": "JS divergence (top-k + other)",
+    "description": (
+        "Jensen-Shannon divergence in nats (0 to ln 2 = 0.693) between the two predicted "
+        "distributions, each restricted to the union of both logged top-k sets plus one "
+        "'other' bucket holding its remaining mass; a token missing from one side's top-k "
+        "counts as probability 0 there."
+    ),
+}
+#: Log-probabilities are floored here when only a probability of 0 is known.
+_LOGP_FLOOR = math.log(1e-30)
+
+
+def _logp(cols: Columns) -> np.ndarray:
+    """log p(target): minus the loss (more precise for tiny p), else log of the probability."""
+    with np.errstate(divide="ignore"):
+        out = np.where(np.isnan(cols.loss), np.log(cols.prob), -cols.loss)
+    return np.maximum(out, _LOGP_FLOOR)
+
+
+
+def js_topk_other(a: Sequence[Candidate], b: Sequence[Candidate]) -> float:
+    """The divergence named in :data:`DIVERGENCE` between two lists of ``(id, token, p)`` candidates."""
+    pa = {c[0]: max(float(c[2]), 0.0) for c in a}
+    pb = {c[0]: max(float(c[2]), 0.0) for c in b}
+    if not pa and not pb:
+        return math.nan
+    union = pa.keys() | pb.keys()
+    va = [pa.get(t, 0.0) for t in union]
+    vb = [pb.get(t, 0.0) for t in union]
+    va.append(max(0.0, 1.0 - sum(pa.values())))
+    vb.append(max(0.0, 1.0 - sum(pb.values())))
+    sa, sb = sum(va), sum(vb)
+    total = 0.0
+    for x, y in zip(va, vb):
+        x, y = x / sa, y / sb
+        m = 0.5 * (x + y)
+        if x > 0:
+            total += 0.5 * x * math.log(x / m)
+        if y > 0:
+            total += 0.5 * y * math.log(y / m)
+    return max(total, 0.0)
+
+
+def _topk_arrays(preds: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray] | None:
+    """(ids, probabilities), each ``(len(preds), k)``, of predictions whose ``top_k`` lists are
+    well-formed ``[int id, str, finite p]`` items of one length; else None."""
+    try:
+        if not preds or any("top_20" in p for p in preds):
+            return None
+        arr = np.array([p["top_k"] for p in preds], dtype=object)
+    except (KeyError, TypeError, ValueError):
+        return None
+    if arr.ndim != 3 or arr.shape[1] == 0 or arr.shape[2] != 3:
+        return None
+    ids, probs = arr[:, :, 0], arr[:, :, 2]
+    if not set(map(type, ids.flat)) <= {int} or not set(map(type, probs.flat)) <= {int, float}:
+        return None
+    try:
+        ids, probs = ids.astype(np.int64), probs.astype(np.float64)
+    except OverflowError:  # an id past int64
+        return None
+    return (ids, np.maximum(probs, 0.0)) if np.isfinite(probs).all() else None
+
+
+def _divergences(preds_a: list[dict[str, Any]], preds_b: list[dict[str, Any]]) -> np.ndarray:
+    """:func:`js_topk_other` of each pair of predictions, vectorised when both sides'
+    top-k lists allow it (see :func:`_topk_arrays`)."""
+    def one_by_one(rows: Iterable[int]) -> np.ndarray:
+        return np.array([js_topk_other(candidates(preds_a[i]), candidates(preds_b[i])) for i in rows], dtype=np.float64)
+
+    a, b = _topk_arrays(preds_a), _topk_arrays(preds_b)
+    if a is None or b is None:
+        return one_by_one(range(len(preds_a)))
+    (ida, pa), (idb, pb) = a, b
+    match = ida[:, :, None] == idb[:, None, :]
+    pb_at_a = (match * pb[:, None, :]).sum(2)              # B's probability of each of A's ids (0: not in B's top-k)
+    pb_only = np.where(match.any(1), 0.0, pb)              # B's ids missing from A's top-k
+    oa, ob = np.maximum(0.0, 1.0 - pa.sum(1)), np.maximum(0.0, 1.0 - pb.sum(1))  # the "other" buckets
+    sa, sb = (pa.sum(1) + oa)[:, None], (pb.sum(1) + ob)[:, None]
+
+    def half_kl_to_mean(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where(x > 0, 0.5 * x * np.log(2 * x / (x + y)), 0.0).sum(1)
+
+    x = np.concatenate([pa / sa, np.zeros_like(pb_only), oa[:, None] / sa], 1)
+    y = np.concatenate([pb_at_a / sb, pb_only / sb, ob[:, None] / sb], 1)
+    out = np.maximum(half_kl_to_mean(x, y) + half_kl_to_mean(y, x), 0.0)
+    repeated = ((np.diff(np.sort(ida, 1), axis=1) == 0).any(1) | (np.diff(np.sort(idb, 1), axis=1) == 0).any(1))
+    if repeated.any():  # an id twice in one top-k: the last one counts, as in js_topk_other
+        rows = np.flatnonzero(repeated)
+        out[rows] = one_by_one(rows.tolist())
+    return out
+
+
+def sig(x: Any, digits: int = 4) -> Any:
+    """A float rounded to ``digits`` significant digits for JSON, or None for NaN."""
+    if x is None:
+        return None
+    x = float(x)
+    return None if not math.isfinite(x) else float(f"{x:.{digits}g}")
+
+
+def sig_list(values: Iterable[Any]) -> list[Any]:
+    return [sig(v) for v in values]
+
+
+def _context(tokens: list[str], pos: int, before: int = 6) -> str:
+    return "".join(t for t in tokens[max(0, pos - before + 1):pos + 1] if isinstance(t, str))
+
+
+def compare(entry_a: dict[str, Any], entry_b: dict[str, Any], *, limit: int = 20, per_token: bool = False,
+            number: Callable[[dict[str, Any]], int | None] | None = None) -> dict[str, Any]:
+    """Compare the predictions of two entries, position by position (see :func:`diff_json` for the shape).
+
+    Sequences are matched by :func:`sequence_key`, positions by ``position``. ``number``
+    gives the ``seq`` reported for a sequence (default: its index in ``entry_b``).
+    """
+    seqs_a = [s for s in entry_a.get("sequences") or () if isinstance(s, dict)]
+    seqs_b = [s for s in entry_b.get("sequences") or () if isinstance(s, dict)]
+    index_a: dict[Hashable, int] = {}
+    for i, s in enumerate(seqs_a):
+        index_a.setdefault(sequence_key(s), i)
+    sequences, per, parts = [], [], []
+    for ib, sb in enumerate(seqs_b):
+        ia = index_a.get(sequence_key(sb))
+        if ia is None:
+            continue
+        sa = seqs_a[ia]
+        seq_no = number(sb) if number is not None else ib
+        name = sb.get("name") if isinstance(sb.get("name"), str) else None
+        sequences.append({"seq": seq_no, "name": name, "index_a": ia, "index_b": ib})
+        ca, cb = columns(sa), columns(sb)
+        common, ja, jb = np.intersect1d(ca.pos, cb.pos, return_indices=True)
+        preds_a, preds_b = by_position(sa), by_position(sb)
+        positions = common.tolist()
+        part = {
+            "k": np.full(len(common), len(parts)), "pos": common,
+            "p_a": ca.prob[ja], "p_b": cb.prob[jb], "rank_a": ca.rank[ja], "rank_b": cb.rank[jb],
+            "d_logp": _logp(cb)[jb] - _logp(ca)[ja],
+            "div": _divergences([preds_a[p] for p in positions], [preds_b[p] for p in positions]),
+        }
+        parts.append((part, seq_no, name, ib, sb, preds_a, preds_b))
+        if per_token:
+            known = (part["rank_a"] >= 1) & (part["rank_b"] >= 1)
+            flip = (part["rank_b"] == 1).astype(np.int64) - (part["rank_a"] == 1)
+            per.append({"seq": seq_no, "index_b": ib, "positions": common.tolist(),
+                        "delta_logp": sig_list(part["d_logp"]),
+                        "delta_rank": [int(b - a) if k else None for a, b, k in
+                                       zip(part["rank_a"].tolist(), part["rank_b"].tolist(), known.tolist())],
+                        "divergence": sig_list(part["div"]), "flip": flip.tolist()})
+
+    cat = {f: np.concatenate([p[0][f] for p in parts]) if parts else np.zeros(0) for f in
+           ("k", "pos", "p_a", "p_b", "rank_a", "rank_b", "d_logp", "div")}
+    d_logp, div = cat["d_logp"], cat["div"]
+    flip = (cat["rank_b"] == 1).astype(np.int64) - (cat["rank_a"] == 1)
+    known_d = ~np.isnan(d_logp)
+    order_up = np.argsort(-np.where(known_d, d_logp, -np.inf), kind="stable")   # biggest gain first
+    order_down = np.argsort(np.where(known_d, d_logp, np.inf), kind="stable")   # biggest loss first
+
+    def row(i: int) -> dict[str, Any]:
+        part, seq_no, name, ib, sb, preds_a, preds_b = parts[int(cat["k"][i])]
+        p = int(cat["pos"][i])
+        tokens = sb.get("tokens") if isinstance(sb.get("tokens"), list) else []
+        ra, rb = int(cat["rank_a"][i]), int(cat["rank_b"][i])
+        first_a, first_b = ((candidates(preds[p]) or [(-1, None, 0.0)])[0] for preds in (preds_a, preds_b))
+        target = preds_b[p].get("target_token_str")
+        return {
+            "seq": seq_no, "name": name, "index": ib, "pos": p,
+            "context": _context(tokens, p), "token": tokens[p] if p < len(tokens) else None,
+            "target": target if isinstance(target, str) else None,
+            "p_a": sig(cat["p_a"][i]), "p_b": sig(cat["p_b"][i]),
+            "rank_a": ra or None, "rank_b": rb or None,
+            "delta_logp": sig(d_logp[i]), "delta_rank": rb - ra if ra and rb else None,
+            "divergence": sig(div[i]), "top1_a": first_a[1], "top1_b": first_b[1],
+            "flip": int(flip[i]),
+        }
+
+    def pick(order: np.ndarray, mask: np.ndarray) -> list[dict[str, Any]]:
+        return [row(i) for i in order[mask[order]][:limit].tolist()]
+
+    out: dict[str, Any] = {
+        "a": entry_a.get("step"), "b": entry_b.get("step"),
+        "loss_a": sig(entry_a.get("loss"), 6) if is_num(entry_a.get("loss")) else None,
+        "loss_b": sig(entry_b.get("loss"), 6) if is_num(entry_b.get("loss")) else None,
+        "divergence": DIVERGENCE,
+        "summary": {
+            "compared": int(len(d_logp)),
+            "improved": int((d_logp[known_d] > 0).sum()),
+            "worsened": int((d_logp[known_d] < 0).sum()),
+            "wrong_to_right": int((flip == 1).sum()),
+            "right_to_wrong": int((flip == -1).sum()),
+            "mean_delta_logp": sig(d_logp[known_d].mean()) if known_d.any() else None,
+            "mean_divergence": sig(np.nanmean(div)) if (~np.isnan(div)).any() else None,
+        },
+        "sequences": sequences,
+        "learned": pick(order_up, flip == 1),
+        "forgotten": pick(order_down, flip == -1),
+        "worsened": pick(order_down, known_d & (d_logp < 0)),
+        "improved": pick(order_up, known_d & (d_logp > 0)),
+    }
+    if per_token:
+        out["per_token"] = per
+    return out
+

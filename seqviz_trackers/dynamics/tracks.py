@@ -1,0 +1,282 @@
+"""Per-token series of one run: :class:`Dynamics`.
+
+For every tracked sequence and position, the target probability, target rank, loss,
+entropy and top-1 token at every step where the sequence was logged, kept in NumPy
+arrays that grow by step (adding a step costs work proportional to that step, not to
+the run), plus the learned-when state: the step from which the target stays top-1
+(and top-5) up to the last step where it was predicted, and *forgetting events* (the
+target was top-1 at one logged step and not at the next one where it was predicted).
+
+Tracked sequences (see :func:`~seqviz_trackers.format.entry.sequence_key`) are
+numbered ``seq = 0, 1, ...`` in the order they first appear in the run. Steps where a
+sequence is absent are not part of its series; an unknown rank counts as "not top-1,
+not top-5".
+"""
+
+from __future__ import annotations
+
+from typing import Any, Hashable
+
+import numpy as np
+
+from ..format.entry import Columns, KnownIds, columns, is_int, sequence_key, targets, text_checksum
+
+__all__ = ["Dynamics", "evenly_spaced"]
+
+_NONE = np.zeros(0, dtype=np.int64)
+
+
+class _Track:
+    """The series of one tracked sequence: rows are the steps where it was logged."""
+
+    ARRAYS = {"prob": (np.float32, np.nan), "loss": (np.float32, np.nan), "entropy": (np.float32, np.nan),
+              "rank": (np.int32, 0), "top1": (np.int64, -1), "present": (np.bool_, False)}
+    STATE = {"target": (np.int64, -2), "top1_now": (np.bool_, False), "since1": (np.int64, -1),
+             "since5": (np.int64, -1), "last_seen": (np.int64, -1), "times_forgotten": (np.int32, 0)}
+
+    def __init__(self, number: int, seq: dict[str, Any]):
+        self.number = number
+        self.name: str | None = seq.get("name") if isinstance(seq.get("name"), str) else None
+        self.tokens: list[str] = []
+        self.token_ids: list[int] | None = None
+        self.text: int | None = None  # text_checksum of the tokens
+        self.target_str: list[str | None] = []
+        self.n = 0
+        self.width = 0
+        self.steps = np.zeros(8, dtype=np.int64)
+        self.row_of: dict[int, int] = {}
+        for field, (dtype, fill) in self.ARRAYS.items():
+            setattr(self, field, np.full((8, 0), fill, dtype=dtype))
+        for field, (dtype, fill) in self.STATE.items():
+            setattr(self, field, np.full(0, fill, dtype=dtype))
+
+    def _grow(self, rows: int, width: int) -> None:
+        cap = self.steps.shape[0]
+        if rows <= cap and width <= self.width:
+            return
+        new_cap = max(cap, rows) if rows <= cap else max(rows, 2 * cap)
+        new_width = max(width, self.width)
+        if new_cap != cap:
+            steps = np.zeros(new_cap, dtype=np.int64)
+            steps[:self.n] = self.steps[:self.n]
+            self.steps = steps
+        for field, (dtype, fill) in self.ARRAYS.items():
+            old = getattr(self, field)
+            arr = np.full((new_cap, new_width), fill, dtype=dtype)
+            arr[:self.n, :self.width] = old[:self.n, :self.width]
+            setattr(self, field, arr)
+        for field, (dtype, fill) in self.STATE.items():
+            old = getattr(self, field)
+            arr = np.full(new_width, fill, dtype=dtype)
+            arr[:self.width] = old
+            setattr(self, field, arr)
+        self.target_str.extend([None] * (new_width - self.width))
+        self.width = new_width
+
+    def _at(self, cols: Columns) -> Any:
+        return slice(0, len(cols)) if cols.contiguous else cols.pos  # a slice is much cheaper than fancy indexing
+
+    def add(self, step: int, cols: Columns) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Append one step; returns (gained positions, lost positions, their since-steps, their last top-1 steps)."""
+        self._grow(self.n + 1, cols.width)
+        row, pos, at = self.n, cols.pos, self._at(cols)
+        self.steps[row] = step
+        self.row_of[step] = row
+        self.prob[row, at] = cols.prob
+        self.loss[row, at] = cols.loss
+        self.entropy[row, at] = cols.entropy
+        self.rank[row, at] = cols.rank
+        self.top1[row, at] = cols.top1
+        self.present[row, at] = True
+        self.n += 1
+
+        # learned-when state, at the predicted positions only
+        hit1 = cols.rank == 1
+        was1 = self.top1_now[at]
+        changed = hit1 != was1
+        if changed.any():
+            lost, gained = pos[changed & was1], pos[changed & hit1]
+            since, last = self.since1[lost], self.last_seen[lost]
+            self.times_forgotten[lost] += 1
+            self.since1[lost] = -1
+            self.since1[gained] = step
+            self.top1_now[at] = hit1
+        else:
+            lost = gained = since = last = _NONE
+        hit5 = (cols.rank - 1).astype(np.uint64) < 5  # rank 1..5 (an unknown rank 0 wraps around)
+        since5 = self.since5[at]
+        self.since5[at] = np.where(hit5, np.where(since5 < 0, step, since5), -1)
+        self.last_seen[at] = step
+        return gained, lost, since, last
+
+    def set_text(self, seq: dict[str, Any], cols: Columns) -> None:
+        """Take the tokens, and the targets at ``cols``' positions, from ``seq`` when they are new
+        (call after :meth:`add`)."""
+        ids = seq.get("token_ids")
+        tokens = seq.get("tokens")
+        new_text = isinstance(tokens, list) and (not self.tokens or ids != self.token_ids
+                                                 or (ids is None and tokens != self.tokens))
+        if new_text:
+            self.tokens = [t if isinstance(t, str) else str(t) for t in tokens]
+            self.token_ids = ids if isinstance(ids, list) else None
+            self.text = text_checksum(seq)
+        if new_text or (self.target[self._at(cols)] == -2).any():  # read targets once per text and position
+            for p, (target_id, target_str) in targets(seq).items():
+                if p < self.width:
+                    self.target[p], self.target_str[p] = target_id, target_str
+
+    def knows_text(self, text: int, cols: Columns) -> bool:
+        """Whether this track has text ``text`` and the targets at all of ``cols``' positions."""
+        return text == self.text and cols.width <= self.width and not (self.target[self._at(cols)] == -2).any()
+
+    def label(self) -> str:
+        if self.name is not None:
+            return self.name
+        text = "".join(self.tokens[:12])
+        return text if len(self.tokens) <= 12 else text + "…"
+
+
+def evenly_spaced(n: int, limit: int) -> list[int]:
+    """Indices of at most ``limit`` (>= 2) evenly spaced rows of ``n``, the first and last included."""
+    if n <= limit:
+        return list(range(n))
+    return sorted({round(x) for x in np.linspace(0, n - 1, limit).tolist()})
+
+
+class _Grow:
+    """A 1-D NumPy array that grows by appending (amortised O(1))."""
+
+    def __init__(self, dtype: Any):
+        self.data = np.zeros(16, dtype=dtype)
+        self.n = 0
+
+    def append(self, value: Any) -> None:
+        if self.n == len(self.data):
+            self.data = np.concatenate([self.data, np.zeros_like(self.data)])
+        self.data[self.n] = value
+        self.n += 1
+
+    def view(self) -> np.ndarray:
+        return self.data[:self.n]
+
+
+class Dynamics:
+    """Per-token series and learned-when state of one run, built step by step.
+
+    >>> dyn = Dynamics()
+    >>> for entry in entries:        # in increasing step order
+    ...     dyn.add_entry(entry)
+    >>> dyn.learned_at(0)            # per position of sequence 0: step or -1
+
+    Steps must arrive in increasing order (:meth:`add_entry` raises ValueError
+    otherwise); :func:`dynamics_for` rebuilds when a file's steps do not.
+    """
+
+    def __init__(self) -> None:
+        self.tracks: list[_Track] = []
+        self._by_key: dict[Hashable, _Track] = {}
+        self.steps = _Grow(np.int64)
+        self.gained = _Grow(np.int64)
+        self.forgotten = _Grow(np.int64)
+        self.step_seqs: list[list[int]] = []
+        self._events: list[np.ndarray] = []  # per step: (seq, pos, step, since, last top-1) rows
+        self.vocab: dict[int, str] = {}
+        self._known = KnownIds()
+
+    # -- building --------------------------------------------------------------------------------
+    def add_entry(self, entry: dict[str, Any]) -> None:
+        """Add one logged step. Raises ValueError when its step is not after the last one."""
+        seqs = entry.get("sequences")
+        seqs = [seq for seq in seqs if isinstance(seq, dict)] if isinstance(seqs, list) else []
+        self._add(entry.get("step"), [(sequence_key(seq), seq, columns(seq)) for seq in seqs])
+
+    def add_columns(self, step: int, seqs: list[tuple[Hashable, int, Columns]], vocab: dict[int, str]) -> bool:
+        """Add one step read from a columns file (see :mod:`seqviz_trackers.storage.columns`):
+        per sequence its key, text checksum and :class:`Columns`, plus display strings of
+        top-1 ids. Returns False, adding nothing, when a sequence is new or its text or
+        targets are not known yet: add that step's entry instead."""
+        for key, text, cols in seqs:
+            track = self._by_key.get(key)
+            if track is None or not track.knows_text(text, cols):
+                return False
+        self._add(step, [(key, None, cols) for key, _text, cols in seqs])
+        for top, string in vocab.items():
+            self.vocab.setdefault(top, string)
+        return True
+
+    def _add(self, step: Any, seqs: list[tuple[Hashable, dict[str, Any] | None, Columns]]) -> None:
+        if not is_int(step) or step < 0:
+            raise ValueError(f"entry has no valid 'step' ({step!r})")
+        if self.steps.n and step <= self.steps.data[self.steps.n - 1]:
+            raise ValueError(f"step {step} arrives after step {int(self.steps.data[self.steps.n - 1])}; steps must increase")
+        numbers: list[int] = []
+        n_gained = n_lost = 0
+        events = []
+        for key, seq, cols in seqs:
+            track = self._by_key.get(key)
+            if track is None:
+                track = self._by_key[key] = _Track(len(self.tracks), seq or {})
+                self.tracks.append(track)
+            elif track.row_of.get(step) is not None:
+                continue  # the same sequence twice in one step: the first one counts
+            numbers.append(track.number)
+            gained, lost, since, last = track.add(step, cols)
+            if seq is not None:
+                for top, string in self._known.new_strings(seq, cols).items():
+                    self.vocab.setdefault(top, string)
+                track.set_text(seq, cols)
+            n_gained += len(gained)
+            n_lost += len(lost)
+            if len(lost):
+                events.append(np.stack([np.full(len(lost), track.number), lost, np.full(len(lost), step), since, last], 1))
+        self.steps.append(step)
+        self.gained.append(n_gained)
+        self.forgotten.append(n_lost)
+        self.step_seqs.append(numbers)
+        if events:
+            self._events.append(np.concatenate(events).astype(np.int64))
+
+    def add_missing_step(self, step: int) -> None:
+        """Record a logged step whose entry could not be read (no sequences at it)."""
+        self.add_entry({"step": step, "sequences": []})
+
+    # -- queries ---------------------------------------------------------------------------------
+    @property
+    def num_steps(self) -> int:
+        return self.steps.n
+
+    def track(self, seq: int) -> _Track:
+        """The tracked sequence numbered ``seq``; IndexError when there is none."""
+        if not 0 <= seq < len(self.tracks):
+            raise IndexError(f"no sequence {seq} (the run has {len(self.tracks)})")
+        return self.tracks[seq]
+
+    def number_of(self, seq: dict[str, Any]) -> int | None:
+        """The tracked number of a logged sequence, or None when it was never added."""
+        track = self._by_key.get(sequence_key(seq))
+        return None if track is None else track.number
+
+    def learned_at(self, seq: int, top: int = 1) -> np.ndarray:
+        """Per position of sequence ``seq``: the step from which its target stays within the
+        top ``top`` (1 or 5) to the last step where it was predicted, or -1 if it does not."""
+        track = self.track(seq)
+        return (track.since1 if top == 1 else track.since5).copy()
+
+    def events(self) -> np.ndarray:
+        """Every forgetting event as rows ``(seq, pos, step, since, last_top1)``, oldest first:
+        the target was top-1 from ``since`` through ``last_top1`` and was not at ``step``."""
+        if len(self._events) > 1:
+            self._events = [np.concatenate(self._events)]
+        return self._events[0] if self._events else np.zeros((0, 5), dtype=np.int64)
+
+    def per_step(self) -> dict[str, np.ndarray]:
+        """Per logged step: ``gained`` (became top-1 there), ``forgotten`` (lost top-1 there),
+        and ``learned`` (tokens whose learned-at step, as of now, is that step)."""
+        steps = self.steps.view()
+        learned = np.zeros(len(steps), dtype=np.int64)
+        for track in self.tracks:
+            at = track.since1[track.since1 >= 0]
+            np.add.at(learned, np.searchsorted(steps, at), 1)
+        return {"steps": steps.copy(), "learned": learned, "gained": self.gained.view().copy(),
+                "forgotten": self.forgotten.view().copy()}
+
