@@ -8,8 +8,14 @@ PYTHON=${PYTHON:-python3}
 # The CPU build of torch; on machines without a local wheel this is a normal PyPI install.
 TORCH_SPEC=${SEQVIZ_TORCH_SPEC:-torch==2.13.0}
 
-# pip as configured on some machines warns about every missing local index folder: hide that noise only.
-pip_install() { .venv/bin/python -m pip install -q "$@" 2> >(grep -v "^WARNING: Location '" >&2); }
+# Noise hidden, nothing else: pip as configured on some machines warns about every missing local
+# index folder; and setuptools' editable install of a flat layout with several top-level packages
+# (seqviz_trackers, tb_plugin, wandb_panel) emits an "Editable installation." note that pip shows
+# as a warning box even with -q (a Python warning filter in the build process hides just that one).
+pip_install() {
+  PYTHONWARNINGS="ignore:Editable installation:UserWarning" .venv/bin/python -m pip install -q "$@" \
+    2> >(grep -v "^WARNING: Location '" >&2)
+}
 
 if [ ! -x .venv/bin/python ]; then
   echo "==> creating .venv"

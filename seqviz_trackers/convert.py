@@ -14,6 +14,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from ._version import __version__
 from .format.schema import SCHEMA_VERSION
 from .format.tokens import token_strings
 
@@ -83,7 +84,8 @@ def tensor_to_training_entry(
         labels: ``(B, T)`` as given to a Hugging Face causal LM (unshifted); targets
             with ``-100`` are not predicted, and other labels replace ``input_ids`` as targets.
         names: a stable name per sequence, so the same text can be followed across steps.
-        metadata: extra fields merged into ``metadata``.
+        metadata: extra fields merged into ``metadata`` (which also records ``seqviz_version``,
+            the version of this package).
         timestamp: seconds since the epoch; default now.
 
     Raises:
@@ -186,6 +188,7 @@ def tensor_to_training_entry(
     if model_name is not None:
         meta["model_name"] = model_name
     meta.update(metadata or {})
+    meta["seqviz_version"] = __version__  # the version that wrote the entry, whatever ``metadata`` says
     # Header fields first: readers index a file from the start of each line.
     return {
         "step": int(step),

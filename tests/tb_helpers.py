@@ -82,14 +82,15 @@ def free_port() -> int:
 class TensorBoardProcess:
     """``tensorboard --logdir`` on 127.0.0.1 and a free port; ``stop()`` ends it."""
 
-    def __init__(self, logdir: Path, load_fast: bool, log_path: Path):
+    def __init__(self, logdir: Path, load_fast: bool, log_path: Path, executable: Path = TENSORBOARD,
+                 env: dict[str, str] | None = None):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = open(log_path, "wb")
         self.proc = subprocess.Popen(
-            [str(TENSORBOARD), "--logdir", str(logdir), "--host", "127.0.0.1", "--port", str(self.port),
+            [str(executable), "--logdir", str(logdir), "--host", "127.0.0.1", "--port", str(self.port),
              f"--load_fast={'true' if load_fast else 'false'}", "--reload_interval", "1"],
-            stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
         )
         try:
             self._wait_up()

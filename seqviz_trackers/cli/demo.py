@@ -88,8 +88,8 @@ def _windows(tok: Any, text: str) -> list[list[int]]:
 def demo_trainer(out: str | os.PathLike[str], steps: int = 480, *, wandb: bool = False, quiet: bool = False,
                  visualize: bool = True) -> Any:
     """The demo's ``Trainer``, ready to train (``visualize=False``: without the callback)."""
-    from transformers import (DataCollatorForLanguageModeling, GPT2Config, GPT2LMHeadModel, Trainer,
-                              TrainerCallback, TrainingArguments, set_seed)
+    from transformers import (DataCollatorForLanguageModeling, GPT2Config, GPT2LMHeadModel, PrinterCallback,
+                              ProgressCallback, Trainer, TrainerCallback, TrainingArguments, set_seed)
     from transformers.utils import logging as hf_logging
 
     from ..integrations import VisualizationCallback
@@ -128,9 +128,50 @@ def demo_trainer(out: str | os.PathLike[str], steps: int = 480, *, wandb: bool =
     if visualize:
         callbacks.insert(0, VisualizationCallback(jsonl, max_sequences_per_eval=len(PROBE_LINES),
                                                   model_name="tiny-gpt2-hamlet"))
-    return Trainer(model=GPT2LMHeadModel(config), args=args, train_dataset=train, eval_dataset=evals,
-                   processing_class=tok, data_collator=DataCollatorForLanguageModeling(tok, mlm=False),
-                   callbacks=callbacks)
+    trainer = Trainer(model=GPT2LMHeadModel(config), args=args, train_dataset=train, eval_dataset=evals,
+                      processing_class=tok, data_collator=DataCollatorForLanguageModeling(tok, mlm=False),
+                      callbacks=callbacks)
+    # The Trainer's own progress output prints every metric dict and a bar per evaluation: keep one bar.
+    trainer.remove_callback(PrinterCallback)
+    trainer.remove_callback(ProgressCallback)
+    if not quiet:
+        trainer.add_callback(_OneProgressBar())
+    return trainer
+
+
+def _OneProgressBar() -> Any:
+    """A callback showing one progress bar over the training steps, with the latest losses."""
+    from tqdm.auto import tqdm
+    from transformers import TrainerCallback
+
+    class OneProgressBar(TrainerCallback):
+        def __init__(self) -> None:
+            self.bar: Any = None
+            self.losses: dict[str, str] = {}
+
+        def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            if state.is_world_process_zero:
+                self.bar = tqdm(total=state.max_steps, desc="training", unit="step", dynamic_ncols=True)
+
+        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            if self.bar is not None:
+                self.bar.update(state.global_step - self.bar.n)
+
+        def on_log(self, args: Any, state: Any, control: Any, logs: dict | None = None, **kwargs: Any) -> None:
+            for key, label in (("loss", "loss"), ("eval_loss", "eval loss")):
+                try:
+                    self.losses[label] = f"{float((logs or {})[key]):.3f}"
+                except (KeyError, TypeError, ValueError):
+                    pass
+            if self.bar is not None and self.losses:
+                self.bar.set_postfix({k: self.losses[k] for k in ("loss", "eval loss") if k in self.losses}, refresh=False)
+
+        def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            if self.bar is not None:
+                self.bar.close()
+                self.bar = None
+
+    return OneProgressBar()
 
 
 def train_demo(out: str | os.PathLike[str], steps: int = 480, *, wandb: bool = False, quiet: bool = False) -> dict[str, Any]:
@@ -170,6 +211,13 @@ def probe_accuracy(path: str | os.PathLike[str], name: str = "eval[0]") -> dict[
     return result
 
 
+def _logged_losses(path: str | os.PathLike[str]) -> list[tuple[int, float]]:
+    """(step, loss) of each logged step that has a loss, by step."""
+    from ..storage.jsonl import TrainingDataReader
+
+    return [(s.step, s.loss) for s in TrainingDataReader(path).steps if s.loss is not None]
+
+
 def _command(name: str) -> str:
     """``name`` as the user can type it: bare when on PATH, else the path beside this Python."""
     here = Path(sys.executable).parent / name
@@ -185,7 +233,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     missing = [m for m in ("transformers", "tokenizers", "accelerate", "tensorboard") if util.find_spec(m) is None]
     if missing:
-        print(f"seqviz demo needs {', '.join(missing)}: pip install 'seqviz-trackers[hf,tensorboard]'", file=sys.stderr)
+        print(f"seqviz demo needs {', '.join(missing)}: pip install {' '.join(missing)}", file=sys.stderr)
         return 2
     out = Path(args.out)
     use_wandb = not args.no_wandb and util.find_spec("wandb") is not None and util.find_spec("wandb_panel") is not None
@@ -211,6 +259,10 @@ def run(args: argparse.Namespace) -> int:
         acc = probe_accuracy(result["jsonl"])
         first, last = min(acc), max(acc)
         print(f"\nTrained {result['steps']} steps in {result['seconds']:.0f} s; logged {len(acc)} steps to {result['jsonl']}")
+        losses = _logged_losses(result["jsonl"])
+        if losses:
+            print(f"Evaluation loss: {losses[0][1]:.2f} at step {losses[0][0]}, "
+                  f"{losses[-1][1]:.2f} at step {losses[-1][0]}")
         print(f'Probe "{PROBE_LINES[0]}": {acc[first][0]}/{acc[first][1]} tokens predicted right at step {first}, '
               f"{acc[last][0]}/{acc[last][1]} at step {last}")
         print("\nLook at it:")

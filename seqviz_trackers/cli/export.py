@@ -19,7 +19,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     which.add_argument("--step", type=int, action="append", metavar="N",
                        help="include step N (repeatable; default: the latest step)")
     which.add_argument("--all", action="store_true", help="include every step (the page grows with the run)")
-    parser.add_argument("-o", "--output", help="the HTML file to write (default: FILE with .html)")
+    parser.add_argument("--format", choices=("html", "parquet"), default="html",
+                        help="html: one dashboard page (default); parquet: every prediction as a table, "
+                             "one row per step, sequence and position (needs pyarrow; default: every step)")
+    parser.add_argument("--no-top-k", action="store_true", help="parquet: leave out the top-k candidate lists")
+    parser.add_argument("-o", "--output", help="the file to write (default: FILE with .html or .parquet)")
     parser.add_argument("--title", help="title shown on the page (default: the file name)")
     parser.add_argument("--no-dynamics", action="store_true",
                         help="leave out the training dynamics (they need every line of FILE read once)")
@@ -42,6 +46,10 @@ def _file_dynamics(reader: Any, entries: list[dict]) -> dict | None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.format == "parquet":
+        from ..storage.arrow import export_parquet
+
+        return export_parquet(args)
     path = Path(args.file)
     if not path.is_file():
         print(f"seqviz export: {path}: no such file", file=sys.stderr)

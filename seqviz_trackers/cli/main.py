@@ -33,7 +33,10 @@ def existing_file(name: str | Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .._version import __version__
+
     parser = argparse.ArgumentParser(prog="seqviz", description="See what your language model predicts, token by token.")
+    parser.add_argument("--version", action="version", version=f"seqviz {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (module, help_text) in COMMANDS.items():
         sub.add_parser(name, help=help_text, description=help_text).set_defaults(_module=module)

@@ -22,11 +22,11 @@ import operator
 import zlib
 from dataclasses import dataclass
 from itertools import chain
-from typing import Any, Hashable
+from typing import Any, Hashable, Iterable
 
 import numpy as np
 
-__all__ = ["Candidate", "Columns", "KnownIds", "candidates", "first_candidate", "columns", "sequence_key",
+__all__ = ["Candidate", "Columns", "KnownIds", "candidates", "candidate_lists", "first_candidate", "columns", "sequence_key",
            "text_checksum", "targets", "by_position", "is_int", "is_num"]
 
 _FIELDS = operator.itemgetter("position", "target_prob", "target_rank", "loss", "entropy")
@@ -59,11 +59,12 @@ Candidate = tuple[int, Any, float]
 
 
 def _candidate(c: Any) -> Candidate | None:
-    """``[id, token, p]`` (or the original format's ``{"id", "token", "p"}``) as a tuple, or None."""
+    """``[id, token, p]`` (or the original format's ``{"token_id", "token_str", "prob"}``, also
+    read as ``{"id", "token", "p"}``) as a tuple, or None."""
     if isinstance(c, (list, tuple)) and len(c) >= 3:
         cid, token, p = c[0], c[1], c[2]
     elif isinstance(c, dict):
-        cid, token, p = c.get("id"), c.get("token"), c.get("p")
+        cid, token, p = c.get("token_id", c.get("id")), c.get("token_str", c.get("token")), c.get("prob", c.get("p"))
     else:
         return None
     return (cid, token if isinstance(token, str) else None, float(p)) if is_int(cid) and is_num(p) else None
@@ -78,6 +79,39 @@ def candidates(pred: dict[str, Any]) -> list[Candidate]:
         if isinstance(value, list) and len(value) > len(best):
             best = value
     return [c for c in map(_candidate, best) if c is not None]
+
+
+_SECOND = operator.itemgetter(1)
+_THIRD = operator.itemgetter(2)
+
+
+def candidate_lists(preds: list[Any], index: Iterable[int]) -> tuple[np.ndarray, np.ndarray, list[Any], np.ndarray]:
+    """The candidates of ``preds[i]`` for each ``i`` in ``index``, as :func:`candidates` reads
+    them, flattened: (how many per prediction, ids, display strings or None, probabilities).
+
+    The converter's ``[int id, str, finite p]`` lists are read in bulk; any other shape falls
+    back to :func:`candidates` prediction by prediction.
+    """
+    chosen = [preds[i] for i in index]
+    try:
+        if any("top_20" in p for p in chosen):
+            raise TypeError("the original format's top_20")
+        lists = list(map(_TOP, chosen))
+        flat = list(chain.from_iterable(lists))
+        if not (set(map(type, lists)) <= {list} and set(map(type, flat)) <= {list} and set(map(len, flat)) <= {3}):
+            raise TypeError("not [id, token, p] lists")
+        ids, strings, probs = list(map(_FIRST, flat)), list(map(_SECOND, flat)), list(map(_THIRD, flat))
+        if not (set(map(type, ids)) <= {int} and set(map(type, strings)) <= {str} and set(map(type, probs)) <= {int, float}):
+            raise TypeError("odd candidate values")
+        id_array, prob_array = np.array(ids, dtype=np.int64), np.array(probs, dtype=np.float64)
+        if not np.isfinite(prob_array).all():
+            raise ValueError("non-finite probability")
+        return np.fromiter(map(len, lists), dtype=np.int64, count=len(lists)), id_array, strings, prob_array
+    except (KeyError, TypeError, ValueError, OverflowError):
+        found = [candidates(p) for p in chosen]
+        flat_c = list(chain.from_iterable(found))
+        return (np.array([len(c) for c in found], dtype=np.int64), np.array([c[0] for c in flat_c], dtype=np.int64),
+                [c[1] for c in flat_c], np.array([c[2] for c in flat_c], dtype=np.float64))
 
 
 def first_candidate(pred: Any) -> Candidate | None:

@@ -386,6 +386,22 @@ class TrainingDataReader:
                 except ValueError as exc:
                     self._problems[number] = Problem(number, str(exc))
 
+    # -- as a table ------------------------------------------------------------
+    def to_arrow(self, top_k: bool = True) -> Any:
+        """Every logged prediction as a ``pyarrow.Table``, one row per (step, sequence,
+        position); the columns are listed in :mod:`seqviz_trackers.storage.arrow`.
+        ``top_k=False`` leaves out the candidate lists (and reads the columns file where it
+        can, which is much faster). Needs pyarrow (the ``analysis`` extra)."""
+        from .arrow import token_table
+
+        return token_table(self, top_k=top_k)
+
+    def to_pandas(self, top_k: bool = True) -> Any:
+        """:meth:`to_arrow` as a ``pandas.DataFrame`` (strings as categoricals); needs pandas too."""
+        from .arrow import token_dataframe
+
+        return token_dataframe(self, top_k=top_k)
+
     def get_summary(self) -> dict[str, Any]:
         """Counts and loss figures over the indexed steps."""
         steps = self.steps
