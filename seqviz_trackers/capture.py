@@ -266,11 +266,10 @@ class BatchCapture:
         host_counts = counts.cpu().numpy()
         loss = np.where(host_counts > 0, sums.cpu().numpy() / np.maximum(host_counts, 1), -np.inf)
         order = [int(i) for i in np.argsort(-loss, kind="stable") if host_counts[i] > 0]
-        top = order[:o.top_rows]
-        rest = order[o.top_rows:]
         rng = random.Random(o.seed * 1_000_003 + int(self._step or 0) * 101 + first)
-        picked = [(i, "top") for i in top] + [(i, "random") for i in rng.sample(rest, min(o.random_rows, len(rest)))]
-        for i, kind in picked:
+        top = set(order[:o.top_rows])
+        drawn = set(rng.sample(order, min(o.random_rows, len(order))))  # the baseline: drawn from every row
+        for i in sorted(top | drawn):
             try:
                 entry = tensor_to_training_entry(
                     logits[i:i + 1], ids[i:i + 1], self.tokenizer, step=int(self._step or 0), top_k=o.top_k,
@@ -281,7 +280,7 @@ class BatchCapture:
                 continue
             if not self._meta:
                 self._meta = {k: entry["metadata"][k] for k in ("vocab_size", "sequence_length", "top_k")}
-            self._candidates.append({"row": first + i, "kind": kind, "loss": float(loss[i]),
+            self._candidates.append({"row": first + i, "top": i in top, "random": i in drawn, "loss": float(loss[i]),
                                      "sequence": entry["sequences"][0]})
 
     # -- each optimizer step ---------------------------------------------------------------
@@ -355,7 +354,8 @@ class BatchCapture:
 
     def _assemble(self, step: int, step_loss: float | None, counts: list[int]) -> dict[str, Any] | None:
         """One entry of the captured rows: the ``top_rows`` highest losses over every rank,
-        then ``random_rows`` of the random ones; None when nothing was captured."""
+        then ``random_rows`` of the rows drawn at random (not among those); None when
+        nothing was captured."""
         candidates = [dict(c, rank=0) for c in self._candidates]
         dist = _dist()
         meta = dict(self._meta)
@@ -370,17 +370,18 @@ class BatchCapture:
         for c in candidates:
             c["row"] = offsets[c["rank"]] + c["row"]
         o = self.options
-        top = sorted((c for c in candidates if c["kind"] == "top"), key=lambda c: -c["loss"])[:o.top_rows]
+        top = sorted((c for c in candidates if c["top"]), key=lambda c: -c["loss"])[:o.top_rows]
         taken = {c["row"] for c in top}
-        pool = [c for c in candidates if c["kind"] == "random" and c["row"] not in taken]
-        chosen = top + random.Random(o.seed * 7919 + step).sample(pool, min(o.random_rows, len(pool)))
+        pool = [c for c in candidates if c["random"] and c["row"] not in taken]
+        drawn = random.Random(o.seed * 7919 + step).sample(pool, min(o.random_rows, len(pool)))
+        chosen = top + drawn
         sequences = []
         for c in chosen:
             seq = dict(c["sequence"])
             seq["name"] = f"row {c['row']}"
             sequences.append(seq)
         meta.update(batch_size=len(sequences), source="train_batch", rows=[c["row"] for c in chosen],
-                    kinds=[c["kind"] for c in chosen], row_loss=[round(c["loss"], 5) for c in chosen])
+                    kinds=["top"] * len(top) + ["random"] * len(drawn), row_loss=[round(c["loss"], 5) for c in chosen])
         finite = step_loss is not None and math.isfinite(step_loss)
         return {
             "step": int(step), "timestamp": time.time(),
