@@ -18,7 +18,7 @@ from ._version import __version__
 from .format.schema import SCHEMA_VERSION
 from .format.tokens import token_strings
 
-__all__ = ["tensor_to_training_entry", "perplexity", "CHUNK_BYTES"]
+__all__ = ["tensor_to_training_entry", "next_token_targets", "perplexity", "CHUNK_BYTES"]
 
 #: Size of one working buffer (rows x vocabulary, float32). Peak extra memory is a
 #: few of these, whatever the size of the logits.
@@ -52,6 +52,21 @@ def _as_2d(name: str, t: Any, shape: tuple[int, int]):
     if tuple(t.shape) != shape:
         raise ValueError(f"{name} has shape {tuple(t.shape)}, expected {shape} (batch, sequence length) to match the logits")
     return t
+
+
+def next_token_targets(mask: Any, targets: Any) -> tuple[Any, Any]:
+    """Which positions are predicted, and what: ``(valid, next_target)``, both ``(B, T)``.
+
+    Position ``i`` predicts token ``i + 1``; it counts when both are real tokens (``mask``)
+    and the target is not ``-100``. Works on any device (the tensors stay where they are).
+    """
+    import torch
+
+    valid = torch.zeros_like(mask)
+    valid[:, :-1] = mask[:, :-1] & mask[:, 1:] & (targets[:, 1:] != -100)
+    next_target = torch.zeros_like(targets)
+    next_target[:, :-1] = targets[:, 1:]
+    return valid, next_target
 
 
 def tensor_to_training_entry(
@@ -125,11 +140,7 @@ def tensor_to_training_entry(
     if bool(bad.any()):
         raise ValueError(f"input_ids holds {int(kept_ids[bad][0])}, outside the vocabulary of size {vocab} given by the logits")
 
-    # Which rows of the logits to use: position i predicts token i+1, both real tokens.
-    valid = torch.zeros_like(mask)
-    valid[:, :-1] = mask[:, :-1] & mask[:, 1:] & (targets[:, 1:] != -100)
-    next_target = torch.zeros_like(targets)
-    next_target[:, :-1] = targets[:, 1:]
+    valid, next_target = next_token_targets(mask, targets)
     rows = valid.flatten().nonzero().squeeze(1)
     row_targets = next_target.flatten()[rows]
     if bool(((row_targets < 0) | (row_targets >= vocab)).any()):

@@ -100,6 +100,8 @@ class SeqVizLogger:
         self.validate = validate
         self.writer: TrainingDataWriter | None = None
         self.mirrors: list[Mirror] = []
+        self.capture: Any = None  # a seqviz_trackers.capture.BatchCapture, made by the first log_batch
+        self._batches: TrainingDataWriter | None = None
         if global_rank() != 0:  # other ranks write nothing (log_step/close are rank-zero only)
             return
         if self.jsonl_path is not None:
@@ -117,16 +119,70 @@ class SeqVizLogger:
         if self.writer is not None:
             self.writer.write_line(line, entry)
         for mirror in list(self.mirrors):
-            try:
-                mirror.log_step(entry, line)
-            except Exception as exc:  # a tracker failure must not stop training
-                log.warning("seqviz: %s failed (%s: %s); it is switched off, the JSONL file goes on",
-                            type(mirror).__name__, type(exc).__name__, exc)
-                self.mirrors.remove(mirror)
+            self._call_mirror(mirror, "log_step", entry, line)
+
+    def _call_mirror(self, mirror: Mirror, method: str, *args: Any) -> None:
+        try:
+            getattr(mirror, method)(*args)
+        except Exception as exc:  # a tracker failure must not stop training
+            log.warning("seqviz: %s failed (%s: %s); it is switched off, the JSONL file goes on",
+                        type(mirror).__name__, type(exc).__name__, exc)
+            self.mirrors.remove(mirror)
+
+    def log_batch(self, logits: Any, input_ids: Any, labels: Any = None, *, step: int, attention_mask: Any = None,
+                  example_index: Any = None, tokenizer: Any = None, capture: Any = True) -> None:
+        """One micro-batch of a training loop's optimizer step ``step``, from the logits its
+        forward already computed (see :mod:`seqviz_trackers.capture`). Call it on every rank,
+        for every micro-batch; the first call of a new step (or :meth:`finish_batch`, or
+        :meth:`close`) closes the previous step and writes its line to ``<jsonl>.batches``.
+
+        ``labels`` are unshifted (``-100``: not predicted); ``example_index`` gives each row's
+        index in the data set; ``tokenizer`` shows tokens as text; ``capture`` (first call
+        only) is ``capture_train=``: True, an int (full capture every N steps), or
+        :class:`~seqviz_trackers.capture.CaptureOptions`.
+        """
+        from .capture import BatchCapture, capture_options
+
+        if self.capture is None:
+            self.capture = BatchCapture(capture_options(capture) or capture_options(True), tokenizer)
+        if self.capture.pending is not None and self.capture.pending != step:
+            self.finish_batch()
+        self.capture.add(logits, input_ids, labels, attention_mask, step=step, index=example_index)
+
+    def finish_batch(self) -> dict[str, Any] | None:
+        """Close the step :meth:`log_batch` is collecting (every rank calls it) and write it."""
+        step = self.capture.pending if self.capture is not None else None
+        record = self.capture.finish(step) if step is not None else None
+        if record is not None:
+            self.log_batch_record(record)
+        return record
 
     @rank_zero_only
+    def log_batch_record(self, record: dict[str, Any]) -> None:
+        """Write one step's training-batch record (:class:`~seqviz_trackers.capture.BatchCapture`)
+        to ``<jsonl>.batches`` and to each mirror that keeps batches (``log_batch(record, line)``)."""
+        from .storage.batches import batches_path, encode_batch
+
+        line = encode_batch(record)
+        if self._batches is None and self.jsonl_path is not None:
+            self._batches = TrainingDataWriter(batches_path(self.jsonl_path), validate=False, columns=False)
+        if self._batches is not None:
+            self._batches.write_line(line)
+        for mirror in list(self.mirrors):
+            if callable(getattr(mirror, "log_batch", None)):
+                self._call_mirror(mirror, "log_batch", record, line)
+
     def close(self) -> None:
-        """Close the file and every mirror (mirrors may upload a final artifact here)."""
+        """Close the step :meth:`log_batch` was collecting (every rank), then the file and mirrors."""
+        if self.capture is not None and self.capture.pending is not None:
+            self.finish_batch()
+        self._close()
+
+    @rank_zero_only
+    def _close(self) -> None:
+        if self._batches is not None:
+            self._batches.close()
+            self._batches = None
         for mirror in self.mirrors:
             try:
                 mirror.close()

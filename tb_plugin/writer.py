@@ -26,6 +26,7 @@ from tensorboard.compat.proto import summary_pb2
 from tensorboard.util import tensor_util
 
 from seqviz_trackers.storage.jsonl import TrainingDataWriter, encode_entry
+from seqviz_trackers.storage.batches import batches_path
 
 __all__ = ["TensorBoardMirror", "PLUGIN_NAME", "ASSET_NAME", "SUMMARY_TAG", "asset_path", "step_summary"]
 
@@ -87,6 +88,7 @@ class TensorBoardMirror:
         self.run_dir = Path(self._writer.get_logdir())
         self.path = asset_path(self.run_dir)
         self._assets: TrainingDataWriter | None = TrainingDataWriter(self.path, validate=False)
+        self._batches: TrainingDataWriter | None = None
 
     def _file_writer(self) -> Any:
         writer = self._writer
@@ -110,8 +112,17 @@ class TensorBoardMirror:
         file_writer.add_summary(step_summary(entry), global_step=int(entry["step"]), walltime=walltime)
         file_writer.flush()
 
+    def log_batch(self, record: dict[str, Any], line: bytes) -> None:
+        """Append one step's training-batch line to the asset's batches file (``steps.jsonl.batches``)."""
+        if self._batches is None:
+            self._batches = TrainingDataWriter(batches_path(self.path), validate=False, columns=False)
+        self._batches.write_line(line)
+
     def close(self) -> None:
         """Close the asset file, and the event file when this mirror opened it."""
+        if self._batches is not None:
+            self._batches.close()
+            self._batches = None
         if self._assets is not None:
             self._assets.close()
             self._assets = None

@@ -28,8 +28,10 @@ from typing import Any, Callable, Sequence
 import torch
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
+from ..capture import capture_options
 from ..convert import perplexity, tensor_to_training_entry
 from ..logger import SeqVizLogger, global_rank
+from ._capture import ForwardCapture
 
 __all__ = ["VisualizationCallback", "tensorboard_run_dir"]
 
@@ -120,6 +122,11 @@ class VisualizationCallback(TrainerCallback):
         wandb: None follows ``args.report_to``; True / False forces the mirror on / off
             (on: the active ``wandb.run``); a run object is used as is.
         model_name: stored in each entry's metadata (default: the model's name or class).
+        capture_train: also keep the training batches, from the logits of the training
+            forward (no second forward; see ``docs/spikes.md``): every optimizer step the loss
+            of every row, and at capture steps the per-token view of the highest-loss and
+            some random rows, in ``<output_file>.batches``. True, an int (full capture every
+            N steps), a dict or :class:`~seqviz_trackers.capture.CaptureOptions`.
 
     Attributes:
         probe_forwards: forward passes run on the probe set by this process.
@@ -137,6 +144,7 @@ class VisualizationCallback(TrainerCallback):
         tensorboard: Any = None,
         wandb: Any = None,
         model_name: str | None = None,
+        capture_train: Any = None,
     ):
         if max_sequences_per_eval < 1:
             raise ValueError(f"max_sequences_per_eval must be at least 1, got {max_sequences_per_eval}")
@@ -154,6 +162,8 @@ class VisualizationCallback(TrainerCallback):
         self.wandb = wandb
         self.model_name = model_name
         self.probe_forwards = 0
+        self.capture_train = capture_options(capture_train)
+        self._train_capture: ForwardCapture | None = None
         self._tokenizer: Any = tokenizer
         self._probe: dict[str, Any] | None = None
         self._logger: SeqVizLogger | None = None
@@ -180,8 +190,16 @@ class VisualizationCallback(TrainerCallback):
         if self.probe_texts is not None and self._probe is None:
             self._probe = self._probe_from_texts(self.probe_texts)  # bad texts stop here, not mid-training
         self._open(args, state)
+        if self.capture_train is not None and kwargs.get("model") is not None:
+            self._train_capture = ForwardCapture(self.capture_train, self._tokenizer, lambda: state.global_step + 1)
+            self._train_capture.attach(kwargs["model"])
 
     def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
+        if self._train_capture is not None:
+            record = self._train_capture.finish(state.global_step)  # every rank: the rows are gathered
+            if record is not None and state.is_world_process_zero:
+                self._open(args, state)
+                self._logger.log_batch_record(record)
         if self.every_n_steps and state.global_step % self.every_n_steps == 0:
             self._log_probe(args, state, kwargs, source="train_step")
 
@@ -197,6 +215,9 @@ class VisualizationCallback(TrainerCallback):
         self._reset_eval_loop()
 
     def on_train_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
+        if self._train_capture is not None:
+            self._train_capture.detach()
+            self._train_capture = None
         self.close()
 
     def close(self) -> None:

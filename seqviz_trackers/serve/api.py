@@ -9,6 +9,8 @@ these under the same relative names, so the dashboard's fetch adapter works on b
 - ``step?run=R&step=N``    -> the entry logged at step N (a JSON object in the schema)
 - ``sequences``, ``series``, ``diff``, ``learned`` -> training dynamics, see
   :mod:`seqviz_trackers.dynamics.routes` and ``docs/dynamics.md``
+- ``batches``, ``batch`` -> training batches and loss spikes, see
+  :mod:`seqviz_trackers.dynamics.spikes` and ``docs/spikes.md``
 
 Each function returns data or raises :class:`NotFound` / :class:`BadRequest`; the
 back end turns those into a 404 / 400 with ``{"error": message}``. :data:`ROUTES` maps
@@ -27,6 +29,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..dynamics.routes import DYNAMICS_ROUTES
+from ..dynamics.spikes import BATCH_ROUTES
 from ..runs import BadRequest, NotFound, Query, Runs, parse_step
 
 __all__ = ["Runs", "NotFound", "BadRequest", "runs_impl", "steps_impl", "step_impl", "parse_step", "ROUTES", "handle",
@@ -85,6 +88,8 @@ ROUTES: dict[str, Callable[[Runs, Query], Any]] = {
 
 # Training dynamics: sequences, series, diff, learned (shapes in docs/dynamics.md).
 ROUTES.update(DYNAMICS_ROUTES)
+# Training batches and loss spikes: batches, batch (shapes in docs/spikes.md).
+ROUTES.update(BATCH_ROUTES)
 
 
 def handle(runs: Runs, route: str, query: Query) -> tuple[int, Any]:
