@@ -7,7 +7,7 @@ these under the same relative names, so the dashboard's fetch adapter works on b
 - ``steps?run=R``          -> ``{"run", "steps": [{"step", "loss", "perplexity", "timestamp"}],
                                "problems": [{"line", "message"}]}``
 - ``step?run=R&step=N``    -> the entry logged at step N (a JSON object in the schema)
-- ``sequences``, ``series``, ``diff``, ``learned`` -> training dynamics, see
+- ``sequences``, ``series``, ``diff``, ``learned``, ``compare_runs`` -> training dynamics, see
   :mod:`seqviz_trackers.dynamics.routes` and ``docs/dynamics.md``
 
 Each function returns data or raises :class:`NotFound` / :class:`BadRequest`; the
@@ -83,7 +83,7 @@ ROUTES: dict[str, Callable[[Runs, Query], Any]] = {
 }
 
 
-# Training dynamics: sequences, series, diff, learned (shapes in docs/dynamics.md).
+# Training dynamics: sequences, series, diff, learned, compare_runs (shapes in docs/dynamics.md).
 ROUTES.update(DYNAMICS_ROUTES)
 
 
