@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from seqviz_trackers import SeqVizLogger, TrainingDataReader, TrainingDataWriter, tensor_to_training_entry
-from seqviz_trackers.cli import main as cli_main
+from seqviz_trackers.cli import main as cli_main_fn
 from seqviz_trackers.dynamics import Dynamics, compare_runs_json, dynamics_for
 from seqviz_trackers.dynamics.runs_compare import _run_at
 from seqviz_trackers.serve.api import ROUTES, Runs, handle
@@ -214,7 +214,7 @@ def test_served_by_seqviz_serve_and_the_tensorboard_plugin(runs_dir, tmp_path):
 # -- the command line ------------------------------------------------------------------------
 def test_cli_prints_verdicts_lists_and_mismatches(runs_dir, capsys):
     a, b = str(runs_dir / "a.jsonl"), str(runs_dir / "b.jsonl")
-    assert cli_main.main(["compare-runs", a, b]) == 0
+    assert cli_main_fn(["compare-runs", a, b]) == 0
     out = capsys.readouterr().out
     assert f"A = {a}" in out and f"B = {b}" in out
     assert "step 50: A at step 50, B at step 45 (its nearest logged step at or before 50)" in out
@@ -224,25 +224,25 @@ def test_cli_prints_verdicts_lists_and_mismatches(runs_dir, capsys):
     for title in ("Learned earlier in A", "Learned earlier in B", "Learned only in A", "Learned only in B",
                   "Biggest gap at this step"):
         assert title in out
-    assert cli_main.main(["compare-runs", a, b, "--step", "20", "--json"]) == 0
+    assert cli_main_fn(["compare-runs", a, b, "--step", "20", "--json"]) == 0
     body = json.loads(capsys.readouterr().out)
     assert (body["a"]["step"], body["b"]["step"]) == (20, 15)
 
 
 def test_cli_errors(runs_dir, tmp_path, capsys):
     a = str(runs_dir / "a.jsonl")
-    assert cli_main.main(["compare-runs", a, str(tmp_path / "missing.jsonl")]) == 2
+    assert cli_main_fn(["compare-runs", a, str(tmp_path / "missing.jsonl")]) == 2
     assert capsys.readouterr().err.startswith(f"seqviz compare-runs: {tmp_path / 'missing.jsonl'}: no such file")
     late = tmp_path / "late.jsonl"
     with TrainingDataWriter(late) as w:
         w.write_step(run_entry(30, "b"))
-    assert cli_main.main(["compare-runs", a, str(late), "--step", "20"]) == 2
+    assert cli_main_fn(["compare-runs", a, str(late), "--step", "20"]) == 2
     assert "seqviz compare-runs: run 'B' has no step at or before 20" in capsys.readouterr().err
     # nothing in common: exit 1, and why
     other = tmp_path / "other.jsonl"
     with TrainingDataWriter(other) as w:
         w.write_step({"step": 0, "sequences": [_seq([9, 9, 9], [True, True], "else", 0)]})
-    assert cli_main.main(["compare-runs", a, str(other)]) == 1
+    assert cli_main_fn(["compare-runs", a, str(other)]) == 1
     captured = capsys.readouterr()
     assert "seqviz compare-runs: no probe of A matches one of B" in captured.err
     assert "probe: only in A" in captured.out
