@@ -54,7 +54,7 @@ export class RunCompare {
     this.control = el("label", "control vs-control");
     this.control.append(el("span", "control-l", "compare with run"), this.select);
     this.control.hidden = true;
-    this.list = el("section", "changes runcmp");
+    this.list = el("section", "runcmp");
     this.list.setAttribute("aria-label", "tokens learned earlier, later or only in one of two runs");
     this.list.hidden = true;
     this.follow();
