@@ -29,6 +29,7 @@ PROBE_LINES = [
     "Or to take arms against a sea of troubles,",
 ]
 SEED = 1234
+LEARNING_RATE = 5e-3
 JSONL_NAME = "seqviz.jsonl"
 BLOCK = 48
 EVALS = 16  # evaluations across training, plus one before the first step
@@ -37,6 +38,8 @@ EVALS = 16  # evaluations across training, plus one before the first step
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="runs/demo", help="output folder (default: runs/demo)")
     parser.add_argument("--steps", type=int, default=480, help="training steps (default: 480)")
+    parser.add_argument("--seed", type=int, default=SEED, help=f"random seed of the model and the data order (default: {SEED})")
+    parser.add_argument("--lr", type=float, default=LEARNING_RATE, help=f"peak learning rate (default: {LEARNING_RATE:g})")
     parser.add_argument("--serve", action="store_true", help="start the live dashboard while it trains")
     parser.add_argument("--port", type=int, default=8765, help="port of the live dashboard (default: 8765)")
     parser.add_argument("--no-wandb", action="store_true", help="no W&B offline run even when wandb is installed")
@@ -86,8 +89,12 @@ def _windows(tok: Any, text: str) -> list[list[int]]:
 
 
 def demo_trainer(out: str | os.PathLike[str], steps: int = 480, *, wandb: bool = False, quiet: bool = False,
-                 visualize: bool = True) -> Any:
-    """The demo's ``Trainer``, ready to train (``visualize=False``: without the callback)."""
+                 visualize: bool = True, seed: int = SEED, lr: float = LEARNING_RATE) -> Any:
+    """The demo's ``Trainer``, ready to train (``visualize=False``: without the callback).
+
+    ``seed`` and ``lr`` change the model's initialisation and data order, and the peak
+    learning rate; the tokenizer and the probe texts stay the same, so two demo runs can be
+    compared token by token (``seqviz compare-runs``)."""
     from transformers import (DataCollatorForLanguageModeling, GPT2Config, GPT2LMHeadModel, PrinterCallback,
                               ProgressCallback, Trainer, TrainerCallback, TrainingArguments, set_seed)
     from transformers.utils import logging as hf_logging
@@ -99,7 +106,7 @@ def demo_trainer(out: str | os.PathLike[str], steps: int = 480, *, wandb: bool =
     out.mkdir(parents=True, exist_ok=True)
     jsonl = out / JSONL_NAME
     jsonl.unlink(missing_ok=True)  # a fresh file each run; TensorBoard keeps runs apart itself
-    set_seed(SEED)
+    set_seed(seed)
 
     text = _text()
     tok = _tokenizer(text)
@@ -110,10 +117,10 @@ def demo_trainer(out: str | os.PathLike[str], steps: int = 480, *, wandb: bool =
     every = max(1, steps // EVALS)
     args = TrainingArguments(
         output_dir=str(out), max_steps=steps, per_device_train_batch_size=16, per_device_eval_batch_size=16,
-        learning_rate=5e-3, warmup_steps=max(1, steps // 20), lr_scheduler_type="cosine", weight_decay=0.01,
+        learning_rate=lr, warmup_steps=max(1, steps // 20), lr_scheduler_type="cosine", weight_decay=0.01,
         eval_strategy="steps", eval_steps=every, eval_on_start=True, logging_steps=every,
         save_strategy="no", report_to=["tensorboard"] + (["wandb"] if wandb else []), run_name="seqviz-demo",
-        use_cpu=True, seed=SEED, dataloader_num_workers=0, disable_tqdm=quiet,
+        use_cpu=True, seed=seed, dataloader_num_workers=0, disable_tqdm=quiet,
     )
 
     class EvaluateAtEnd(TrainerCallback):
@@ -174,7 +181,8 @@ def _OneProgressBar() -> Any:
     return OneProgressBar()
 
 
-def train_demo(out: str | os.PathLike[str], steps: int = 480, *, wandb: bool = False, quiet: bool = False) -> dict[str, Any]:
+def train_demo(out: str | os.PathLike[str], steps: int = 480, *, wandb: bool = False, quiet: bool = False,
+               seed: int = SEED, lr: float = LEARNING_RATE) -> dict[str, Any]:
     """Build, train and log the demo run. Returns paths and timings.
 
     The run lands in ``out``: ``seqviz.jsonl`` (the seqviz file) and, beside the
@@ -184,7 +192,7 @@ def train_demo(out: str | os.PathLike[str], steps: int = 480, *, wandb: bool = F
 
     started = time.perf_counter()
     out = Path(out)
-    trainer = demo_trainer(out, steps, wandb=wandb, quiet=quiet)
+    trainer = demo_trainer(out, steps, wandb=wandb, quiet=quiet, seed=seed, lr=lr)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # a model this small runs fastest on one thread, and leaves a core free
     try:
@@ -231,6 +239,9 @@ def run(args: argparse.Namespace) -> int:
     if args.steps < 1:
         print(f"--steps must be at least 1, got {args.steps}", file=sys.stderr)
         return 2
+    if not args.lr > 0:
+        print(f"--lr must be a positive number, got {args.lr}", file=sys.stderr)
+        return 2
     missing = [m for m in ("transformers", "tokenizers", "accelerate", "tensorboard") if util.find_spec(m) is None]
     if missing:
         print(f"seqviz demo needs {', '.join(missing)}: pip install {' '.join(missing)}", file=sys.stderr)
@@ -255,7 +266,7 @@ def run(args: argparse.Namespace) -> int:
             return 2
         print(f"Live dashboard: {server.url}", flush=True)
     try:
-        result = train_demo(out, args.steps, wandb=use_wandb)
+        result = train_demo(out, args.steps, wandb=use_wandb, seed=args.seed, lr=args.lr)
         acc = probe_accuracy(result["jsonl"])
         first, last = min(acc), max(acc)
         print(f"\nTrained {result['steps']} steps in {result['seconds']:.0f} s; logged {len(acc)} steps to {result['jsonl']}")

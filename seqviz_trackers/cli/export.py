@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import dynamics
-from ..serve.export import dynamics_extra, export_html
+from ..serve.export import dynamics_extra, export_html, runs_compare_extra
 from ..storage.jsonl import TrainingDataReader
 
 
@@ -25,6 +25,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-top-k", action="store_true", help="parquet: leave out the top-k candidate lists")
     parser.add_argument("-o", "--output", help="the file to write (default: FILE with .html or .parquet)")
     parser.add_argument("--title", help="title shown on the page (default: the file name)")
+    parser.add_argument("--vs", metavar="B.jsonl",
+                        help="compare with another run: the page colours tokens by the change from FILE to B, lists "
+                             "tokens learned earlier in either, and draws B's history of a token over FILE's")
     parser.add_argument("--no-dynamics", action="store_true",
                         help="leave out the training dynamics (they need every line of FILE read once)")
 
@@ -81,8 +84,16 @@ def run(args: argparse.Namespace) -> int:
             print(f"seqviz export: {exc}", file=sys.stderr)
             return 1
     out = Path(args.output) if args.output else path.with_suffix(".html")
-    page = export_html(entries, steps=[s.to_json() for s in infos], title=args.title or path.name,
-                       extra=None if args.no_dynamics else _file_dynamics(reader, entries))
+    title = args.title or path.name
+    extra = None if args.no_dynamics else _file_dynamics(reader, entries)
+    if args.vs:
+        vs = Path(args.vs)
+        if not vs.is_file():
+            print(f"seqviz export: {vs}: no such file", file=sys.stderr)
+            return 2
+        vs_name = vs.name if vs.name != title else f"{vs.parent.name}/{vs.name}"
+        extra = {**(extra or {}), **runs_compare_extra(reader, TrainingDataReader(vs), entries, (title, vs_name))}
+    page = export_html(entries, steps=[s.to_json() for s in infos], title=title, extra=extra)
     try:
         out.write_text(page, encoding="utf-8")
     except OSError as exc:

@@ -13,7 +13,7 @@ import numpy as np
 
 from ..format.entry import Candidate, Columns, by_position, candidates, columns, is_num, sequence_key
 
-__all__ = ["DIVERGENCE", "compare", "js_topk_other", "sig", "sig_list"]
+__all__ = ["DIVERGENCE", "compare", "js_topk_other", "logp", "sig", "sig_list", "token_context"]
 
 DIVERGENCE = {
     "name": "js_topk_other",
@@ -29,10 +29,10 @@ DIVERGENCE = {
 _LOGP_FLOOR = math.log(1e-30)
 
 
-def _logp(cols: Columns) -> np.ndarray:
+def logp(loss: np.ndarray, prob: np.ndarray) -> np.ndarray:
     """log p(target): minus the loss (more precise for tiny p), else log of the probability."""
-    with np.errstate(divide="ignore"):
-        out = np.where(np.isnan(cols.loss), np.log(cols.prob), -cols.loss)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = np.where(np.isnan(loss), np.log(prob), -loss)
     return np.maximum(out, _LOGP_FLOOR)
 
 
@@ -123,7 +123,7 @@ def sig_list(values: Iterable[Any]) -> list[Any]:
     return [sig(v) for v in values]
 
 
-def _context(tokens: list[str], pos: int, before: int = 6) -> str:
+def token_context(tokens: list[str], pos: int, before: int = 6) -> str:
     return "".join(t for t in tokens[max(0, pos - before + 1):pos + 1] if isinstance(t, str))
 
 
@@ -155,7 +155,7 @@ def compare(entry_a: dict[str, Any], entry_b: dict[str, Any], *, limit: int = 20
         part = {
             "k": np.full(len(common), len(parts)), "pos": common,
             "p_a": ca.prob[ja], "p_b": cb.prob[jb], "rank_a": ca.rank[ja], "rank_b": cb.rank[jb],
-            "d_logp": _logp(cb)[jb] - _logp(ca)[ja],
+            "d_logp": logp(cb.loss, cb.prob)[jb] - logp(ca.loss, ca.prob)[ja],
             "div": _divergences([preds_a[p] for p in positions], [preds_b[p] for p in positions]),
         }
         parts.append((part, seq_no, name, ib, sb, preds_a, preds_b))
@@ -185,7 +185,7 @@ def compare(entry_a: dict[str, Any], entry_b: dict[str, Any], *, limit: int = 20
         target = preds_b[p].get("target_token_str")
         return {
             "seq": seq_no, "name": name, "index": ib, "pos": p,
-            "context": _context(tokens, p), "token": tokens[p] if p < len(tokens) else None,
+            "context": token_context(tokens, p), "token": tokens[p] if p < len(tokens) else None,
             "target": target if isinstance(target, str) else None,
             "p_a": sig(cat["p_a"][i]), "p_b": sig(cat["p_b"][i]),
             "rank_a": ra or None, "rank_b": rb or None,

@@ -10,6 +10,7 @@ The ``*_json`` functions build the response shapes (documented on each of them a
 - ``diff?run=R[&a=A][&b=B][&limit=N][&tokens=1]``   what changed from step A to step B
   (B defaults to the last step, A to the step logged before B)
 - ``learned?run=R[&seq=N][&limit=N]``     learned-at steps, per-step counts, forgetting events
+- ``compare_runs?a=A&b=B[&step=S]``        two runs token by token (:mod:`.runs_compare`)
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import numpy as np
 from ..runs import BadRequest, NotFound, Query, Runs, int_param, parse_step, required_int
 from .cache import synced
 from .compare import compare, sig_list
+from .runs_compare import compare_runs_route
 from .tracks import evenly_spaced
 
 __all__ = ["sequences_json", "series_json", "learned_json", "diff_json", "previous_step",
@@ -262,4 +264,5 @@ DYNAMICS_ROUTES = {
     "series": series_route,
     "diff": diff_route,
     "learned": learned_route,
+    "compare_runs": compare_runs_route,
 }

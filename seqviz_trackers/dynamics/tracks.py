@@ -251,6 +251,10 @@ class Dynamics:
             raise IndexError(f"no sequence {seq} (the run has {len(self.tracks)})")
         return self.tracks[seq]
 
+    def tracks_by_key(self) -> dict[Hashable, _Track]:
+        """Every tracked sequence by its :func:`~seqviz_trackers.format.entry.sequence_key`, in ``seq`` order."""
+        return dict(self._by_key)
+
     def number_of(self, seq: dict[str, Any]) -> int | None:
         """The tracked number of a logged sequence, or None when it was never added."""
         track = self._by_key.get(sequence_key(seq))

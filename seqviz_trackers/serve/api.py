@@ -7,7 +7,7 @@ these under the same relative names, so the dashboard's fetch adapter works on b
 - ``steps?run=R``          -> ``{"run", "steps": [{"step", "loss", "perplexity", "timestamp"}],
                                "problems": [{"line", "message"}]}``
 - ``step?run=R&step=N``    -> the entry logged at step N (a JSON object in the schema)
-- ``sequences``, ``series``, ``diff``, ``learned`` -> training dynamics, see
+- ``sequences``, ``series``, ``diff``, ``learned``, ``compare_runs`` -> training dynamics, see
   :mod:`seqviz_trackers.dynamics.routes` and ``docs/dynamics.md``
 - ``batches``, ``batch`` -> training batches and loss spikes, see
   :mod:`seqviz_trackers.dynamics.spikes` and ``docs/spikes.md``
@@ -86,7 +86,7 @@ ROUTES: dict[str, Callable[[Runs, Query], Any]] = {
 }
 
 
-# Training dynamics: sequences, series, diff, learned (shapes in docs/dynamics.md).
+# Training dynamics: sequences, series, diff, learned, compare_runs (shapes in docs/dynamics.md).
 ROUTES.update(DYNAMICS_ROUTES)
 # Training batches and loss spikes: batches, batch (shapes in docs/spikes.md).
 ROUTES.update(BATCH_ROUTES)

@@ -17,10 +17,10 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-__all__ = ["export_html", "dashboard_bundle", "json_for_html", "dynamics_extra", "MODULES"]
+__all__ = ["export_html", "dashboard_bundle", "json_for_html", "dynamics_extra", "runs_compare_extra", "MODULES"]
 
 #: The dashboard's modules in dependency order (each imports only earlier ones).
-MODULES = ("util.js", "entry.js", "sources.js", "chart.js", "dynamics.js", "tokens.js", "detail.js", "app.js", "index.js")
+MODULES = ("util.js", "entry.js", "sources.js", "chart.js", "dynamics.js", "runcompare.js", "tokens.js", "detail.js", "app.js", "index.js")
 
 _IMPORT = re.compile(r'^import\s[^;]*\sfrom\s+"\./[\w.-]+\.js";\s*$', re.M)
 _EXPORT = re.compile(r"^export\s+(?=(?:async\s+)?(?:function|class|const|let)\b)", re.M)
@@ -192,3 +192,31 @@ def dynamics_extra(dyn: Any, entries: list[dict], diffs: dict[int, dict] | None 
         slim[str(b)] = {**d, "per_token": [{k: part[k] for k in ("seq", "index_b", "positions", "delta_logp")}
                                            for part in d.get("per_token") or ()]}
     return {"dynamics": {"points": points, "at_step": at_step, "tracks": tracks, "diffs": slim}}
+
+
+def runs_compare_extra(reader_a: Any, reader_b: Any, entries: list[dict], names: tuple[str, str], *,
+                       points: int = 64, limit: int = 50) -> dict[str, Any]:
+    """What a page of run A's ``entries`` needs to compare them with run B, for ``export_html(extra=...)``.
+
+    The inline adapter answers ``compare_runs`` at each of those steps (with ``per_token``,
+    ``limit`` rows per list) and ``series`` of run B (its sparklines drawn over A's), and
+    lists B among the runs to compare with. Steps where B has no step at or before are left
+    out (the page says so there).
+
+    Returns:
+        ``{"vs": {"run", "num_steps", "last_step", "answers": {step: compare_runs answer},
+        "dynamics": the form of :func:`dynamics_extra` for B's aligned steps}}``.
+    """
+    from ..dynamics import compare_runs_json, dynamics_for
+
+    answers = {}
+    for entry in entries:
+        try:
+            answer = compare_runs_json(reader_a, reader_b, entry["step"], names=names, limit=limit, per_token=True)
+        except KeyError:
+            continue
+        answers[str(entry["step"])] = {"run": names[0], "vs": names[1], **answer}
+    aligned = [{"step": a["b"]["step"]} for a in answers.values()]
+    steps = reader_b.steps
+    return {"vs": {"run": names[1], "num_steps": len(steps), "last_step": steps[-1].step if steps else None,
+                   "answers": answers, "dynamics": dynamics_extra(dynamics_for(reader_b), aligned, points=points)["dynamics"]}}

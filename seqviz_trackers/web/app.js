@@ -6,6 +6,7 @@ import { LineChart } from "./chart.js";
 import { TokenGrid, paintGrids } from "./tokens.js";
 import { DetailPanel } from "./detail.js";
 import { ChangeList, changesByToken, CHANGE_TABS } from "./dynamics.js";
+import { RunCompare, runCompareHash } from "./runcompare.js";
 
 const CACHE_SIZE = 24;
 const CACHE_TOKENS = 40000;
@@ -89,6 +90,8 @@ export class Dashboard {
       // (null: the previous logged step) to the step shown, and the list of what changed
       ...hashView(hash), compareEntry: null,
       diff: null, diffError: null,
+      // another run compared token by token with this one (runcompare.js)
+      runCmp: runCompareHash(hash),
     };
     this.scrollToSeq = hash.seq !== undefined;
     this.cache = new Map();
@@ -139,7 +142,7 @@ export class Dashboard {
     const colour = el("label", "control");
     colour.append(el("span", "control-l", "colour by"));
     this.metricSelect = el("select", "metric-select");
-    for (const key of ["prob", "entropy", "loss", "rank", "change", "none"]) {
+    for (const key of ["prob", "entropy", "loss", "rank", "change", "vs", "none"]) {
       const opt = el("option", "", METRICS[key].label);
       opt.value = key;
       this.metricSelect.append(opt);
@@ -170,7 +173,8 @@ export class Dashboard {
     this.warnBtn.hidden = true;
     this.warnBtn.addEventListener("click", () => { this.warnList.hidden = !this.warnList.hidden; });
 
-    bar.append(brand, this.runSelect, stepBox, colour, ids, this.compareBtn, this.changesBtn, this.warnBtn, this.status);
+    this.runCompare = new RunCompare(this);
+    bar.append(brand, this.runSelect, this.runCompare.control, stepBox, colour, ids, this.compareBtn, this.changesBtn, this.warnBtn, this.status);
 
     this.warnList = el("div", "warn-list");
     this.warnList.hidden = true;
@@ -195,7 +199,7 @@ export class Dashboard {
     this.left = el("div", "left");
     this.seqsEl = el("div", "seqs");
     this.compareEl = el("div", "compare");
-    this.left.append(this.legend, this.changeList.root, this.seqsEl, this.compareEl);
+    this.left.append(this.legend, this.runCompare.list, this.changeList.root, this.seqsEl, this.compareEl);
     this.detail = new DetailPanel({ onPickStep: (s) => this.goIndex(this.indexOfStep(s, true)) });
     main.append(this.left, this.detail.root);
     const foot = el("footer", "foot",
@@ -222,7 +226,8 @@ export class Dashboard {
 
   setRuns(runs) {
     this.state.runs = runs;
-    const names = runs.map((r) => r.run);
+    this.runCompare.setRuns(runs);
+    const names = runs.filter((r) => !r.compare_only).map((r) => r.run);
     if (this.state.run && !names.includes(this.state.run)) names.unshift(this.state.run);
     const current = [...this.runSelect.options].map((o) => o.value).join("\u0000");
     if (current !== names.join("\u0000")) {
@@ -236,6 +241,7 @@ export class Dashboard {
   async chooseRun(run) {
     if (run === this.state.run) return;
     this.state.run = run;
+    if (this.state.runCmp.vs === run) this.state.runCmp.vs = null;
     this.state.follow = true;
     this.state.wantStep = null;
     this.cache.clear();
@@ -285,6 +291,7 @@ export class Dashboard {
     }
     if (ev.type === "runs") {
       this.setRuns(ev.runs || []);
+      if (this.ready && this.runCompare.stale()) this.refresh();  // the other run grew
       if (this.ready && !st.run && ev.runs && ev.runs.length) this.chooseRun(ev.runs[0].run);
       return;
     }
@@ -405,7 +412,9 @@ export class Dashboard {
       let other = null;
       if (st.compare) other = await this.compareEntryFor(step);
       const change = this.needDiff() ? await this.diffFor(step) : { diff: null, error: null };
+      const vs = await this.runCompare.fetch(step);
       if (token !== this.loadToken) return;
+      this.runCompare.set(vs);
       st.entry = entry;
       st.compareEntry = other;
       st.diff = change.diff;
@@ -556,9 +565,11 @@ export class Dashboard {
     this.renderLegend(entry);
     this.updateInfo();
     this.renderChanges();
+    this.runCompare.render();
     if (!entry) return;
     const ctx = { metric: st.metric, metricCtx: metricContext(entry), showIds: st.showIds };
-    const byToken = st.diff && st.diff.b === entry.step ? st.diff.__byToken : null;
+    let byToken = st.diff && st.diff.b === entry.step ? st.diff.__byToken : null;
+    if (st.metric === "vs") { byToken = this.runCompare.byToken(entry.step); ctx.metric = "change"; }  // the same diverging colours
     const seqs = entry.sequences || [];
     if (st.sel.seq === null) st.sel.seq = 0;
     this.seqsEl.hidden = st.compare;
@@ -634,6 +645,7 @@ export class Dashboard {
     const metric = METRICS[this.state.metric];
     this.legend.replaceChildren();
     if (this.state.metric === "change") { this.renderChangeLegend(); return; }
+    if (this.state.metric === "vs") { this.runCompare.renderLegend(this.legend); return; }
     if (!metric || this.state.metric === "none") return;
     const labels = typeof metric.legend === "function" ? metric.legend(metricContext(entry)) : metric.legend;
     this.legend.append(el("span", "legend-title", `colour: ${metric.label}`));
@@ -689,7 +701,7 @@ export class Dashboard {
    *  The token of box j is predicted at position j - 1 of its tracked sequence. */
   async loadSeries(step, seqIndex, tok) {
     const st = this.state;
-    const token = `${st.run}\u0000${seqIndex}\u0000${tok}`;  // the same token at another step keeps its sparkline until the new one is here
+    const token = `${st.run}\u0000${st.runCmp.vs}\u0000${seqIndex}\u0000${tok}`;  // the same token at another step keeps its sparkline until the new one is here
     const key = `${token}\u0000${step}`;
     if (this.seriesShown !== token) this.detail.showHistory({ loading: true });
     this.seriesWanted = key;
@@ -698,9 +710,10 @@ export class Dashboard {
       const seq = map.at_step && map.at_step.seq ? map.at_step.seq[seqIndex] : undefined;
       if (seq === undefined) throw new Error("this sequence is not tracked");
       const series = await this.dynGet("series", { seq, pos: tok - 1, points: SERIES_POINTS }, st.steps.length);
+      const overlay = await this.runCompare.overlay(seq, tok - 1);
       if (this.seriesWanted !== key) return;
       this.seriesShown = token;
-      this.detail.showHistory({ series }, step);
+      this.detail.showHistory({ series, overlay }, step);
     } catch (err) {
       if (this.seriesWanted !== key) return;
       this.seriesShown = null;
@@ -804,6 +817,7 @@ export class Dashboard {
       cmp: st.compare ? (st.compareStep ?? "") : undefined,
       from: st.changeFrom ?? undefined,
       changes: st.changes.open ? st.changes.tab : undefined,
+      ...this.runCompare.hash(),
     });
     if (hash === (location.hash || "#")) return;
     this.ownHash = hash;
@@ -821,6 +835,7 @@ export class Dashboard {
     if (view.compareStep !== null) st.compareStep = view.compareStep;
     st.changeFrom = view.changeFrom;
     st.changes = view.changes;
+    this.runCompare.applyHash(h);
     setPressed(this.compareBtn, st.compare);
     this.scrollToSeq = true;
     if (h.run && h.run !== st.run) { st.wantStep = h.step !== undefined ? Number(h.step) : null; this.chooseRun(h.run); return; }

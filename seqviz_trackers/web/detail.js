@@ -93,13 +93,14 @@ export class DetailPanel {
     root.append(el("div", "legend-line faint small", "green = the token that actually came next"));
   }
 
-  /** The selected token's history: {series} (the `series` route's answer), {loading},
-   *  or {error}; `step` is the step shown (marked on the sparkline). */
+  /** The selected token's history: {series, overlay?} (the `series` route's answer, and the
+   *  same token in a run compared with, see Sparkline.show), {loading}, or {error}; `step`
+   *  is the step shown (marked on the sparkline). */
   showHistory(view, step) {
     const box = this.history;
     if (view.series && view.series.steps && view.series.steps.length) {
       if (box.firstChild !== this.spark.root || box.childNodes.length !== 1) box.replaceChildren(this.spark.root);
-      this.spark.show(view.series, step);
+      this.spark.show(view.series, step, view.overlay);
       return;
     }
     box.replaceChildren(el("p", "hint small", view.error || (view.loading ? "Loading its history\u2026" : "No history for this token.")));

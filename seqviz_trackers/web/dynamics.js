@@ -18,19 +18,20 @@ export function changeBucket(delta) {
   return b;
 }
 
-/** Per sequence index of step B: an array indexed by token (the box of token j shows the
- *  prediction made at position j - 1), holding Δ log p or undefined. */
-export function changesByToken(diff) {
+/** Per sequence index of the entry shown (`part[indexKey]`: step B of a diff, run A's entry
+ *  of a run comparison): an array indexed by token (the box of token j shows the prediction
+ *  made at position j - 1), holding Δ log p or undefined. */
+export function changesByToken(diff, indexKey = "index_b") {
   const out = new Map();
   for (const part of (diff && diff.per_token) || []) {
     const arr = [];
     part.positions.forEach((pos, k) => { arr[pos + 1] = part.delta_logp[k]; });
-    out.set(part.index_b, arr);
+    out.set(part[indexKey], arr);
   }
   return out;
 }
 
-function signed(x, digits = 2) {
+export function signed(x, digits = 2) {
   if (x === undefined || x === null) return "\u2013";
   return (x > 0 ? "+" : "") + fmtNum(x, digits);
 }
@@ -60,10 +61,12 @@ export class Sparkline {
     if (typeof ResizeObserver !== "undefined") new ResizeObserver(() => this.draw()).observe(this.canvas);
   }
 
-  /** series: the `series` route's answer; current: the step shown. */
-  show(series, current) {
+  /** series: the `series` route's answer; current: the step shown; overlay (optional):
+   *  {series, label, own} the same token in another run, drawn over it (own: this run's label). */
+  show(series, current, overlay = null) {
     this.series = series;
     this.current = current;
+    this.overlay = overlay && overlay.series && overlay.series.steps && overlay.series.steps.length ? overlay : null;
     this.hoverIndex = -1;
     const s = series;
     this.canvas.setAttribute("aria-label", `target probability and rank over ${s.steps.length} steps`);
@@ -78,6 +81,14 @@ export class Sparkline {
     }
     facts.push(learned);
     if (s.learned_at_top5 !== null && s.learned_at_top5 !== undefined) facts.push(el("div", "faint", `in the top 5 from step ${s.learned_at_top5}`));
+    if (this.overlay) {
+      const o = this.overlay, at = o.series.learned_at;
+      learned.prepend(el("span", "spark-run-a", `${o.own}: `));
+      const line = el("div", "spark-learned-b");
+      line.append(el("span", "spark-run-b", `${o.label}: `),
+        el("span", at === null || at === undefined ? "faint" : "k-learned-b", at === null || at === undefined ? "not learned" : `learned at step ${at}`));
+      facts.splice(1, 0, line);
+    }
     const times = s.times_forgotten ?? (s.forgotten || []).length;  // a page may hold only the latest events
     if (times) {
       const list = (s.forgotten || []).slice(-3).map((f) => `step ${f.step} (top-1 since ${f.since})`).join(", ");
@@ -92,13 +103,13 @@ export class Sparkline {
 
   frame() {
     const w = this.canvas.clientWidth, h = this.canvas.clientHeight;
-    const steps = this.series.steps;
-    let x0 = steps[0], x1 = steps[steps.length - 1];
+    const all = this.overlay ? [this.series, this.overlay.series] : [this.series];
+    let x0 = Math.min(...all.map((s) => s.steps[0])), x1 = Math.max(...all.map((s) => s.steps[s.steps.length - 1]));
     if (x0 === x1) { x0 -= 1; x1 += 1; }
     const pad = { l: 30, r: 8 };
     const pTop = 6, pBot = Math.round(h * 0.58), rTop = pBot + 10, rBot = h - 6;
     let maxRank = 10;
-    for (const r of this.series.target_rank) if (r && r > maxRank) maxRank = r;
+    for (const s of all) for (const r of s.target_rank) if (r && r > maxRank) maxRank = r;
     const logMax = Math.log10(maxRank);
     return {
       w, h, pad, pTop, pBot, rTop, rBot, maxRank,
@@ -152,30 +163,37 @@ export class Sparkline {
       g.strokeStyle = color; g.setLineDash(dash); g.beginPath(); g.moveTo(x, f.pTop); g.lineTo(x, f.rBot); g.stroke(); g.setLineDash([]);
     };
     for (const ev of s.forgotten || []) vline(ev.step, red, [2, 2]);
-    if (s.learned_at !== null && s.learned_at !== undefined) {
-      vline(s.learned_at, green, []);
-      const label = "learned " + s.learned_at;
-      const x = f.x(s.learned_at);
+    const o = this.overlay;
+    const learnedMark = (at, color, dash, label, y) => {
+      if (at === null || at === undefined) return;
+      vline(at, color, dash);
+      const x = f.x(at);
       const tw = g.measureText(label).width;
-      g.fillStyle = green;
-      g.fillText(label, Math.min(Math.max(f.pad.l, x + 3), w - f.pad.r - tw), f.rTop - 2);
-    }
-    const line = (values, y, color) => {
-      g.strokeStyle = color; g.lineWidth = 1.5; g.shadowColor = color; g.shadowBlur = 4;
+      g.fillStyle = color;
+      g.fillText(label, Math.min(Math.max(f.pad.l, x + 3), w - f.pad.r - tw), y);
+    };
+    learnedMark(s.learned_at, green, [], (o ? o.own + " " : "") + "learned " + s.learned_at, f.rTop - 2);
+    if (o) learnedMark(o.series.learned_at, yellow, [4, 3], `${o.label} learned ${o.series.learned_at}`, f.pTop + 16);
+    const line = (values, y, color, steps = s.steps, dash = []) => {
+      g.strokeStyle = color; g.lineWidth = 1.5; g.shadowColor = color; g.shadowBlur = 4; g.setLineDash(dash);
       g.beginPath();
       let drawing = false;
       values.forEach((val, i) => {
         if (val === null || val === undefined) { drawing = false; return; }
-        const px = f.x(s.steps[i]), py = y(val);
+        const px = f.x(steps[i]), py = y(val);
         if (drawing) g.lineTo(px, py); else g.moveTo(px, py);
         drawing = true;
       });
-      g.stroke(); g.shadowBlur = 0; g.lineWidth = 1;
+      g.stroke(); g.shadowBlur = 0; g.lineWidth = 1; g.setLineDash([]);
       if (values.length <= 60) {
         g.fillStyle = color;
-        values.forEach((val, i) => { if (val !== null && val !== undefined) g.fillRect(f.x(s.steps[i]) - 1, y(val) - 1, 2, 2); });
+        values.forEach((val, i) => { if (val !== null && val !== undefined) g.fillRect(f.x(steps[i]) - 1, y(val) - 1, 2, 2); });
       }
     };
+    if (o) {  // the other run under this one, dashed
+      line(o.series.target_prob, f.yp, yellow, o.series.steps, [4, 3]);
+      line(o.series.target_rank, f.yr, yellow, o.series.steps, [1, 3]);
+    }
     line(s.target_prob, f.yp, cyan);
     line(s.target_rank, f.yr, accent);
     for (const [i, color] of [[this.hoverIndex, muted], [s.steps.indexOf(this.current), yellow]]) {
@@ -207,6 +225,54 @@ const COLUMNS = [
 function sortValue(row, key) {
   if (key === "where") return row.index * 1e6 + row.pos;
   return row[key];
+}
+
+/** `rows` sorted by `value(row, key)` in direction `dir` (1 ascending); unknown values last. */
+export function sortRows(rows, key, dir, value = sortValue) {
+  return rows.slice().sort((a, b) => {
+    const x = value(a, key), y = value(b, key);
+    if (x === y) return 0;
+    if (x === null || x === undefined) return 1;
+    if (y === null || y === undefined) return -1;
+    return (x < y ? -1 : 1) * dir;
+  });
+}
+
+/** A table head whose columns ({label, sort}) sort on click or Enter: onSort({key, dir});
+ *  a column sorted already flips, another starts in `firstDir(column)`. */
+export function sortableHead(columns, key, dir, firstDir, onSort) {
+  const thead = el("thead");
+  const hr = el("tr");
+  for (const c of columns) {
+    const th = el("th", "sortable" + (c.sort === key ? " sorted" : ""), c.label + (c.sort === key ? (dir > 0 ? " \u25b4" : " \u25be") : ""));
+    th.tabIndex = 0;
+    th.dataset.sort = c.sort;
+    th.setAttribute("aria-sort", c.sort === key ? (dir > 0 ? "ascending" : "descending") : "none");
+    const flip = () => onSort({ key: c.sort, dir: c.sort === key ? -dir : firstDir(c) });
+    th.addEventListener("click", flip);
+    th.addEventListener("keydown", (ev) => { if (ev.key === "Enter" || ev.key === " ") { ev.preventDefault(); flip(); } });
+    hr.append(th);
+  }
+  thead.append(hr);
+  return thead;
+}
+
+/** The "token" cell of a row: its sequence, token number, context and the target after it. */
+export function whereCell(seqLabel, pos, context, target) {
+  const where = el("td", "c-where");
+  where.append(el("span", "c-seq", seqLabel), el("span", "faint", ` #${pos + 1} `));
+  where.append(el("span", "chip c-ctx", visibleToken(context)), el("span", "faint", " \u2192 "), el("span", "chip c-target", visibleToken(target)));
+  return where;
+}
+
+/** A table row that calls `pick` on click or Enter. */
+export function pickableRow(title, pick) {
+  const tr = el("tr", "change-row");
+  tr.tabIndex = 0;
+  tr.title = title;
+  tr.addEventListener("click", pick);
+  tr.addEventListener("keydown", (ev) => { if (ev.key === "Enter") { ev.preventDefault(); pick(); } });
+  return tr;
 }
 
 /** What changed from step A to step B: learned / forgotten / most worsened / most improved
@@ -267,41 +333,18 @@ export class ChangeList {
 
     const tab = TABS.find((t) => t.key === view.tab) || TABS[0];
     const [key, dir] = view.sort ? [view.sort.key, view.sort.dir] : tab.sort;
-    const rows = (d[tab.key] || []).slice();
-    rows.sort((a, b) => {
-      const x = sortValue(a, key), y = sortValue(b, key);
-      if (x === y) return 0;
-      if (x === null || x === undefined) return 1;
-      if (y === null || y === undefined) return -1;
-      return (x < y ? -1 : 1) * dir;
-    });
+    const rows = sortRows(d[tab.key] || [], key, dir);
     if (!rows.length) {
       root.append(el("p", "hint", `No ${tab.label} tokens between step ${d.a} and step ${d.b}.`));
       return;
     }
     const table = el("table", "changes-table");
-    const thead = el("thead");
-    const hr = el("tr");
-    for (const c of COLUMNS) {
-      const th = el("th", "sortable" + (c.sort === key ? " sorted" : ""), c.label + (c.sort === key ? (dir > 0 ? " \u25b4" : " \u25be") : ""));
-      th.tabIndex = 0;
-      th.dataset.sort = c.sort;
-      th.setAttribute("aria-sort", c.sort === key ? (dir > 0 ? "ascending" : "descending") : "none");
-      const flip = () => this.opts.onSort({ key: c.sort, dir: c.sort === key ? -dir : (c.sort === "delta_logp" ? tab.sort[1] : c.sort === "where" || c.sort === "rank_b" ? 1 : -1) });
-      th.addEventListener("click", flip);
-      th.addEventListener("keydown", (ev) => { if (ev.key === "Enter" || ev.key === " ") { ev.preventDefault(); flip(); } });
-      hr.append(th);
-    }
-    thead.append(hr);
+    const thead = sortableHead(COLUMNS, key, dir,
+      (c) => (c.sort === "delta_logp" ? tab.sort[1] : c.sort === "where" || c.sort === "rank_b" ? 1 : -1), (sort) => this.opts.onSort(sort));
     const tbody = el("tbody");
     for (const r of rows) {
-      const tr = el("tr", "change-row");
-      tr.tabIndex = 0;
-      tr.title = `${r.name || "sequence " + r.index}, position ${r.pos}: go to this token at step ${d.b}`;
-      const where = el("td", "c-where");
-      where.append(el("span", "c-seq", r.name || `seq ${r.index}`), el("span", "faint", ` #${r.pos + 1} `));
-      const ctx = el("span", "chip c-ctx", visibleToken(r.context));
-      where.append(ctx, el("span", "faint", " \u2192 "), el("span", "chip c-target", visibleToken(r.target)));
+      const tr = pickableRow(`${r.name || "sequence " + r.index}, position ${r.pos}: go to this token at step ${d.b}`, () => this.opts.onPick(r));
+      const where = whereCell(r.name || `seq ${r.index}`, r.pos, r.context, r.target);
       const guess = r.top1_b !== null && r.top1_b !== undefined && r.flip !== 1 && r.rank_b !== 1;
       if (guess) where.append(el("span", "faint c-guess", " guessed "), el("span", "chip", visibleToken(r.top1_b)));
       const num = (text, cls) => el("td", "num" + (cls ? " " + cls : ""), text);
@@ -311,9 +354,6 @@ export class ChangeList {
         num(`${r.rank_a ?? "\u2013"} \u2192 ${r.rank_b ?? "\u2013"}`),
         num(signed(dl), dl === null || dl === undefined ? "" : dl < 0 ? "worse" : "better"),
         num(fmtNum(r.divergence, 2)));
-      const pick = () => this.opts.onPick(r);
-      tr.addEventListener("click", pick);
-      tr.addEventListener("keydown", (ev) => { if (ev.key === "Enter") { ev.preventDefault(); pick(); } });
       tbody.append(tr);
     }
     table.append(thead, tbody);

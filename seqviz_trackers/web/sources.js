@@ -30,6 +30,8 @@ class SourceBase {
     }
   }
   watch(run) { this.run = run; }
+  /** Whether "runs" events are wanted while a run is watched (to see another run grow). */
+  followRuns(on) { this.wantRuns = on; }
   close() {}
 }
 
@@ -82,6 +84,11 @@ export class FetchSource extends SourceBase {
         // `steps` request and this poll would otherwise never be announced
         this.emit({ type: "steps", run: this.run, steps: data.steps, problems: data.problems });
         this.lastKey = key;
+      }
+      if (this.wantRuns) {
+        const runs = (await this.get("runs")).runs;
+        const runsKey = JSON.stringify(runs);
+        if (runsKey !== this.lastRunsKey) { this.lastRunsKey = runsKey; this.emit({ type: "runs", runs }); }
       }
     } catch (err) {
       this.emit({ type: "status", state: "disconnected", text: "Offline \u2014 retrying" });
@@ -172,7 +179,9 @@ export class WebSocketSource extends SourceBase {
 /** Data inlined in the page (exports, the W&B panel): {title, entries, steps?, extra?}.
  *  `steps` is the loss history for the chart; `extra.dynamics` (written by
  *  seqviz_trackers.export.dynamics_extra) answers sequences / series / diff for the inlined
- *  steps; other routes are answered from `extra[route]` when present. */
+ *  steps; `extra.vs` (runs_compare_extra) answers compare_runs at those steps and the
+ *  series of the run compared with (listed by `runs` as compare_only); other routes are
+ *  answered from `extra[route]` when present. */
 export class InlineSource extends SourceBase {
   constructor(data) {
     super();
@@ -185,8 +194,11 @@ export class InlineSource extends SourceBase {
   }
   async get(route, params = {}) {
     const infos = this.infos;
+    const vs = this.data.extra && this.data.extra.vs;
     if (route === "runs") {
-      return { runs: [{ run: this.runName, num_steps: infos.length, last_step: infos.length ? infos[infos.length - 1].step : null }] };
+      const runs = [{ run: this.runName, num_steps: infos.length, last_step: infos.length ? infos[infos.length - 1].step : null }];
+      if (vs) runs.push({ run: vs.run, num_steps: vs.num_steps, last_step: vs.last_step, compare_only: true });
+      return { runs };
     }
     if (route === "steps") {
       const out = { run: this.runName, steps: infos.slice(), problems: [] };
@@ -198,6 +210,12 @@ export class InlineSource extends SourceBase {
       if (!entry) throw new Error(`no step ${params.step} in this page`);
       return entry;
     }
+    if (vs && route === "compare_runs") {
+      const answer = params.b === vs.run ? vs.answers[String(params.step)] : undefined;
+      if (!answer) throw new Error(`this page holds the comparison with run ${vs.run} at its own steps only`);
+      return answer;
+    }
+    if (vs && route === "series" && params.run === vs.run) return inlineDynamics(vs.dynamics, vs.run, route, params);
     const dyn = this.data.extra && this.data.extra.dynamics;
     if (dyn && (route === "sequences" || route === "series" || route === "diff")) return inlineDynamics(dyn, this.runName, route, params);
     const extra = this.data.extra && this.data.extra[route];

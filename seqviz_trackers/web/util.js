@@ -77,6 +77,8 @@ export const METRICS = {
   },
   // colours from the diff of two steps (dynamics.js), not from one prediction
   change: { label: "change (\u0394 log p)", bucket: () => -1, legend: [] },
+  // colours from the comparison of two runs (runcompare.js)
+  vs: { label: "vs run B (\u0394 log p)", bucket: () => -1, legend: [] },
   none: { label: "none", bucket: () => -1, legend: [] },
 };
 
