@@ -20,9 +20,11 @@ from .format.tokens import token_strings
 
 __all__ = ["tensor_to_training_entry", "next_token_targets", "perplexity", "CHUNK_BYTES"]
 
-#: Size of one working buffer (rows x vocabulary, float32). Peak extra memory is a
-#: few of these, whatever the size of the logits.
-CHUNK_BYTES = 8 * 2**20
+#: Size of one working buffer (rows x vocabulary, float32). Peak extra memory is two
+#: of these, whatever the size and dtype of the logits.
+CHUNK_BYTES = 2 * 2**20
+#: Block length of the blocked top-k (see ``_top_k``).
+TOPK_BLOCK = 128
 SIGNIFICANT_DIGITS = 5
 
 
@@ -146,7 +148,7 @@ def tensor_to_training_entry(
     if bool(((row_targets < 0) | (row_targets >= vocab)).any()):
         raise ValueError(f"labels hold ids outside the vocabulary of size {vocab} (only -100 marks ignored positions)")
 
-    stats = _row_stats(logits.reshape(batch * length, vocab), rows, row_targets, k)
+    stats = _row_stats(logits, rows, row_targets, k)
     n = rows.numel()
     top_ids = stats[:, :k].astype(np.int64)
     top_probs = _round_sig(stats[:, k:2 * k])
@@ -212,49 +214,110 @@ def tensor_to_training_entry(
     }
 
 
-def _row_stats(flat, rows, targets, k: int) -> np.ndarray:
-    """Per selected row: top-k ids and probs, p(target), entropy (nats), -log p(target), rank.
+def _top_k(x, k: int, out: tuple | None = None):
+    """``torch.topk(x, k, dim=-1)`` of a ``(rows, V)`` tensor, faster on large vocabularies.
 
-    Returns a float64 array of shape ``(len(rows), 2k + 4)`` on the host.
+    The k largest entries of a row all lie in the k blocks (of ``TOPK_BLOCK`` entries)
+    with the largest maxima: any other entry is at most the k-th largest block maximum,
+    and those k maxima are k entries at least that large. So one cheap max per block,
+    then a top-k over k blocks instead of the whole row. Same values; the order of tied
+    entries may differ. A NaN makes its block's maximum NaN, which top-k ranks first.
+    ``out``: optional ``(values, indices)`` tensors to write into.
     """
     import torch
 
-    n, vocab = rows.numel(), flat.shape[1]
+    rows, vocab = x.shape
+    blocks = vocab // TOPK_BLOCK
+    if blocks < 4 * k:
+        return torch.topk(x, k, dim=-1, out=out)
+    whole = blocks * TOPK_BLOCK
+    grid = x[:, :whole].unflatten(1, (blocks, TOPK_BLOCK))
+    best = torch.topk(grid.amax(-1), k, dim=-1).indices  # (rows, k) block numbers
+    candidates = grid.gather(1, best.unsqueeze(-1).expand(rows, k, TOPK_BLOCK)).flatten(1)
+    where = (best.unsqueeze(-1) * TOPK_BLOCK + torch.arange(TOPK_BLOCK, device=x.device)).flatten(1)
+    if whole < vocab:  # the last, partial block is always a candidate
+        candidates = torch.cat([candidates, x[:, whole:]], 1)
+        where = torch.cat([where, torch.arange(whole, vocab, device=x.device).expand(rows, -1)], 1)
+    values, picked = torch.topk(candidates, k, dim=-1)
+    if out is None:
+        return values, where.gather(1, picked)
+    out[0].copy_(values)
+    torch.gather(where, 1, picked, out=out[1])
+    return out
+
+
+def _row_stats(logits, rows, targets, k: int) -> np.ndarray:
+    """Per selected row of ``logits`` (B, T, V), numbered ``b * T + t``: top-k ids and
+    probs, p(target), entropy (nats), -log p(target), rank.
+
+    Returns a float64 array of shape ``(len(rows), 2k + 4)`` on the host.
+
+    Rows are read in chunks of at most ``CHUNK_BYTES`` (as float32). The only large
+    allocations are two such buffers, made once: a float32 copy of the chunk (for
+    half-precision or non-contiguous logits) and a scratch for the probabilities and
+    the rank count. Per chunk: one top-k (``_top_k``), one fused softmax into the
+    scratch, one dot product for the entropy, and a full-row count only for the rows
+    whose target is not among the top k. Per-row results go straight into small
+    preallocated tensors; what is derived from them is computed once at the end.
+    """
+    import torch
+
+    n = rows.numel()
+    batch, length, vocab = logits.shape
     if n == 0:
         return np.zeros((0, 2 * k + 4))
-    device = flat.device
+    device = logits.device
+    f32 = dict(dtype=torch.float32, device=device)
     targets_d = targets.to(device)
-    chunk = max(1, CHUNK_BYTES // (4 * vocab))
-    buf = torch.empty(min(chunk, n), vocab, dtype=torch.float32, device=device)  # reused scratch
-    # Chunks never straddle a gap between selected rows, so each is a view, not a copy.
+    chunk = min(n, max(1, CHUNK_BYTES // (4 * vocab)))
+    scratch = torch.empty(chunk, vocab, **f32)
+    upcast = None
+    if logits.dtype != torch.float32 or logits.stride(-1) != 1:
+        upcast = torch.empty(chunk, vocab, **f32)
+    top_v, top_i = torch.empty(n, k, **f32), torch.empty(n, k, dtype=torch.long, device=device)
+    lse, entropy, t_logit, rank = torch.empty(4, n, **f32)
+    # Chunks never straddle a gap between selected rows (so never two sequences):
+    # each is a view of the logits.
     breaks = (torch.diff(rows) != 1).nonzero().squeeze(1) + 1
     edges = [0, *breaks.tolist(), n]
     spans = [(a, min(a + chunk, b)) for lo, b in zip(edges, edges[1:]) for a in range(lo, b, chunk)]
-    out = []
+    rows_l = rows.tolist()
     with torch.no_grad():
         for start, stop in spans:
-            first = int(rows[start])
-            x = flat[first:first + stop - start].float()  # a copy only for half precision
-            scratch = buf[:x.shape[0]]
-            top_v, top_i = torch.topk(x, k, dim=-1)
-            e = torch.sub(x, top_v[:, :1], out=scratch).exp_()
-            z = e.sum(-1)
-            lse = top_v[:, 0] + z.log()
-            entropy = lse - torch.linalg.vecdot(e, x) / z  # H = lse - E_p[logit]
-            bad = ~torch.isfinite(entropy)
-            if bool(bad.any()):  # -inf logits (masked tokens) give 0 * -inf above
-                idx = bad.nonzero().squeeze(1)
+            m = stop - start
+            b, t0 = divmod(rows_l[start], length)
+            x = logits[b, t0:t0 + m]
+            if upcast is not None:
+                x = upcast[:m].copy_(x)
+            p = scratch[:m]
+            v, i = _top_k(x, k, out=(top_v[start:stop], top_i[start:stop]))
+            torch.softmax(x, -1, out=p)
+            # lse from the top entry: p_max = exp(max - lse).
+            c_lse = torch.sub(v[:, 0], p.gather(1, i[:, :1]).squeeze(1).log_(), out=lse[start:stop])
+            # H = lse - E_p[logit]
+            c_ent = torch.sub(c_lse, torch.linalg.vecdot(p, x), out=entropy[start:stop])
+            if not bool(torch.isfinite(c_ent).all()):  # -inf logits (masked tokens) give 0 * -inf above
+                idx = (~torch.isfinite(c_ent)).nonzero().squeeze(1)
                 logp = torch.log_softmax(x[idx], -1)
-                entropy[idx] = -(logp.exp() * logp.nan_to_num(neginf=0.0)).sum(-1)
-            t = targets_d[start:stop]
-            t_logit = x.gather(1, t.unsqueeze(1)).squeeze(1)
+                c_ent[idx] = -(logp.exp() * logp.nan_to_num(neginf=0.0)).sum(-1)
+            t = targets_d[start:stop].unsqueeze(1)
+            c_tl = torch.gather(x, 1, t, out=t_logit[start:stop].unsqueeze(1))
             # Rank = 1 + number of strictly larger logits: read off the top-k when the
-            # target is in it, else count over the row (a float 0/1 buffer sums fastest).
-            rank = (top_v > t_logit.unsqueeze(1)).sum(1).to(torch.float32) + 1
-            if not bool((top_i == t.unsqueeze(1)).any(1).all()):
-                rank = torch.gt(x, t_logit.unsqueeze(1), out=scratch).sum(1) + 1
-            out.append(torch.cat([
-                top_i.double(), (top_v - lse.unsqueeze(1)).exp().double(),
-                torch.stack([(t_logit - lse).exp(), entropy, lse - t_logit, rank], 1).double(),
-            ], 1))
-    return torch.cat(out).cpu().numpy()
+            # target is in it (done for all rows at the end), else count over the row
+            # (into the scratch: a float 0/1 buffer sums fastest).
+            missed = (i != t).all(1)
+            n_missed = int(missed.sum())
+            if n_missed == m:
+                torch.sum(torch.gt(x, c_tl, out=p), 1, out=rank[start:stop])
+            elif n_missed:
+                idx = missed.nonzero().squeeze(1)
+                counted = torch.index_select(x, 0, idx, out=p[:n_missed]).gt_(c_tl[idx])
+                rank[start + idx] = counted.sum(1)
+            if n_missed < m:
+                hit = (~missed).nonzero().squeeze(1)
+                rank[start + hit] = (v[hit] > c_tl[hit]).sum(1).to(torch.float32)
+        rank += 1
+        return torch.cat([
+            top_i.double(), (top_v - lse.unsqueeze(1)).exp().double(),
+            torch.stack([(t_logit - lse).exp(), entropy, lse - t_logit, rank], 1).double(),
+        ], 1).cpu().numpy()

@@ -210,3 +210,95 @@ def test_huge_loss_keeps_perplexity_finite_and_names_kept():
     assert [s["name"] for s in entry["sequences"]] == ["a", "b"]
     assert entry["metadata"]["model_name"] == "m"
     validate_entry(entry)
+
+
+@pytest.mark.parametrize("vocab", [300, 301, 1000, 1037])
+@pytest.mark.parametrize("block", [3, 7])
+def test_blocked_top_k_matches_torch_topk(monkeypatch, vocab, block):
+    monkeypatch.setattr(convert_module, "TOPK_BLOCK", block)
+    torch.manual_seed(vocab + block)
+    x = torch.randn(6, vocab) * 3
+    x[1, : vocab // 2] = float("-inf")  # half the row masked
+    x[2, 5:] = float("-inf")  # fewer finite entries than k
+    x[3] = torch.randint(0, 4, (vocab,)).float()  # many ties
+    x[4, -1] = 50.0  # the maximum in the partial last block
+    x[5, 0] = float("nan")
+    values, ids = convert_module._top_k(x, 20)
+    want_values, _ = torch.topk(x, 20, dim=-1)
+    assert torch.equal(values[:5], want_values[:5])
+    assert torch.isnan(values[5, 0])
+    assert torch.equal(x.gather(1, ids)[:5], values[:5])  # each id holds its value
+    assert all(len(set(r)) == 20 for r in ids.tolist())
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_agrees_with_fp32_conversion(monkeypatch, dtype):
+    """Half-precision logits give what their fp32 values give (blocked top-k path)."""
+    monkeypatch.setattr(convert_module, "TOPK_BLOCK", 4)
+    torch.manual_seed(3)
+    logits = (torch.randn(3, 10, 2003) * 3).to(dtype)
+    ids = torch.randint(0, 2003, (3, 10))
+    half = tensor_to_training_entry(logits, ids, None, step=1, timestamp=0.0)
+    full = tensor_to_training_entry(logits.float(), ids, None, step=1, timestamp=0.0)
+    for s_half, s_full in zip(half["sequences"], full["sequences"]):
+        for a, b in zip(s_half["predictions"], s_full["predictions"]):
+            assert a["target_rank"] == b["target_rank"]
+            for key in ("target_prob", "loss", "entropy"):
+                assert a[key] == pytest.approx(b[key], rel=1e-4, abs=1e-6)
+            assert [c[2] for c in a["top_k"]] == pytest.approx([c[2] for c in b["top_k"]], rel=1e-4)
+    assert_matches(half, reference(logits.float(), ids), ids, rel=1e-3)
+
+
+def test_masked_minus_inf_rows_with_blocked_top_k(monkeypatch):
+    """-inf in whole blocks, in the partial last block, and fewer finite logits than k."""
+    monkeypatch.setattr(convert_module, "TOPK_BLOCK", 4)
+    torch.manual_seed(4)
+    logits = torch.randn(2, 6, 1001) * 2
+    logits[0, :, 200:] = float("-inf")
+    logits[1, :3, 7:] = float("-inf")  # 7 finite logits, top_k 20
+    logits[1, 3:, 998:] = float("-inf")
+    ids = torch.randint(0, 7, (2, 6))
+    entry = tensor_to_training_entry(logits, ids, None, step=0)
+    preds = [p for s in entry["sequences"] for p in s["predictions"]]
+    assert all(math.isfinite(p["entropy"]) and p["entropy"] >= 0 for p in preds)
+    few = entry["sequences"][1]["predictions"][:2]
+    for p in few:
+        assert sum(c[2] > 0 for c in p["top_k"]) == 7
+        assert sum(c[2] for c in p["top_k"]) == pytest.approx(1.0, rel=1e-4)
+        assert p["entropy"] < math.log(7) + 1e-6
+    ref = reference(logits, ids)
+    for seq, (_, want) in zip(entry["sequences"], ref):
+        for got, w in zip(seq["predictions"], want):
+            assert got["target_rank"] == w["rank"]
+            assert got["entropy"] == pytest.approx(w["entropy"], rel=2e-4, abs=1e-5)
+            assert got["target_prob"] == pytest.approx(w["target_prob"], rel=2e-4, abs=1e-9)
+
+
+def test_rank_exact_when_some_targets_miss_the_top_k(monkeypatch):
+    """A chunk where some rows' targets are in the top-k and others are not: counts
+    only for the latter, each exact."""
+    monkeypatch.setattr(convert_module, "TOPK_BLOCK", 4)
+    monkeypatch.setattr(convert_module, "CHUNK_BYTES", 4 * 1000 * 8)
+    vocab = 1000
+    order = torch.stack([torch.randperm(vocab, generator=torch.Generator().manual_seed(i)) for i in range(16)])
+    logits = torch.empty(16, vocab).scatter_(1, order, torch.arange(vocab, 0, -1).float().expand(16, -1))
+    # order[i, r] has rank r + 1 in row i; targets for row i at rank (0, 3, 19, 20, 500, 999)[i % 6] + 1
+    wanted = [0, 3, 19, 20, 500, 999]
+    ids = torch.zeros(17, dtype=torch.long)
+    for i in range(16):
+        ids[i + 1] = order[i, wanted[i % 6]]
+    entry = tensor_to_training_entry(torch.cat([logits, logits[:1]]), ids, None, step=0, top_k=5)
+    ranks = [p["target_rank"] for p in entry["sequences"][0]["predictions"]]
+    assert ranks == [wanted[i % 6] + 1 for i in range(16)]
+
+
+def test_non_contiguous_logits_are_not_copied_whole():
+    torch.manual_seed(5)
+    base = torch.randn(2, 7, 300) * 3
+    logits = base.transpose(0, 1).contiguous().transpose(0, 1)  # same values, other strides
+    wide = torch.randn(2, 7, 600)
+    wide[..., ::2] = base  # last-dim stride 2
+    ids = torch.randint(0, 300, (2, 7))
+    want = tensor_to_training_entry(base, ids, None, step=0, timestamp=0.0)
+    assert tensor_to_training_entry(logits, ids, None, step=0, timestamp=0.0) == want
+    assert tensor_to_training_entry(wide[..., ::2], ids, None, step=0, timestamp=0.0) == want
