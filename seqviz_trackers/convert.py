@@ -18,7 +18,7 @@ from ._version import __version__
 from .format.schema import SCHEMA_VERSION
 from .format.tokens import token_strings
 
-__all__ = ["tensor_to_training_entry", "next_token_targets", "perplexity", "CHUNK_BYTES"]
+__all__ = ["tensor_to_training_entry", "extract_batch_sample", "next_token_targets", "perplexity", "CHUNK_BYTES"]
 
 #: Size of one working buffer (rows x vocabulary, float32). Peak extra memory is two
 #: of these, whatever the size and dtype of the logits.
@@ -212,6 +212,41 @@ def tensor_to_training_entry(
         "sequences": sequences,
         "metadata": meta,
     }
+
+
+def extract_batch_sample(
+    logits: Any,
+    input_ids: Any,
+    tokenizer: Any,
+    step: int,
+    loss: float | None,
+    model_name: str | None,
+    num_sequences: int = 1,
+    **kwargs: Any,
+) -> dict[str, Any]:
+    """One entry of the first ``num_sequences`` sequences of a batch (the original seq-viz
+    API). The same sequences at every step keep steps comparable.
+
+    Args:
+        logits: ``(B, T, V)``; input_ids: ``(B, T)``; the rest as :func:`tensor_to_training_entry`.
+        num_sequences: how many sequences of the batch to keep (at most ``B``).
+        kwargs: passed on to :func:`tensor_to_training_entry` (``top_k``, ``names``, ...);
+            ``attention_mask`` and ``labels`` are cut to the same sequences.
+
+    ``metadata.batch_size`` is the batch's size, as before the sample was taken.
+    """
+    if num_sequences < 1:
+        raise ValueError(f"num_sequences must be at least 1, got {num_sequences}")
+    if getattr(logits, "dim", lambda: 0)() != 3:
+        raise ValueError(f"logits must have shape (B, T, V), got {tuple(getattr(logits, 'shape', ()))}")
+    batch = logits.shape[0]
+    keep = min(num_sequences, batch)
+    for name in ("attention_mask", "labels"):
+        if kwargs.get(name) is not None:
+            kwargs[name] = kwargs[name][:keep]
+    metadata = {"batch_size": batch, **(kwargs.pop("metadata", None) or {})}
+    return tensor_to_training_entry(logits[:keep], input_ids[:keep], tokenizer, step, loss, model_name,
+                                    metadata=metadata, **kwargs)
 
 
 def _top_k(x, k: int, out: tuple | None = None):

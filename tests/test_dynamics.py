@@ -145,9 +145,9 @@ def test_steps_must_increase():
 
 def old_format_entry(step: int, target_in_top: bool) -> dict:
     """The original seq-viz format: no target_prob / rank / loss / token_ids / name, top_k + top_20."""
-    cands = [{"id": 9, "token": " the", "p": 0.5}, {"id": 3, "token": " be", "p": 0.2}]
+    cands = [{"token_id": 9, "token_str": " the", "prob": 0.5}, {"token_id": 3, "token_str": " be", "prob": 0.2}]
     if not target_in_top:
-        cands = [{"id": 9, "token": " the", "p": 0.5}, {"id": 4, "token": " a", "p": 0.2}]
+        cands = [{"token_id": 9, "token_str": " the", "prob": 0.5}, {"token_id": 4, "token_str": " a", "prob": 0.2}]
     return {"step": step, "sequences": [{"tokens": ["To", " be", " or"], "predictions": [
         {"position": 0, "target_token_id": 3, "target_token_str": " be", "top_k": cands[:1], "top_20": cands,
          "entropy": 1.5},
@@ -196,8 +196,8 @@ def test_js_topk_other_divergence():
     m = (p + q) / 2
     expected = 0.5 * (p * np.log(p / m)).sum() + 0.5 * (q * np.log(q / m)).sum()
     assert js_topk_other(a, [(2, "b", 0.7), (1, "a", 0.2)]) == pytest.approx(expected)
-    # candidates as logged: [id, token, p] in the file, {"id", "token", "p"} in the original format
-    assert candidates({"top_k": [[2, "b", 0.7], {"id": 1, "token": "a", "p": 0.2}, [3, "c"], "x"]}) == [
+    # candidates as logged: [id, token, p] in the file, {"token_id", "token_str", "prob"} in the original format
+    assert candidates({"top_k": [[2, "b", 0.7], {"token_id": 1, "token_str": "a", "prob": 0.2}, [3, "c"], "x"]}) == [
         (2, "b", 0.7), (1, "a", 0.2)]
     assert DIVERGENCE["name"] == "js_topk_other"
 
@@ -295,13 +295,17 @@ def test_dynamics_for_rebuilds_after_rewrite_or_relogged_step(tmp_path):
     assert dynamics_for(reader).num_steps == 2
 
 
-def test_corrupt_line_counts_as_a_step_without_sequences(tmp_path):
+def test_a_line_broken_after_its_header_is_not_a_step(tmp_path):
     path = write_synthetic(tmp_path / "run.jsonl", STEPS[:2])
     with open(path, "ab") as f:
         f.write(b'{"step":20,"timestamp":1,"loss":1,"perplexity":2.7,"sequences":[oops\n')
     reader = TrainingDataReader(path)
+    assert [s.step for s in reader.steps] == [0, 10, 20]  # indexed from its header alone
     dyn = dynamics_for(reader)
-    assert dyn.steps.view().tolist() == [0, 10, 20] and dyn.step_seqs[-1] == []
+    assert dyn.steps.view().tolist() == [0, 10]
+    assert [s.step for s in reader.steps] == [0, 10]  # reading it demoted it, for every user of the reader
+    assert [(p.line, p.step) for p in reader.problems] == [(3, 20)]
+    assert dynamics_for(reader) is dyn  # and the dynamics were not rebuilt for it
 
 
 # -- routes ---------------------------------------------------------------------------------------

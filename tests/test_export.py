@@ -88,12 +88,12 @@ def test_cli_export_steps(tmp_path):
 def test_cli_export_errors(tmp_path):
     src = write_run(tmp_path / "run.jsonl", [10, 20])
     proc = run_cli(src, "--step", 15)
-    assert proc.returncode == 1
+    assert proc.returncode == 2  # used wrongly: an unknown step
     assert proc.stderr.strip() == f"seqviz export: {src} has no step 15 (nearest: 10, 20)"
     proc = run_cli(tmp_path / "missing.jsonl")
     assert proc.returncode == 2 and proc.stderr.strip().endswith("missing.jsonl: no such file")
     proc = run_cli(src, "-o", tmp_path / "no" / "dir" / "x.html")
-    assert proc.returncode == 1 and "cannot write" in proc.stderr and "Traceback" not in proc.stderr
+    assert proc.returncode == 2 and "cannot write" in proc.stderr and "Traceback" not in proc.stderr
 
 
 def test_dynamics_extra_holds_bounded_series_and_the_diff():

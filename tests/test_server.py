@@ -334,7 +334,7 @@ def test_port_in_use_is_one_clear_line(tmp_path):
                                "--port", str(port)], capture_output=True, text=True, timeout=30)
     finally:
         sock.close()
-    assert proc.returncode == 1
+    assert proc.returncode == 2
     assert proc.stderr.strip() == f"seqviz serve: port {port} on 127.0.0.1 is already in use; stop the other server or pick another with --port"
 
 

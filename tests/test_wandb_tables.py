@@ -36,12 +36,13 @@ def test_one_row_per_prediction_in_column_order():
     assert first == {
         "step": 7, "sequence": 0, "name": "probe", "position": 0, "input_token": "To", "target_token": " be",
         "predicted_token": " be", "correct": True, "target_prob": 0.6, "target_rank": 1, "entropy": 1.0,
-        "loss": 0.51, "top5": '" be" 0.6, "\\"q\\"" 0.25',
+        "loss": 0.51, "top5": '" be" 0.6, "\\"q\\"" 0.25', "target_rank_gt": None, "target_prob_lt": None,
     }
     second = dict(zip(COLUMNS, rows[1]))
     assert second["input_token"] == " be" and second["target_token"] == " or"
     assert second["correct"] is False  # derived from target_rank 3
     assert second["target_prob"] is None and second["loss"] is None
+    assert second["target_rank_gt"] is None  # its rank was logged: no bound needed
     assert second["top5"].count(", ") == 4  # five candidates kept of eight
     third = dict(zip(COLUMNS, rows[2]))
     assert third["sequence"] == 2 and third["name"] is None

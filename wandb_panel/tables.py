@@ -10,6 +10,7 @@ from __future__ import annotations
 from json.encoder import encode_basestring as _quote  # a JSON string literal, fast
 from typing import Any, Iterator
 
+from seqviz_trackers.format.entry import facts
 from seqviz_trackers.storage.jsonl import finite_number
 
 __all__ = ["COLUMNS", "DTYPES", "TOP_N", "entry_rows", "count_rows", "step_scalars"]
@@ -32,45 +33,33 @@ COLUMNS: list[str] = [
     "entropy",          # float: entropy of the predicted distribution (nats)
     "loss",             # float | None: -log p(target)
     "top5",             # str: up to five candidates, most likely first: '" the" 0.412, " a" 0.120'
+    "target_rank_gt",   # int | None: the target is not among the n candidates logged: rank > n
+    "target_prob_lt",   # float | None: ... and p(target) < the last candidate's p (when not known itself)
 ]
 
 #: Python type of each column (every column also allows None).
-DTYPES: list[type] = [int, int, str, int, str, str, str, bool, float, int, float, float, str]
-
-
-def _candidates(pred: dict[str, Any]) -> list[list[Any]]:
-    """The prediction's candidates, ``[token id, token, p]`` each, most likely first."""
-    return pred.get("top_k") or pred.get("top_20") or []
-
-
-def _correct(pred: dict[str, Any]) -> Any:
-    """Whether the prediction was right: ``correct``, else ``target_rank == 1``; None when neither is logged."""
-    correct = pred.get("correct")
-    if correct is None and pred.get("target_rank") is not None:
-        correct = pred["target_rank"] == 1
-    return correct
+DTYPES: list[type] = [int, int, str, int, str, str, str, bool, float, int, float, float, str, int, float]
 
 
 def entry_rows(entry: dict[str, Any]) -> Iterator[list[Any]]:
-    """Yield one table row (ordered as :data:`COLUMNS`) per prediction in ``entry``."""
+    """Yield one table row (ordered as :data:`COLUMNS`) per prediction in ``entry``; what a
+    prediction does not log is derived as :func:`seqviz_trackers.format.entry.facts` says."""
     step = entry["step"]
     for s, seq in enumerate(entry.get("sequences", [])):
         tokens = seq.get("tokens", [])
         name = seq.get("name")
         for pred in seq.get("predictions", []):
             pos = pred["position"]
-            top = _candidates(pred)[:TOP_N]
+            f = facts(pred)
+            top = f.top[:TOP_N]
             yield [
                 step, s, name, pos,
                 tokens[pos] if 0 <= pos < len(tokens) else None,
                 pred["target_token_str"],
                 top[0][1] if top else None,
-                _correct(pred),
-                pred.get("target_prob"),
-                pred.get("target_rank"),
-                pred["entropy"],
-                pred.get("loss"),
-                ", ".join(f"{_quote(token)} {p:.3g}" for _id, token, p in top),
+                f.correct, f.prob, f.rank, pred["entropy"], f.loss,
+                ", ".join(f"{_quote(token or '')} {p:.3g}" for _id, token, p in top),
+                f.rank_gt, f.p_lt if f.prob is None else None,
             ]
 
 
@@ -95,9 +84,11 @@ def step_scalars(entry: dict[str, Any], prefix: str = "seqviz/") -> dict[str, fl
     for seq in entry.get("sequences", []):
         for pred in seq.get("predictions", []):
             entropies.append(pred["entropy"])
-            correct = _correct(pred)
+            correct = pred.get("correct")
+            if not isinstance(correct, bool):  # not logged: derived (reading the candidates only then)
+                correct = facts(pred).correct
             if correct is not None:
-                hits.append(bool(correct))
+                hits.append(correct)
     if entropies:
         out[prefix + "mean_entropy"] = sum(entropies) / len(entropies)
     if hits:

@@ -236,16 +236,15 @@ def _command(name: str) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    from .main import CommandError
+
     if args.steps < 1:
-        print(f"--steps must be at least 1, got {args.steps}", file=sys.stderr)
-        return 2
+        raise CommandError(f"--steps must be at least 1, got {args.steps}")
     if not args.lr > 0:
-        print(f"--lr must be a positive number, got {args.lr}", file=sys.stderr)
-        return 2
+        raise CommandError(f"--lr must be a positive number, got {args.lr}")
     missing = [m for m in ("transformers", "tokenizers", "accelerate", "tensorboard") if util.find_spec(m) is None]
     if missing:
-        print(f"seqviz demo needs {', '.join(missing)}: pip install {' '.join(missing)}", file=sys.stderr)
-        return 2
+        raise CommandError(f"needs {', '.join(missing)}: pip install 'seqviz-trackers[hf,tensorboard]'")
     out = Path(args.out)
     use_wandb = not args.no_wandb and util.find_spec("wandb") is not None and util.find_spec("wandb_panel") is not None
     if use_wandb:
@@ -262,8 +261,7 @@ def run(args: argparse.Namespace) -> int:
         try:
             server = start_in_thread(file=str(jsonl), port=args.port)
         except OSError as exc:
-            print(f"seqviz demo: cannot serve the dashboard on port {args.port} ({exc}); try --port", file=sys.stderr)
-            return 2
+            raise CommandError(f"cannot serve the dashboard on port {args.port} ({exc}); try --port") from None
         print(f"Live dashboard: {server.url}", flush=True)
     try:
         result = train_demo(out, args.steps, wandb=use_wandb, seed=args.seed, lr=args.lr)

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import textwrap
 from typing import Any
 
-from .main import existing_file
+from .main import CommandError, DataError, existing_file, report_problems
 from ..dynamics import compare, previous_step
 from ..storage.jsonl import TrainingDataReader
 
@@ -84,34 +83,31 @@ def run(args: argparse.Namespace) -> int:
     reader = TrainingDataReader(path)
     steps = [s.step for s in reader.steps]
     if len(steps) < 2 and (args.a is None or args.b is None):
-        print(f"{path}: need two logged steps to compare; {steps_hint(steps)}", file=sys.stderr)
-        return 2
+        raise CommandError(f"{path}: need two logged steps to compare; {steps_hint(steps)}")
     b = steps[-1] if args.b is None else args.b
     a = previous_step(reader, b) if args.a is None else args.a
     if a is None:
-        print(f"{path}: step {b} has no earlier step to compare with; {steps_hint(steps)}", file=sys.stderr)
-        return 2
+        raise CommandError(f"{path}: step {b} has no earlier step to compare with; {steps_hint(steps)}")
     entries = []
     for step in (a, b):
-        try:
-            entry = reader.get_step(step)
-        except ValueError as exc:
-            print(f"{exc}", file=sys.stderr)
-            return 2
+        entry = reader.get_step(step)
         if entry is None:
-            print(f"{path}: no step {step}; {steps_hint(steps)}", file=sys.stderr)
-            return 2
+            broken = reader.problem_of(step)
+            if broken is not None:
+                raise DataError(f"{path}:{broken.line}: step {step} cannot be read: {broken.message}")
+            raise CommandError(f"{path}: no step {step}; {steps_hint(steps)}")
         entries.append(entry)
     result = compare(entries[0], entries[1], limit=max(args.limit, 0))
+    status = report_problems(args, path, reader.problems)
     if args.json:
         print(json.dumps(result, indent=1, ensure_ascii=False))
-        return 0
+        return status
     s = result["summary"]
     losses = f" (loss {result['loss_a']} → {result['loss_b']})" if result["loss_a"] is not None and result["loss_b"] is not None else ""
     print(f"{path}: step {a} → step {b}{losses}")
     if not s["compared"]:
         print("no predictions in common (no sequence logged at both steps)")
-        return 0
+        return status
     print(f"{s['compared']} predictions compared · mean Δ log p {_fmt(s['mean_delta_logp'], '+.4f')} · "
           f"{s['improved']} improved, {s['worsened']} worsened · "
           f"{s['wrong_to_right']} wrong→right, {s['right_to_wrong']} right→wrong")
@@ -123,4 +119,4 @@ def run(args: argparse.Namespace) -> int:
              + _table("Forgotten (right → wrong)", result["forgotten"])
              + _table("Most improved", result["improved"]))
     print("\n".join(lines).rstrip())
-    return 0
+    return status

@@ -1,16 +1,22 @@
 """``seqviz export FILE``: one self-contained HTML page of a JSONL file's steps (see
-:mod:`seqviz_trackers.serve.export`)."""
+:mod:`seqviz_trackers.serve.export`).
+
+Lines that are not valid steps (not JSON, or not matching the schema) are left out and
+listed (count, line numbers) on stderr; the exit status is 0 when the page holds every
+valid step asked for, 1 when a step asked for by number is not valid or no line is.
+"""
 
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
+from .main import CommandError, DataError, existing_file, report_problems, say
 from .. import dynamics
+from ..format.schema import SchemaValidationError, validate_entry
 from ..serve.export import dynamics_extra, export_html, runs_compare_extra
-from ..storage.jsonl import TrainingDataReader
+from ..storage.jsonl import StepInfo, TrainingDataReader
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -32,7 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="leave out the training dynamics (they need every line of FILE read once)")
 
 
-def _file_dynamics(reader: Any, entries: list[dict]) -> dict | None:
+def _file_dynamics(args: argparse.Namespace, reader: Any, entries: list[dict]) -> dict | None:
     """The dynamics of the whole file for an exported page (series over the run, and each
     exported step's change since the step before it); None when they cannot be made."""
     try:
@@ -44,7 +50,7 @@ def _file_dynamics(reader: Any, entries: list[dict]) -> dict | None:
                 diffs[entry["step"]] = dynamics.diff_json(reader, before, entry["step"], per_token=True)
         return dynamics_extra(dyn, entries, diffs, points=64)
     except (KeyError, ValueError, IndexError) as exc:
-        print(f"seqviz export: the page has no training dynamics ({exc})", file=sys.stderr)
+        say(args, f"the page has no training dynamics ({exc})")
         return None
 
 
@@ -53,17 +59,10 @@ def run(args: argparse.Namespace) -> int:
         from ..storage.arrow import export_parquet
 
         return export_parquet(args)
-    path = Path(args.file)
-    if not path.is_file():
-        print(f"seqviz export: {path}: no such file", file=sys.stderr)
-        return 2
+    path = existing_file(args.file)
     reader = TrainingDataReader(path)
+    reader.verify()  # every line read once: a broken one is never exported, listed or charted
     infos = reader.steps
-    for problem in reader.problems:
-        print(f"seqviz export: {path}:{problem.line}: skipped: {problem.message}", file=sys.stderr)
-    if not infos:
-        print(f"seqviz export: {path}: no steps to export", file=sys.stderr)
-        return 1
     by_step = {info.step: info for info in infos}
     if args.all:
         chosen = infos
@@ -71,34 +70,54 @@ def run(args: argparse.Namespace) -> int:
         missing = [n for n in args.step if n not in by_step]
         if missing:
             near = ", ".join(str(s.step) for s in sorted(infos, key=lambda s: abs(s.step - missing[0]))[:5])
-            print(f"seqviz export: {path} has no step {missing[0]} (nearest: {near})", file=sys.stderr)
-            return 1
+            raise CommandError(f"{path} has no step {missing[0]}" + (f" (nearest: {near})" if near else ""))
         chosen = [by_step[n] for n in sorted(set(args.step))]
     else:
-        chosen = [infos[-1]]
-    entries = []
-    for info in chosen:
-        try:
-            entries.append(reader.read(info))
-        except ValueError as exc:
-            print(f"seqviz export: {exc}", file=sys.stderr)
-            return 1
+        chosen = infos[-1:]
+    entries, broken = _valid_entries(reader, chosen)
+    if not args.all and not args.step and not entries:  # the latest line is broken: the latest valid step
+        entries, _ = _valid_entries(reader, reversed(reader.steps), first_only=True)
+    report_problems(args, path, reader.problems)  # said in any case; the exit status says what was exported
+    if not entries:
+        raise DataError(f"{path}: no valid steps to export")
+    status = 0
+    if broken and args.step:  # asked for by number and not exportable: the page holds the others
+        say(args, f"{path}: step{'s' if len(broken) > 1 else ''} {', '.join(map(str, broken))} left out: "
+                  f"{'their lines are' if len(broken) > 1 else 'its line is'} not a valid step")
+        status = 1
+    extra = None if args.no_dynamics else _file_dynamics(args, reader, entries)
     out = Path(args.output) if args.output else path.with_suffix(".html")
     title = args.title or path.name
-    extra = None if args.no_dynamics else _file_dynamics(reader, entries)
     if args.vs:
-        vs = Path(args.vs)
-        if not vs.is_file():
-            print(f"seqviz export: {vs}: no such file", file=sys.stderr)
-            return 2
+        vs = existing_file(args.vs)
         vs_name = vs.name if vs.name != title else f"{vs.parent.name}/{vs.name}"
         extra = {**(extra or {}), **runs_compare_extra(reader, TrainingDataReader(vs), entries, (title, vs_name))}
-    page = export_html(entries, steps=[s.to_json() for s in infos], title=title, extra=extra)
+    page = export_html(entries, steps=[s.to_json() for s in reader.steps], title=title, extra=extra)
     try:
         out.write_text(page, encoding="utf-8")
     except OSError as exc:
-        print(f"seqviz export: cannot write {out}: {exc.strerror or exc}", file=sys.stderr)
-        return 1
+        raise CommandError(f"cannot write {out}: {exc.strerror or exc}") from None
     shown = ", ".join(str(e["step"]) for e in entries[:8]) + (" ..." if len(entries) > 8 else "")
     print(f"wrote {out} ({len(page) / 1e6:.2f} MB; step{'s' if len(entries) > 1 else ''} {shown})")
-    return 0
+    return status
+
+
+def _valid_entries(reader: TrainingDataReader, infos: Iterable[StepInfo], first_only: bool = False) -> tuple[list[dict], list[int]]:
+    """The entries of ``infos`` that can be read and match the schema, and the steps of
+    those that cannot (their lines are demoted: they join ``reader.problems``)."""
+    entries, broken = [], []
+    for info in infos:
+        try:
+            entry = reader.read(info)
+            validate_entry(entry)
+        except SchemaValidationError as exc:
+            reader.demote(info, str(exc))
+            broken.append(info.step)
+            continue
+        except ValueError:
+            broken.append(info.step)
+            continue
+        entries.append(entry)
+        if first_only:
+            break
+    return entries, broken

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 
-from .main import existing_file
+from .main import CommandError, existing_file, report_problems
 from .diff import repr_token, show
 from ..dynamics import learned_json
 from ..storage.jsonl import TrainingDataReader
@@ -24,16 +23,14 @@ def run(args: argparse.Namespace) -> int:
     try:
         result = learned_json(reader, args.seq, limit=10**9)
     except IndexError as exc:
-        print(f"{path}: {exc}", file=sys.stderr)
-        return 2
-    for problem in reader.problems:
-        print(f"{path}:{problem.line}: {problem.message}", file=sys.stderr)
+        raise CommandError(f"{path}: {exc}") from None
+    status = report_problems(args, path, reader.problems)
     if args.json:
         print(json.dumps(result, indent=1, ensure_ascii=False))
-        return 0
+        return status
     if not result["num_steps"]:
         print(f"{path}: no steps")
-        return 0
+        return status
     events: dict[tuple[int, int], list[dict]] = {}
     for e in result["forgetting"]["events"]:
         events.setdefault((e["seq"], e["pos"]), []).append(e)
@@ -65,4 +62,4 @@ def run(args: argparse.Namespace) -> int:
     print(f"  {'step':>8} {'learned':>8} {'gained':>8} {'forgotten':>10}")
     for s, l, f, g in rows:
         print(f"  {s:>8} {l:>8} {g:>8} {f:>10}")
-    return 0
+    return status

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sys
 from pathlib import Path
 from typing import Any
 
+from .main import CommandError, say
 from ..serve.server import SeqVizServer, _is_loopback, make_runs
 
 
@@ -20,22 +20,24 @@ def add_arguments(parser: Any) -> None:
     parser.add_argument("--interval", type=float, default=0.25,
                         help="seconds between scans for new runs; appends are checked 10x as often (default 0.25)")
     parser.add_argument("--allow-origin", action="append", default=[], metavar="ORIGIN",
-                        help="also accept websocket connections from pages at ORIGIN (e.g. http://myhost:8765); repeatable")
+                        help="also accept websocket connections from pages at ORIGIN (e.g. http://myhost:8765; "
+                             "'null' for pages opened from a file, such as the original seq-viz dashboard); repeatable")
 
 
 def run(args: Any) -> int:
     if args.interval <= 0:
-        print(f"seqviz serve: --interval must be positive, got {args.interval}", file=sys.stderr)
-        return 2
+        raise CommandError(f"--interval must be positive, got {args.interval}")
     if args.logdir is not None and not Path(args.logdir).is_dir():
-        print(f"seqviz serve: {args.logdir}: no such folder", file=sys.stderr)
-        return 2
-    if args.file is not None and Path(args.file).is_dir():
-        print(f"seqviz serve: {args.file} is a folder; use --logdir {args.file}", file=sys.stderr)
-        return 2
+        raise CommandError(f"{args.logdir}: no such folder")
+    if args.file is not None:
+        if Path(args.file).is_dir():
+            raise CommandError(f"{args.file} is a folder; use --logdir {args.file}")
+        folder = Path(args.file).parent
+        if not folder.is_dir():
+            raise CommandError(f"{args.file}: the folder {folder} does not exist (the file may appear later, its folder must exist)")
     if not _is_loopback(args.host):
-        print(f"warning: binding {args.host} makes your training data readable by anyone who can reach port "
-              f"{args.port}; the default 127.0.0.1 keeps it on this machine", file=sys.stderr)
+        say(args, f"warning: binding {args.host} makes your training data readable by anyone who can reach port "
+                  f"{args.port}; the default 127.0.0.1 keeps it on this machine")
     logging.basicConfig(level=logging.WARNING, format="seqviz serve: %(message)s")
     server = SeqVizServer(make_runs(args.file, args.logdir), host=args.host, port=args.port,
                           interval=args.interval, allow_origins=args.allow_origin)
@@ -54,13 +56,11 @@ def run(args: Any) -> int:
     try:
         asyncio.run(main())
     except KeyboardInterrupt:
-        print("seqviz serve: stopped", file=sys.stderr)
+        say(args, "stopped")
         return 0
     except OSError as exc:
         if exc.errno in (98, 48, 10048) or "address already in use" in str(exc).lower():
-            print(f"seqviz serve: port {args.port} on {args.host} is already in use; stop the other server or pick "
-                  f"another with --port", file=sys.stderr)
-        else:
-            print(f"seqviz serve: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}", file=sys.stderr)
-        return 1
+            raise CommandError(f"port {args.port} on {args.host} is already in use; stop the other server or pick "
+                               f"another with --port") from None
+        raise CommandError(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}") from None
     return 0

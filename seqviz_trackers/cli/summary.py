@@ -1,12 +1,12 @@
-"""``seqviz summary FILE``: step count and loss figures, from the file's index."""
+"""``seqviz summary FILE``: step count, loss and perplexity figures (every line read once,
+so that a broken line is never counted); exit status 1 when lines were skipped."""
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 
-from .main import existing_file
+from .main import existing_file, report_problems
 from ..storage.jsonl import TrainingDataReader
 
 
@@ -26,6 +26,4 @@ def run(args: argparse.Namespace) -> int:
         for key, value in summary.items():
             shown = f"{value:.6g}" if isinstance(value, float) else value
             print(f"{key:<{width}}  {shown}")
-    for problem in reader.problems:
-        print(f"{path}:{problem.line}: {problem.message}", file=sys.stderr)
-    return 0
+    return report_problems(args, path, reader.problems)

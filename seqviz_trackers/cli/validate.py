@@ -1,7 +1,7 @@
 """``seqviz validate FILE``: check every line of a JSONL file strictly.
 
 Prints one ``file:line: message`` per problem and exits 1, or a short summary and
-exits 0 when the file is clean. ``python -m seqviz_trackers.validate FILE`` does the same.
+exits 0 when the file is clean; a file with no entries at all exits 1 too. ``python -m seqviz_trackers.validate FILE`` does the same.
 """
 
 from __future__ import annotations
@@ -10,8 +10,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..storage.jsonl import parse_line
+from .main import existing_file, say
 from ..format.schema import SchemaValidationError, validate_entry
+from ..storage.jsonl import parse_line
 
 
 def validate_file(path: str | Path) -> tuple[int, list[str]]:
@@ -39,28 +40,29 @@ def validate_file(path: str | Path) -> tuple[int, list[str]]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("file", help="a seqviz JSONL file")
+    parser.add_argument("file", help="a seqviz JSONL file (our [id, token, p] candidates or the original tool's objects)")
 
 
 def run(args: argparse.Namespace) -> int:
-    path = Path(args.file)
-    if not path.is_file():
-        print(f"{path}: no such file", file=sys.stderr)
-        return 2
+    path = existing_file(args.file)
     good, problems = validate_file(path)
     for line in problems:
         print(line)
     if problems:
-        print(f"{path}: {len(problems)} problem(s), {good} valid entries", file=sys.stderr)
+        say(args, f"{path}: {len(problems)} problem(s), {good} valid entries")
         return 1
-    print(f"{path}: OK, {good} valid entries")
+    if not good:
+        say(args, f"{path}: no entries (the file is empty)")
+        return 1
+    print(f"seqviz validate: {path}: OK, {good} valid entries")
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m seqviz_trackers.validate", description=__doc__.splitlines()[0])
-    add_arguments(parser)
-    return run(parser.parse_args(argv))
+    """``python -m seqviz_trackers.validate FILE``: ``seqviz validate FILE``."""
+    from .main import main as seqviz
+
+    return seqviz(["validate", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

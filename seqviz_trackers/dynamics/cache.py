@@ -54,6 +54,7 @@ def _sync(reader: Any, state: _RunState) -> None:
         state.dyn, state.infos, state.diffs = Dynamics(), [], {}  # rewritten file or a step logged again
         n = 0
     start = time.perf_counter()
+    demoted = False
     for info in infos[n:]:
         record = state.columns.get(info)
         if record is not None and state.dyn.add_columns(*record):
@@ -62,14 +63,15 @@ def _sync(reader: Any, state: _RunState) -> None:
         try:
             entry = reader.read(info)
         except ValueError:
-            state.dyn.add_missing_step(info.step)
+            demoted = True  # its line is broken: the reader no longer lists it as a step
+            continue
         except OSError:
             break  # the file went away mid-read; the next call tries again
-        else:
-            state.dyn.add_entry(entry)
+        state.dyn.add_entry(entry)
         state.infos.append(info)
     else:
-        state.sorted_ref = infos
+        if not demoted:
+            state.sorted_ref = infos
     state.build_seconds += time.perf_counter() - start
 
 

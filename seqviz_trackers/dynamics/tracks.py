@@ -236,10 +236,6 @@ class Dynamics:
         if events:
             self._events.append(np.concatenate(events).astype(np.int64))
 
-    def add_missing_step(self, step: int) -> None:
-        """Record a logged step whose entry could not be read (no sequences at it)."""
-        self.add_entry({"step": step, "sequences": []})
-
     # -- queries ---------------------------------------------------------------------------------
     @property
     def num_steps(self) -> int:

@@ -7,9 +7,11 @@ the same facts:
 - **Candidates**: ``[id, token, p]`` triples (what the converter writes) or objects
   (the original seq-viz form), in ``top_k`` and, in original files, the longer
   ``top_20``: :func:`candidates`, :func:`first_candidate`.
-- **Derived fields**: ``target_prob`` / ``target_rank`` / ``loss`` may be absent; they
-  are read off the candidates when the target is among them, else unknown (NaN / rank 0):
-  :func:`columns` gives one sequence's predictions as NumPy arrays.
+- **Derived fields**: ``target_prob`` / ``target_rank`` / ``loss`` / ``correct`` may be
+  absent; they are read off the candidates when the target is among them. When it is
+  not, the rank is unknown but bounded: ``rank > n`` and ``p < p_n`` for the ``n``
+  candidates logged (``rank_gt`` / ``p_lt``): :func:`facts` says all of it for one
+  prediction, :func:`columns` gives one sequence's predictions as NumPy arrays.
 - **Identity**: a sequence is the same across steps when it has the same ``name``, else
   the same ``token_ids``, else the same ``tokens``: :func:`sequence_key`.
 """
@@ -26,7 +28,7 @@ from typing import Any, Hashable, Iterable
 
 import numpy as np
 
-__all__ = ["Candidate", "Columns", "KnownIds", "candidates", "candidate_lists", "first_candidate", "columns", "sequence_key",
+__all__ = ["Candidate", "Facts", "Columns", "KnownIds", "facts", "candidates", "candidate_lists", "first_candidate", "columns", "sequence_key",
            "text_checksum", "targets", "by_position", "is_int", "is_num"]
 
 _FIELDS = operator.itemgetter("position", "target_prob", "target_rank", "loss", "entropy")
@@ -59,12 +61,11 @@ Candidate = tuple[int, Any, float]
 
 
 def _candidate(c: Any) -> Candidate | None:
-    """``[id, token, p]`` (or the original format's ``{"token_id", "token_str", "prob"}``, also
-    read as ``{"id", "token", "p"}``) as a tuple, or None."""
+    """``[id, token, p]`` (or the original format's ``{"token_id", "token_str", "prob"}``) as a tuple, or None."""
     if isinstance(c, (list, tuple)) and len(c) >= 3:
         cid, token, p = c[0], c[1], c[2]
     elif isinstance(c, dict):
-        cid, token, p = c.get("token_id", c.get("id")), c.get("token_str", c.get("token")), c.get("prob", c.get("p"))
+        cid, token, p = c.get("token_id"), c.get("token_str"), c.get("prob")
     else:
         return None
     return (cid, token if isinstance(token, str) else None, float(p)) if is_int(cid) and is_num(p) else None
@@ -112,6 +113,55 @@ def candidate_lists(preds: list[Any], index: Iterable[int]) -> tuple[np.ndarray,
         flat_c = list(chain.from_iterable(found))
         return (np.array([len(c) for c in found], dtype=np.int64), np.array([c[0] for c in flat_c], dtype=np.int64),
                 [c[1] for c in flat_c], np.array([c[2] for c in flat_c], dtype=np.float64))
+
+
+@dataclass(frozen=True)
+class Facts:
+    """What one prediction says, whatever form it was logged in (see :func:`facts`).
+
+    ``prob`` / ``rank`` / ``loss`` / ``entropy`` / ``correct`` are None when unknown.
+    When the target is not among the ``n`` logged candidates (and no rank was logged),
+    ``rank_gt = n`` and ``p_lt`` = the last candidate's p: the rank is more than
+    ``rank_gt`` and, unless ``prob`` was logged or derived from ``loss``, p(target) is
+    below ``p_lt``. Both are None when the rank is known.
+    """
+
+    target: int
+    prob: float | None
+    rank: int | None
+    loss: float | None
+    entropy: float | None
+    correct: bool | None
+    top: list[Candidate]
+    rank_gt: int | None = None
+    p_lt: float | None = None
+
+
+def facts(pred: dict[str, Any]) -> Facts:
+    """THE reading of one prediction: logged fields where present, else derived from the
+    candidates (p and rank of the target among them, ``loss = -log p``, ``correct`` from
+    the top-1), else bounded (``rank_gt`` / ``p_lt``). Never raises on odd data."""
+    top = candidates(pred)
+    target = pred.get("target_token_id")
+    target = target if is_int(target) else -1
+    where = next((i for i, c in enumerate(top) if c[0] == target), None)
+    prob = pred.get("target_prob")
+    prob = float(prob) if is_num(prob) and 0 <= prob <= 1 else (top[where][2] if where is not None else None)
+    loss = pred.get("loss")
+    loss = float(loss) if is_num(loss) and loss >= 0 else None
+    if loss is None and prob is not None and prob > 0:
+        loss = -math.log(prob)
+    elif prob is None and loss is not None:
+        prob = math.exp(-loss)
+    rank = pred.get("target_rank")
+    rank = rank if is_int(rank) and rank >= 1 else (where + 1 if where is not None else None)
+    correct = pred.get("correct")
+    if not isinstance(correct, bool):
+        correct = rank == 1 if rank is not None else (top[0][0] == target if top else None)
+    entropy = pred.get("entropy")
+    bounded = rank is None and bool(top)
+    return Facts(target, prob, rank, loss, float(entropy) if is_num(entropy) else None, correct, top,
+                 len(top) if bounded else None, top[-1][2] if bounded else None)
 
 
 def first_candidate(pred: Any) -> Candidate | None:
@@ -199,23 +249,10 @@ def _columns_slow(preds: list[Any]) -> Columns:
     for index, pred in enumerate(preds):
         if not isinstance(pred, dict) or not is_int(pred.get("position")):
             continue
-        cands = candidates(pred)
-        target = pred.get("target_token_id")
-        target = target if is_int(target) else -1
-        where = next((i for i, c in enumerate(cands) if c[0] == target), None)
-        prob = pred.get("target_prob")
-        prob = float(prob) if is_num(prob) and 0 <= prob <= 1 else (cands[where][2] if where is not None else math.nan)
-        loss = pred.get("loss")
-        loss = float(loss) if is_num(loss) and loss >= 0 else math.nan
-        if math.isnan(loss) and prob > 0:
-            loss = -math.log(prob)
-        elif math.isnan(prob) and not math.isnan(loss):
-            prob = math.exp(-loss)
-        rank = pred.get("target_rank")
-        rank = rank if is_int(rank) and rank >= 1 else (where + 1 if where is not None else 0)
-        entropy = pred.get("entropy")
-        entropy = float(entropy) if is_num(entropy) else math.nan
-        rows.append((pred["position"], prob, rank, loss, entropy, cands[0][0] if cands else -1, target, index))
+        f = facts(pred)
+        rows.append((pred["position"], math.nan if f.prob is None else f.prob, f.rank or 0,
+                     math.nan if f.loss is None else f.loss, math.nan if f.entropy is None else f.entropy,
+                     f.top[0][0] if f.top else -1, f.target, index))
     if not rows:
         e = np.zeros(0)
         i = np.zeros(0, dtype=np.int64)

@@ -42,11 +42,18 @@ def _as_draft7(node: Any) -> Any:
     return node
 
 
-@lru_cache(maxsize=1)
-def _compiled() -> Callable[[Any], Any]:
+@lru_cache(maxsize=None)
+def _compiled(definition: str | None = None) -> Callable[[Any], Any]:
+    """The whole schema, or one of its ``$defs``, compiled."""
     import fastjsonschema
 
-    return fastjsonschema.compile(_as_draft7(load_schema()))
+    schema = load_schema()
+    return fastjsonschema.compile(_as_draft7(schema if definition is None else schema["$defs"][definition]))
+
+
+#: A candidate is one of two forms (the schema's ``oneOf``); which one it meant to be, by its JSON type.
+_CANDIDATE_FORMS = {list: "candidate_triple", dict: "candidate_object"}
+_EITHER_FORM = 'must be a [token id, display string, probability] triple or a {"token_id", "token_str", "prob"} object'
 
 
 def _json_path(parts: list[str]) -> str:
@@ -74,9 +81,18 @@ def check_schema(entry: Any) -> None:
     try:
         _compiled()(entry)
     except fastjsonschema.JsonSchemaValueException as exc:
+        path = list(exc.path or ["data"])
+        if exc.rule == "oneOf":  # a candidate of neither form: say what is wrong with the form it has
+            form = _CANDIDATE_FORMS.get(type(exc.value))
+            if form is None:
+                raise SchemaValidationError(_EITHER_FORM, _json_path(path)) from None
+            try:
+                _compiled(form)(exc.value)
+            except fastjsonschema.JsonSchemaValueException as inner:
+                exc, path = inner, path + list(inner.path or ["data"])[1:]
         prefix = exc.name or "data"
         reason = exc.message[len(prefix):].strip() if exc.message.startswith(prefix) else exc.message
-        raise SchemaValidationError(reason, _json_path(list(exc.path or ["data"]))) from None
+        raise SchemaValidationError(reason, _json_path(path)) from None
 
 
 def find_non_finite(value: Any, path: str = "$") -> str | None:

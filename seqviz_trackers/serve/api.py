@@ -69,11 +69,11 @@ def step_impl(runs: Runs, run: str | None, step: Any) -> dict[str, Any]:
     """The entry logged at ``step`` in ``run``."""
     reader = runs.reader(run)
     number = parse_step(step)
-    try:
-        entry = reader.get_step(number)
-    except ValueError as exc:  # the indexed line turned out corrupt
-        raise NotFound(f"step {number} of run {run!r} cannot be read: {exc}") from None
+    entry = reader.get_step(number)
     if entry is None:
+        broken = reader.problem_of(number)
+        if broken is not None:  # its line turned out broken: listed in the run's problems from now on
+            raise NotFound(f"step {number} of run {run!r} cannot be read (line {broken.line}: {broken.message})")
         raise NotFound(f"run {run!r} has no step {number}")
     return entry
 

@@ -15,6 +15,20 @@ malformed line, ``reset`` + ``steps`` when the file was truncated or replaced, a
 and ``{"type": "get", "id", "route", "params"}`` (answered by ``{"type": "response",
 "id", "status", "body"}`` from the same route table as HTTP).
 
+- ``/`` (a websocket upgrade on the root path): the original seq-viz feed, for dashboards
+  and scripts written against that tool: on connect the latest entry with ``"type":
+  "training_update"`` added, then each new step the same way; a client message
+  ``{"type": "get_step", "step": N}`` is answered with that step the same way, or
+  ``{"type": "error", "message"}``. ``?run=NAME`` picks the run (default: the first with steps).
+
+Both websockets check the ``Origin`` header: pages of this server are allowed, others
+only with ``allow_origins`` (``seqviz serve --allow-origin``); a page opened from disk
+(``file://``) sends ``Origin: null``, allowed only by naming ``null`` itself.
+
+A line whose header was indexed but whose body turns out broken when read (by a route,
+the live loop or the dynamics) is a step no more: every client watching its run gets a
+``warning`` and a new ``steps`` message at once.
+
 Each client has its own bounded send queue: a client that stops reading is
 disconnected (close code 1013) instead of stalling the others or growing memory.
 """
@@ -36,7 +50,7 @@ from typing import Any, Iterable
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from ..runs import Runs
-from ..storage.jsonl import TrainingDataReader
+from ..storage.jsonl import StepInfo, TrainingDataReader
 from . import api
 
 __all__ = ["SeqVizServer", "ServerHandle", "start_in_thread", "make_runs", "WEB_DIR"]
@@ -95,12 +109,18 @@ def _url_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
+#: The two websocket protocols: the dashboard's own (``/ws``) and the original tool's (``/``).
+DASHBOARD, ORIGINAL = "dashboard", "original"
+WS_PATHS = {"/ws": DASHBOARD, "/": ORIGINAL}
+
+
 @dataclass(eq=False)
 class _Client:
     ws: Any
     queue: "asyncio.Queue[str]" = field(default_factory=lambda: asyncio.Queue(QUEUE_LIMIT))
     run: str | None = None
     inflight: int = 0
+    feed: str = DASHBOARD
 
 
 class SeqVizServer:
@@ -165,6 +185,18 @@ class SeqVizServer:
         hosts = {"127.0.0.1", "localhost", "[::1]", _url_host(self.host)}
         return {f"http://{h}:{self.port}" for h in hosts} | self.extra_origins
 
+    def origin_refusal(self, origin: str | None) -> str | None:
+        """Why a websocket from a page at ``origin`` is refused, or None when it is allowed
+        (no Origin header: not a browser). ``"*"`` allows any origin but ``null``."""
+        if origin is None or origin in self.allowed_origins():
+            return None
+        if origin == "null":
+            return ("origin 'null' is not allowed: a page opened from a file (file://) sends it; "
+                    "allow such pages with: seqviz serve --allow-origin null")
+        if "*" in self.extra_origins:
+            return None
+        return f"origin {origin!r} is not allowed (seqviz serve --allow-origin {origin})"
+
     # -- HTTP ----------------------------------------------------------------------
     def _respond(self, status: int, body: bytes, content_type: str, extra: dict[str, str] | None = None) -> Any:
         from websockets.datastructures import Headers
@@ -185,14 +217,17 @@ class SeqVizServer:
         return self._respond(status, (message + "\n").encode(), "text/plain")
 
     async def _answer(self, route: str, query: dict[str, str]) -> tuple[int, str]:
-        """``api.handle`` in the worker thread: (status, JSON text)."""
+        """``api.handle`` in the worker thread: (status, JSON text). Lines it found broken
+        are then made known to the live loop and its clients."""
         def work() -> tuple[int, str]:
             status, body = api.handle(self.runs, route, query)
             try:
                 return status, _dumps(body)
             except ValueError as exc:
                 return 500, _dumps({"error": f"cannot encode the answer: {exc}"})
-        return await asyncio.get_running_loop().run_in_executor(self._worker, work)
+        answer = await asyncio.get_running_loop().run_in_executor(self._worker, work)
+        self._share_problems()
+        return answer
 
     async def _process_request(self, connection: Any, request: Any) -> Any:
         host = request.headers.get("Host", "")
@@ -200,11 +235,12 @@ class SeqVizServer:
             return self._error(403, f"unexpected Host header {host!r}: this server only answers loopback names")
         parts = urlsplit(request.path)
         path = parts.path
-        if path == "/ws":
-            origin = request.headers.get("Origin")
-            if origin is not None and "*" not in self.extra_origins and origin not in self.allowed_origins():
-                log.warning("refused a websocket from origin %r (allow it with --allow-origin)", origin)
-                return self._error(403, f"origin {origin!r} is not allowed (seqviz serve --allow-origin {origin})")
+        upgrade = "websocket" in request.headers.get("Upgrade", "").lower()
+        if path == "/ws" or (path == "/" and upgrade):
+            refusal = self.origin_refusal(request.headers.get("Origin"))
+            if refusal is not None:
+                log.warning("refused a websocket: %s", refusal)
+                return self._error(403, refusal)
             return None  # websocket handshake
         name = path.lstrip("/")
         if name in api.ROUTES:
@@ -230,14 +266,21 @@ class SeqVizServer:
 
     # -- websocket -------------------------------------------------------------------
     async def _connection(self, ws: Any) -> None:
-        client = _Client(ws)
+        parts = urlsplit(ws.request.path)
+        client = _Client(ws, feed=WS_PATHS.get(parts.path, DASHBOARD))
         self.clients.add(client)
         sender = asyncio.create_task(self._sender(client))
         try:
-            query = dict(parse_qsl(urlsplit(ws.request.path).query))
-            self._send(client, {"type": "runs", "runs": self._runs_summary()})
+            query = dict(parse_qsl(parts.query))
             wanted = query.get("run")
-            self._watch(client, wanted if wanted in self._names() else self._default_run())
+            run = wanted if wanted in self._names() else self._default_run()
+            if client.feed == ORIGINAL:
+                self._watch_original(client, run)
+                async for message in ws:
+                    self._on_original_message(client, message)
+                return
+            self._send(client, {"type": "runs", "runs": self._runs_summary()})
+            self._watch(client, run)
             async for message in ws:
                 self._on_message(client, message)
         except Exception as exc:  # a broken connection must not take the server down
@@ -265,11 +308,13 @@ class SeqVizServer:
             self.clients.discard(client)
             asyncio.ensure_future(client.ws.close(1013, "client too slow: reconnect to resync"))
 
-    def _broadcast(self, run: str | None, obj: Any, clients: list[_Client] | None = None) -> None:
-        """Send ``obj`` to the clients (default: all) watching ``run`` (None: every run)."""
-        text = _dumps(obj)  # encoded once, shared by every client
-        for client in list(self.clients) if clients is None else clients:
-            if run is None or client.run == run:
+    def _broadcast(self, run: str | None, obj: Any, clients: list[_Client] | None = None, feed: str = DASHBOARD) -> None:
+        """Send ``obj`` to the clients (default: all) of protocol ``feed`` watching ``run`` (None: every run)."""
+        targets = [c for c in (list(self.clients) if clients is None else clients)
+                   if c.feed == feed and (run is None or c.run == run)]
+        if targets:
+            text = _dumps(obj)  # encoded once, shared by every client
+            for client in targets:
                 self._send(client, None, text)
 
     def _on_message(self, client: _Client, message: Any) -> None:
@@ -311,6 +356,46 @@ class SeqVizServer:
         # the body is spliced in as encoded by the worker: big entries are not encoded twice
         self._send(client, None, f'{{"type":"response","id":{_dumps(rid)},"status":{status},"body":{text}}}')
 
+    # -- the original seq-viz feed -----------------------------------------------------
+    @staticmethod
+    def _training_update(entry: dict[str, Any]) -> dict[str, Any]:
+        return {**entry, "type": "training_update"}
+
+    def _watch_original(self, client: _Client, run: str | None) -> None:
+        """An original-protocol client: the latest readable entry now, new steps as they come."""
+        if run is not None:
+            self._poll_run(run)
+        client.run = run
+        entry = self._latest_entry(run, self._tail(run)) if run is not None else None
+        if entry is not None:
+            self._send(client, self._training_update(entry))
+
+    def _on_original_message(self, client: _Client, message: Any) -> None:
+        try:
+            request = json.loads(message)
+        except ValueError:
+            request = None
+        if not isinstance(request, dict) or request.get("type") != "get_step":
+            self._send(client, {"type": "error", "message": 'expected {"type": "get_step", "step": N}'})
+            return
+        step = request.get("step")
+        if client.run is None:
+            self._send(client, {"type": "error", "message": "no run to read yet", "step": step})
+            return
+        if not isinstance(step, int) or isinstance(step, bool) or step < 0:
+            self._send(client, {"type": "error", "message": f"step must be a non-negative integer, got {step!r}",
+                                "step": step})
+            return
+        reader = self._tail(client.run)
+        entry = reader.get_step(step)
+        self._share_problems()
+        if entry is None:
+            broken = reader.problem_of(step)
+            why = f"line {broken.line} is broken: {broken.message}" if broken else "no such step"
+            self._send(client, {"type": "error", "message": f"run {client.run!r} has no step {step} ({why})", "step": step})
+        else:
+            self._send(client, self._training_update(entry))
+
     def _watch(self, client: _Client, run: str | None) -> None:
         if run is not None:
             self._poll_run(run)  # announce pending appends to the clients already watching
@@ -336,15 +421,37 @@ class SeqVizServer:
         return {"type": "steps", "run": run, "steps": [s.to_json() for s in reader.indexed()],
                 "problems": [p.to_json() for p in reader.problems]}
 
+    def _latest_entry(self, run: str, reader: TrainingDataReader) -> dict[str, Any] | None:
+        """The latest readable entry of ``run``; broken lines met on the way are shared."""
+        try:
+            return reader.latest()
+        finally:
+            self._share_problems()
+
     def _send_latest(self, run: str, reader: TrainingDataReader, clients: list[_Client] | None = None) -> None:
-        for info in reversed(reader.indexed()):
-            try:
-                entry = reader.read(info)
-            except ValueError as exc:
-                self._broadcast(run, {"type": "warning", "run": run, "line": info.line, "message": str(exc)})
-                continue
+        entry = self._latest_entry(run, reader)
+        if entry is not None:
             self._broadcast(run, {"type": "step", "run": run, "entry": entry}, clients)
-            return
+
+    def _share_problems(self) -> None:
+        """Broken lines found by any reader of a run (the routes' or the live loop's) become
+        known to both, and the run's dashboard clients get a ``warning`` and the new
+        ``steps`` list for each line that stopped being a step."""
+        for run, tail in list(self._tails.items()):
+            try:
+                other = self.runs.reader(run)
+            except (LookupError, ValueError):  # the run is gone
+                continue
+            if other is not tail and other.path == tail.path:
+                for problem in other.problems:
+                    tail.demote_line(problem)
+                for problem in tail.problems:
+                    other.demote_line(problem)
+            gone = tail.take_demoted()
+            for problem in gone:
+                self._broadcast(run, {"type": "warning", "run": run, "line": problem.line, "message": problem.message})
+            if gone:
+                self._broadcast(run, self._steps_message(run, tail))
 
     # -- tailing ---------------------------------------------------------------------
     def _names(self) -> list[str]:
@@ -415,7 +522,20 @@ class SeqVizServer:
             self._broadcast(run, {"type": "steps_added", "run": run, "steps": [s.to_json() for s in update.new]})
         if update.new or update.reset:
             self._send_latest(run, reader)
+            self._push_original(run, reader, update.new)
         return bool(update.new or update.reset)
+
+    def _push_original(self, run: str, reader: TrainingDataReader, new: list[StepInfo]) -> None:
+        """Each new step of ``run``, in file order, to its original-protocol clients."""
+        if not any(c.feed == ORIGINAL and c.run == run for c in self.clients):
+            return
+        for info in new:
+            try:
+                entry = reader.read(info)
+            except ValueError:
+                continue  # a broken line: shared below, never sent as a step
+            self._broadcast(run, self._training_update(entry), feed=ORIGINAL)
+        self._share_problems()
 
 
 class ServerHandle:

@@ -170,16 +170,21 @@ class StepInfo:
 
 @dataclass(frozen=True)
 class Problem:
-    """A line that was skipped, and why (line numbers start at 1)."""
+    """A line that was skipped, and why (line numbers start at 1). ``step`` is the step
+    its header named when the line was indexed as that step and then found broken."""
 
     line: int
     message: str
+    step: int | None = None
 
     def __str__(self) -> str:
         return f"line {self.line}: {self.message}"
 
     def to_json(self) -> dict[str, Any]:
-        return {"line": self.line, "message": self.message}
+        out: dict[str, Any] = {"line": self.line, "message": self.message}
+        if self.step is not None:
+            out["step"] = self.step
+        return out
 
 
 @dataclass
@@ -242,8 +247,17 @@ class TrainingDataReader:
     - an incomplete last line (a writer mid-append) is left for later; a malformed
       line is skipped and reported in ``problems`` with its line number.
 
+    Indexing reads only each line's header (the fields :class:`TrainingDataWriter` writes
+    first), so a line whose header is fine but whose body is broken is found when it is
+    read: it then stops being a step at once (it leaves ``steps``, :meth:`get_step` gives
+    None, and it joins ``problems``). :meth:`verify` reads every line not read yet, so that
+    every step listed is one that can be read; :meth:`get_summary` does that first.
+
     When a step number appears on several lines, the last one wins. One reader may be
     shared by threads (the index is updated under a lock).
+
+    The original seq-viz reader's methods work too: :meth:`read_all`, :meth:`iter_steps`,
+    :meth:`get_latest`, :meth:`get_step`, :meth:`get_summary` (with its keys).
     """
 
     def __init__(self, path: str | os.PathLike[str], files: Files | None = None):
@@ -259,6 +273,8 @@ class TrainingDataReader:
         self._by_step: dict[int, StepInfo] = {}
         self._sorted: list[StepInfo] | None = None
         self._problems: dict[int, Problem] = {}
+        self._verified: set[int] = set()  # lines read whole and found good
+        self._demoted: list[Problem] = []  # steps found broken since the last take_demoted()
 
     # -- index -----------------------------------------------------------------
     def refresh(self) -> Update:
@@ -319,6 +335,7 @@ class TrainingDataReader:
                 return
             info = StepInfo(entry["step"], self._line, offset, end - start, finite_number(entry.get("loss")),
                             finite_number(entry.get("perplexity")), finite_number(entry.get("timestamp")))
+            self._verified.add(self._line)
         self._by_step[info.step] = info
         self._sorted = None
         update.new.append(info)
@@ -345,29 +362,113 @@ class TrainingDataReader:
             return [self._problems[k] for k in sorted(self._problems)]
 
     def read(self, info: StepInfo) -> dict[str, Any]:
-        """The entry at ``info``. Raises ValueError when that line is corrupt."""
+        """The entry at ``info``. Raises ValueError (naming the file and line) when that line
+        is broken; the step is then dropped from the index and the line joins ``problems``."""
         with self.files.open(self.path) as f:
             f.seek(info.offset)
             raw = f.read(info.length)
         try:
-            return parse_line(raw)
+            entry = parse_line(raw)
+            if entry["step"] != info.step:
+                raise ValueError(f"its header says step {info.step} but its body step {entry['step']}")
         except ValueError as exc:
-            with self._lock:
-                self._problems[info.line] = Problem(info.line, str(exc))
+            self.demote(info, str(exc))
             raise ValueError(f"{self.path}:{info.line}: {exc}") from None
+        with self._lock:
+            self._verified.add(info.line)
+        return entry
+
+    def demote(self, info: StepInfo, message: str) -> Problem:
+        """Record that the line of ``info`` is broken: it is no longer a step, and is listed in ``problems``."""
+        problem = Problem(info.line, message, info.step)
+        with self._lock:
+            if self._by_step.get(info.step) is info:
+                del self._by_step[info.step]
+                self._sorted = None
+            if info.line not in self._problems:
+                self._demoted.append(problem)
+            self._problems[info.line] = problem
+        return problem
+
+    def take_demoted(self) -> list[Problem]:
+        """The lines that stopped being steps since the last call (found broken on read)."""
+        with self._lock:
+            out, self._demoted = self._demoted, []
+            return out
+
+    def demote_line(self, problem: Problem) -> bool:
+        """Take a broken line found by another reader of the same file: True when it was
+        one of this reader's steps (and is not any more)."""
+        with self._lock:
+            info = self._by_step.get(problem.step) if problem.step is not None else None
+            if info is None or info.line != problem.line:
+                self._problems.setdefault(problem.line, problem)
+                return False
+            self.demote(info, problem.message)
+            return True
+
+    def _broken_line(self, line: int, message: str) -> None:
+        """Line ``line`` (read whole) is broken: demote it if it is indexed as a step."""
+        with self._lock:
+            info = next((i for i in self._by_step.values() if i.line == line), None)
+            if info is not None:
+                self.demote(info, message)
+            else:
+                self._problems[line] = Problem(line, message)
+
+    def verify(self) -> list[Problem]:
+        """Read every indexed line not read yet (refreshing first), so that every step listed
+        can be read; returns the lines found broken now (dropped from the index)."""
+        found = []
+        for info in self.steps:
+            if info.line not in self._verified:
+                try:
+                    self.read(info)
+                except ValueError:
+                    found.append(self._problems[info.line])
+                except OSError:
+                    break  # the file went away; the next call tries again
+        return found
 
     def get_step(self, step: int) -> dict[str, Any] | None:
-        """The entry logged at ``step``, or None."""
+        """The entry logged at ``step``, or None (also when its line turns out broken:
+        then it is listed in ``problems``)."""
         info = self._by_step.get(step)
         if info is None:
             self.refresh()
             info = self._by_step.get(step)
-        return None if info is None else self.read(info)
+        if info is None:
+            return None
+        try:
+            return self.read(info)
+        except ValueError:
+            return None
+
+    def problem_of(self, step: int) -> Problem | None:
+        """Why ``step`` is not a step any more: the problem of the broken line that named it, or None."""
+        with self._lock:
+            return next((p for p in reversed(list(self._problems.values())) if p.step == step), None)
 
     def latest(self) -> dict[str, Any] | None:
-        """The entry with the highest step, or None for an empty file."""
-        steps = self.steps
-        return self.read(steps[-1]) if steps else None
+        """The entry with the highest readable step, or None when there is none."""
+        while True:
+            steps = self.steps
+            if not steps:
+                return None
+            try:
+                return self.read(steps[-1])
+            except ValueError:
+                continue  # that line is broken and was dropped: the one before is the latest
+
+    get_latest = latest
+
+    def read_all(self) -> list[dict[str, Any]]:
+        """Every good entry in file order (bad lines are skipped and listed in ``problems``)."""
+        return list(self)
+
+    def iter_steps(self) -> Iterator[dict[str, Any]]:
+        """Every good entry in file order, streamed (the original reader's name for ``iter(reader)``)."""
+        return iter(self)
 
     # -- streaming -------------------------------------------------------------
     def __iter__(self) -> Iterator[dict[str, Any]]:
@@ -382,9 +483,13 @@ class TrainingDataReader:
                 if raw.isspace():
                     continue
                 try:
-                    yield parse_line(raw)
+                    entry = parse_line(raw)
                 except ValueError as exc:
-                    self._problems[number] = Problem(number, str(exc))
+                    self._broken_line(number, str(exc))
+                    continue
+                with self._lock:
+                    self._verified.add(number)
+                yield entry
 
     # -- as a table ------------------------------------------------------------
     def to_arrow(self, top_k: bool = True) -> Any:
@@ -403,20 +508,28 @@ class TrainingDataReader:
         return token_dataframe(self, top_k=top_k)
 
     def get_summary(self) -> dict[str, Any]:
-        """Counts and loss figures over the indexed steps."""
-        steps = self.steps
+        """Counts, loss and perplexity figures over the steps, after :meth:`verify` (so a
+        broken line is never counted). Beside our keys it carries the original reader's:
+        ``total_steps``, ``avg_loss``, ``min_loss``, ``max_loss``, ``avg_perplexity``,
+        ``min_perplexity``, ``max_perplexity`` (None where no step logs the figure)."""
+        self.verify()
+        steps = self.indexed()
         losses = [(s.loss, s.step) for s in steps if s.loss is not None]
         ppl = [s.perplexity for s in steps if s.perplexity is not None]
         min_loss, min_loss_step = min(losses) if losses else (None, None)
         return {
             "path": self.path,
             "num_steps": len(steps),
+            "total_steps": len(steps),
             "first_step": steps[0].step if steps else None,
             "last_step": steps[-1].step if steps else None,
             "avg_loss": sum(l for l, _ in losses) / len(losses) if losses else None,
             "min_loss": min_loss,
             "min_loss_step": min_loss_step,
+            "max_loss": max(l for l, _ in losses) if losses else None,
             "last_loss": steps[-1].loss if steps else None,
+            "avg_perplexity": sum(ppl) / len(ppl) if ppl else None,
             "min_perplexity": min(ppl) if ppl else None,
+            "max_perplexity": max(ppl) if ppl else None,
             "skipped_lines": len(self._problems),
         }

@@ -5,6 +5,7 @@ import { el, fmtNum, fmtPct, METRICS, metricContext, readHash, writeHash, stepIn
 import { LineChart } from "./chart.js";
 import { TokenGrid, paintGrids } from "./tokens.js";
 import { DetailPanel } from "./detail.js";
+import { boundText } from "./entry.js";
 import { ChangeList, changesByToken, CHANGE_TABS } from "./dynamics.js";
 import { RunCompare, runCompareHash } from "./runcompare.js";
 
@@ -46,6 +47,12 @@ function stepsKey(steps) {
   return `${steps.length}:${steps.length ? steps[0].step + ":" + steps[steps.length - 1].step : ""}`;
 }
 
+/** A sequence's mean p(target): a range when some targets are below the logged candidates. */
+function meanPText(figures) {
+  if (!figures.below || figures.meanP === null) return fmtPct(figures.meanP);
+  return `${fmtPct(figures.meanP)}\u2013${fmtPct(figures.meanPMax)} (${figures.below} below top-${figures.belowK})`;
+}
+
 class SequenceView {
   constructor(app, side, seqIndex) {
     this.seqIndex = seqIndex;
@@ -61,7 +68,7 @@ class SequenceView {
     this.seqIndex = seqIndex;
     const figures = this.grid.render(seq, ctx);
     this.name.textContent = headText || seq.name || `sequence ${seqIndex}`;
-    this.figures.textContent = `${figures.count} tokens \u00b7 mean p(target) ${fmtPct(figures.meanP)} \u00b7 top-1 ${fmtPct(figures.accuracy)}`;
+    this.figures.textContent = `${figures.count} tokens \u00b7 mean p(target) ${meanPText(figures)} \u00b7 top-1 ${fmtPct(figures.accuracy)}`;
     return figures;
   }
   destroy() {
@@ -430,8 +437,32 @@ export class Dashboard {
       this.hideBanner("error");
       this.saveHash();
     } catch (err) {
-      if (token === this.loadToken) this.showBanner(`Cannot load step ${step}: ${err.message}`, "error");
+      if (token !== this.loadToken) return;
+      if (await this.dropIfGone(step, err)) return;
+      if (token !== this.loadToken) return;
+      st.index = st.entry ? this.indexOfStep(st.entry.step) : -1;  // the steps shown stay under their own number
+      this.updateStepper();
+      this.showBanner(`Cannot load step ${step}: ${err.message}`, "error");
     }
+  }
+
+  /** A step that failed to load may have stopped being a step (its line is broken): ask
+   *  for the step list again; when `step` left it, show the list and the skipped lines
+   *  from there, go to the step now at the same place, and return true. */
+  async dropIfGone(step, err) {
+    const st = this.state;
+    const run = st.run;
+    let data;
+    try { data = await this.source.get("steps", { run }); } catch (e) { return false; }
+    if (run !== st.run || (data.steps || []).some((s) => s.step === step)) return false;
+    const at = st.index;
+    this.cache.delete(step);
+    this.dynCache.clear();
+    this.setSteps(data.steps || [], data.problems || [], null);
+    this.showBanner(`Step ${step} cannot be read (${err.message}); it is listed under skipped lines.`, "info", 8000);
+    if (st.steps.length) this.goIndex(Math.min(Math.max(at, 0), st.steps.length - 1), { keepFollow: true });
+    else this.showEmpty();
+    return true;
   }
 
   async compareEntryFor(step) {
@@ -562,11 +593,10 @@ export class Dashboard {
   renderAll() {
     const st = this.state;
     const entry = st.entry;
-    this.renderLegend(entry);
     this.updateInfo();
     this.renderChanges();
     this.runCompare.render();
-    if (!entry) return;
+    if (!entry) { this.renderLegend(entry, null); return; }
     const ctx = { metric: st.metric, metricCtx: metricContext(entry), showIds: st.showIds };
     let byToken = st.diff && st.diff.b === entry.step ? st.diff.__byToken : null;
     if (st.metric === "vs") { byToken = this.runCompare.byToken(entry.step); ctx.metric = "change"; }  // the same diverging colours
@@ -574,8 +604,9 @@ export class Dashboard {
     if (st.sel.seq === null) st.sel.seq = 0;
     this.seqsEl.hidden = st.compare;
     this.compareEl.hidden = !st.compare;
+    let shown;  // the figures of every sequence drawn
     if (st.compare) {
-      this.renderCompare(entry, ctx, byToken);
+      shown = this.renderCompare(entry, ctx, byToken);
     } else {
       while (this.views.length < seqs.length) {
         const v = new SequenceView(this, 0, this.views.length);
@@ -583,15 +614,17 @@ export class Dashboard {
         this.seqsEl.append(v.root);
       }
       while (this.views.length > seqs.length) this.views.pop().destroy();
-      seqs.forEach((seq, i) => {
+      shown = seqs.map((seq, i) => {
         const v = this.views[i];
-        v.render(seq, i, byToken ? { ...ctx, change: byToken.get(i) } : ctx);
+        const figures = v.render(seq, i, byToken ? { ...ctx, change: byToken.get(i) } : ctx);
         v.root.classList.toggle("focus", i === st.sel.seq && seqs.length > 1);
         v.grid.selected = st.sel.side === 0 && st.sel.seq === i ? st.sel.index : -1;
+        return figures;
       });
       paintGrids(this.views.map((v) => v.grid));
       if (!seqs.length) this.showBanner("This step has no sequences.", "info");
     }
+    this.renderLegend(entry, shown);
     this.showDetail();
     if (this.scrollToSeq && !st.compare && this.views[st.sel.seq]) {
       this.views[st.sel.seq].root.scrollIntoView({ block: "start" });
@@ -634,14 +667,18 @@ export class Dashboard {
     const otherSeq = other && other.sequences ? other.sequences[seqIndex] : null;
     const b = this.compareViews[1].render(otherSeq || NO_SEQUENCE, seqIndex,
       { ...ctx, metricCtx: metricContext(other || entry) }, other ? `step ${other.step}` : "\u2013");
-    const delta = a.meanP !== null && b.meanP !== null ? a.meanP - b.meanP : null;
-    this.cmpSummary.textContent = delta === null ? "" :
-      `mean p(target): step ${entry.step} ${fmtPct(a.meanP)} vs step ${other.step} ${fmtPct(b.meanP)} (\u0394 ${delta >= 0 ? "+" : ""}${(delta * 100).toFixed(1)} pts)`;
+    const delta = a.meanP !== null && b.meanP !== null && !a.below && !b.below ? a.meanP - b.meanP : null;
+    this.cmpSummary.textContent = a.meanP === null || b.meanP === null || !other ? "" :
+      `mean p(target): step ${entry.step} ${meanPText(a)} vs step ${other.step} ${meanPText(b)}` +
+      (delta === null ? "" : ` (\u0394 ${delta >= 0 ? "+" : ""}${(delta * 100).toFixed(1)} pts)`);
     this.compareViews.forEach((v) => { v.grid.selected = st.sel.seq === seqIndex ? st.sel.index : -1; });
     paintGrids(this.compareViews.map((v) => v.grid));
+    return [a, b];
   }
 
-  renderLegend(entry) {
+  /** The colour legend of the step shown; `shown`: the figures of the sequences drawn
+   *  (targets outside the logged candidates get the "below top-k" swatch). */
+  renderLegend(entry, shown) {
     const metric = METRICS[this.state.metric];
     this.legend.replaceChildren();
     if (this.state.metric === "change") { this.renderChangeLegend(); return; }
@@ -654,7 +691,17 @@ export class Dashboard {
     const swatches = el("span", "swatches");
     for (let b = 0; b < 10; b++) swatches.append(el("span", "sw m" + b));
     scale.append(swatches, el("span", "legend-end", labels[2]));
-    this.legend.append(scale, el("span", "legend-note", "bad \u2192 good \u00b7 grey: no value \u00b7 under each token: top-1 guess (green = right)"));
+    this.legend.append(scale);
+    const below = (shown || []).filter((f) => f && f.below);
+    if (below.length && this.state.metric !== "entropy") {
+      const k = Math.max(...below.map((f) => f.belowK));
+      const item = el("span", "legend-scale legend-below");
+      item.title = `the target is not among the ${k} candidates logged: its rank is above ${k} and its p below the last candidate's`;
+      item.append(el("span", "swatches", ""), el("span", "legend-end", `below top-${k} (${boundText(k)})`));
+      item.firstChild.append(el("span", "sw mbelow"));
+      this.legend.append(item);
+    }
+    this.legend.append(el("span", "legend-note", "bad \u2192 good \u00b7 grey: no value \u00b7 under each token: top-1 guess (green = right)"));
   }
 
   renderChangeLegend() {

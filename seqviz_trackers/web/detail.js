@@ -3,7 +3,7 @@
 // the top-5 as labelled bars and the top-20 as a mini bar chart, the target in green.
 
 import { el, visibleToken, fmtNum, fmtPct } from "./util.js";
-import { predictionFacts } from "./entry.js";
+import { predictionFacts, rankBound } from "./entry.js";
 import { Sparkline } from "./dynamics.js";
 
 export class DetailPanel {
@@ -46,8 +46,9 @@ export class DetailPanel {
       box.append(el("div", "stat-v", value), el("div", "stat-l", label));
       stats.append(box);
     };
-    stat("p(target)", fmtPct(f.p), "p");
-    stat("rank", f.rank === undefined || f.rank === null ? "\u2013" : "#" + f.rank);
+    const bounded = f.rankGt !== undefined;
+    stat("p(target)", f.p === undefined && bounded ? `< ${fmtPct(f.pLt)}` : fmtPct(f.p), "p");
+    stat("rank", bounded ? `> ${f.rankGt}` : f.rank === undefined ? "\u2013" : "#" + f.rank);
     stat("entropy", fmtNum(f.entropy, 3));
     stat("loss", fmtNum(f.loss, 3));
     stat("top-1", f.correct === undefined ? "\u2013" : f.correct ? "\u2713 hit" : "\u2717 miss", f.correct ? "good" : "bad");
@@ -75,7 +76,7 @@ export class DetailPanel {
     if (!top.some((c) => c.id === target)) {
       const miss = el("div", "small miss");
       miss.append(el("span", "faint", "target "), el("span", "chip", visibleToken(info.pred.target_token_str)),
-        el("span", "faint", ` not in the top ${top.length}` + (f.rank ? ` (rank ${f.rank})` : "")));
+        el("span", "faint", ` not in the top ${top.length}: ` + (f.rank ? `rank ${f.rank}` : rankBound(f, fmtPct))));
       root.append(miss);
     }
 

@@ -5,36 +5,73 @@
 // Every module of the dashboard keeps its top-level names distinct: the export
 // page concatenates them into one script (see seqviz_trackers/serve/export.py).
 
+/** One candidate as {id, token, p}: a [id, token, p] triple, or the original
+ *  tool's {token_id, token_str, prob} object. */
 function candidate(c) {
-  // candidates are [id, token, p] (older files: {id, token, p})
-  return Array.isArray(c) ? { id: c[0], token: c[1], p: c[2] } : c;
+  if (Array.isArray(c)) return { id: c[0], token: c[1], p: c[2] };
+  return c && typeof c === "object" ? { id: c.token_id, token: c.token_str, p: c.prob } : { id: undefined, token: undefined, p: undefined };
 }
 
-/** Fill in what hand-made files may lack, from what the prediction does have.
+function known(x) {
+  return x !== undefined && x !== null;
+}
+
+/** The longer of a prediction's candidate lists (top_20 beside a top_k of 5 in original files). */
+function rawCandidates(pred) {
+  const a = Array.isArray(pred.top_k) ? pred.top_k : [];
+  const b = Array.isArray(pred.top_20) ? pred.top_20 : [];
+  return b.length > a.length ? b : a;
+}
+
+/** What a prediction says, logged fields first, else derived from its candidates:
+ *  {p, rank, loss, correct, entropy, top1, top, rankGt, pLt}. When the target is not among
+ *  the n candidates (and no rank was logged), rank is unknown and rankGt = n, pLt = the
+ *  last candidate's p: "rank > n, p < p_n" (p stays unknown unless logged or given by loss).
  *  `withTop`: also return every candidate as {id, token, p} (the detail panel's bars);
  *  `into`: an object to fill instead of a new one (fast loops). Null without a prediction. */
 export function predictionFacts(pred, withTop = true, into = {}) {
   if (!pred) return null;
-  const raw = pred.top_20 && pred.top_20.length ? pred.top_20 : (pred.top_k || []);
+  const raw = rawCandidates(pred);
   const target = pred.target_token_id;
   let p = pred.target_prob;
   let rank = pred.target_rank;
   let loss = pred.loss;
   let correct = pred.correct;
   const top1 = raw.length ? candidate(raw[0]) : undefined;
-  if (p === undefined || p === null || rank === undefined || rank === null) {
+  if (!known(p) || !known(rank)) {
     for (let i = 0; i < raw.length; i++) {
       const c = candidate(raw[i]);
       if (c.id === target) {
-        if (p === undefined || p === null) p = c.p;
-        if (rank === undefined || rank === null) rank = i + 1;
+        if (!known(p)) p = c.p;
+        if (!known(rank)) rank = i + 1;
         break;
       }
     }
   }
-  if ((loss === undefined || loss === null) && p !== undefined && p !== null && p > 0) loss = -Math.log(p);
-  if (correct === undefined || correct === null) correct = top1 ? top1.id === target : (rank === undefined || rank === null ? undefined : rank === 1);
-  into.p = p; into.rank = rank; into.loss = loss; into.correct = correct; into.entropy = pred.entropy;
+  if (!known(loss) && known(p) && p > 0) loss = -Math.log(p);
+  if (!known(p) && known(loss)) p = Math.exp(-loss);
+  if (!known(correct)) correct = known(rank) ? rank === 1 : top1 ? top1.id === target : undefined;
+  const bounded = !known(rank) && raw.length > 0;
+  into.p = known(p) ? p : undefined; into.rank = known(rank) ? rank : undefined;
+  into.loss = known(loss) ? loss : undefined; into.correct = correct; into.entropy = pred.entropy;
+  into.rankGt = bounded ? raw.length : undefined;
+  into.pLt = bounded ? candidate(raw[raw.length - 1]).p : undefined;
   into.top1 = top1; into.top = withTop ? raw.map(candidate) : null;
   return into;
+}
+
+const SUBSCRIPT = "\u2080\u2081\u2082\u2083\u2084\u2085\u2086\u2087\u2088\u2089";
+
+/** "rank > 20, p < p₂₀": what is known of a target outside the top `n` candidates. */
+export function boundText(n) {
+  return `rank > ${n}, p < p${String(n).replace(/\d/g, (d) => SUBSCRIPT[Number(d)])}`;
+}
+
+/** The bound of a prediction (facts from predictionFacts) as text, with the value of
+ *  p_n formatted by `fmt` ("rank > 20, p < p₂₀ = 0.3%"); only "rank > 20" when p(target)
+ *  itself is known (logged, or from the loss). Empty when the rank is known. */
+export function rankBound(f, fmt) {
+  if (!f || !known(f.rankGt)) return "";
+  if (known(f.p)) return `rank > ${f.rankGt}`;
+  return boundText(f.rankGt) + (known(f.pLt) && fmt ? ` = ${fmt(f.pLt)}` : "");
 }

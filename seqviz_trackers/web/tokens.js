@@ -4,7 +4,7 @@
 // only the boxes near the visible part of the page exist in the DOM; they are reused
 // and only changed fields are written. Long sequences (thousands of tokens) stay fast.
 
-import { el, visibleToken, METRICS } from "./util.js";
+import { el, visibleToken, METRICS, BELOW_TOP } from "./util.js";
 import { predictionFacts } from "./entry.js";
 import { CHANGE_CLASS, changeBucket } from "./dynamics.js";
 
@@ -147,7 +147,10 @@ export class TokenGrid {
    * Set the sequence to show; it is drawn by the next paint() (or paintGrids() of several).
    * ctx: {metric, metricCtx, showIds, change?}; with metric "change", `change` holds
    * Δ log p(target) per token (undefined: not compared).
-   * Returns per-sequence figures {meanP, accuracy, count}.
+   * Returns per-sequence figures {meanP, meanPMax, below, belowK, accuracy, count}: meanP is the mean
+   * p(target) over the predictions, counting a target outside the logged candidates as 0;
+   * with `below` such targets (outside a top-`belowK`), the true mean lies between meanP and meanPMax (each counted
+   * at its bound p < p_n instead).
    */
   render(seq, ctx) {
     const tokens = seq.tokens || [];
@@ -161,13 +164,14 @@ export class TokenGrid {
     const byChange = ctx.metric === "change";
     const change = byChange ? ctx.change || [] : null;
     const metric = METRICS[ctx.metric] || METRICS.prob;
-    let sumP = 0, nP = 0, hits = 0, nHit = 0;
+    let sumP = 0, nP = 0, hits = 0, nHit = 0, below = 0, sumBound = 0, belowK = 0;
     const items = this.items.length >= n ? this.items : this.items.concat(new Array(n - this.items.length).fill(null));
     const f = {};  // scratch, refilled for every token
     for (let j = 0; j < n; j++) {
       const has = predictionFacts(predFor[j], false, f) !== null;
       if (has) {
         if (f.p !== undefined && f.p !== null) { sumP += f.p; nP++; }
+        else if (f.pLt !== undefined) { below++; sumBound += f.pLt; belowK = Math.max(belowK, f.rankGt); }  // p(target) unknown, below the last candidate's p
         if (f.correct !== undefined) { nHit++; if (f.correct) hits++; }
       }
       const it = items[j] || (items[j] = { fit: {}, x: 0, y: 0 });
@@ -176,7 +180,7 @@ export class TokenGrid {
       it.pred = has && f.top1 ? shownOf(f.top1.token) : "";
       it.id = ids[j] === undefined ? "" : String(ids[j]);
       const bucket = !has ? -1 : byChange ? changeBucket(change[j]) : metric.bucket(f, ctx.metricCtx);
-      it.cls = has ? (bucket < 0 ? "tok mna" : byChange ? CHANGE_CLASS[bucket] : BUCKET_CLASS[bucket]) : "tok first";
+      it.cls = has ? (bucket === BELOW_TOP ? "tok mbelow" : bucket < 0 ? "tok mna" : byChange ? CHANGE_CLASS[bucket] : BUCKET_CLASS[bucket]) : "tok first";
       it.pcls = has && f.top1 ? (f.correct ? "tp ok" : "tp no") : "tp";
       fitToken(it.text, it.pred, it.fit);
     }
@@ -185,7 +189,9 @@ export class TokenGrid {
     if (this.selected >= n) this.selected = -1;
     this.root.classList.toggle("hide-ids", !ctx.showIds);
     this.width = 0;  // lay out again at the next paint
-    return { meanP: nP ? sumP / nP : null, accuracy: nHit ? hits / nHit : null, count: n };
+    const nMean = nP + below;
+    return { meanP: nMean ? sumP / nMean : null, meanPMax: nMean ? (sumP + sumBound) / nMean : null, below, belowK,
+      accuracy: nHit ? hits / nHit : null, count: n };
   }
 
   /** Place every box (positions only), wrapping at the grid's width. */

@@ -48,29 +48,34 @@ export function fmtPct(p) {
   return (p * 100).toFixed(p < 0.1 ? 1 : 0) + "%";
 }
 
-// Each metric maps a prediction to a bucket 0..9 (0 = badly predicted, 9 = well)
-// and says how to label the legend.
+// Each metric maps a prediction to a bucket 0..9 (0 = badly predicted, 9 = well),
+// NO_VALUE (-1) when the prediction does not give it, or BELOW_TOP (-2) when the target
+// is outside the logged candidates and only a bound is known (rank > n, p < p_n), and
+// says how to label the legend.
+export const NO_VALUE = -1;
+export const BELOW_TOP = -2;
+
 export const METRICS = {
   prob: {
     label: "p(target)",
-    bucket: (f) => (f.p === undefined || f.p === null ? -1 : Math.min(9, Math.floor(f.p * 10))),
+    bucket: (f) => (f.p === undefined || f.p === null ? (f.rankGt ? BELOW_TOP : NO_VALUE) : Math.min(9, Math.floor(f.p * 10))),
     legend: ["0", "0.5", "1"],
   },
   entropy: {
     label: "entropy",
-    bucket: (f, ctx) => (f.entropy === undefined || f.entropy === null ? -1 : 9 - Math.min(9, Math.floor((f.entropy / ctx.maxEntropy) * 10))),
+    bucket: (f, ctx) => (f.entropy === undefined || f.entropy === null ? NO_VALUE : 9 - Math.min(9, Math.floor((f.entropy / ctx.maxEntropy) * 10))),
     legend: (ctx) => [fmtNum(ctx.maxEntropy, 2) + " nats", "", "0 (sure)"],
   },
   loss: {
     label: "loss",
-    bucket: (f, ctx) => (f.loss === undefined || f.loss === null ? -1 : 9 - Math.min(9, Math.floor((f.loss / ctx.maxLoss) * 10))),
+    bucket: (f, ctx) => (f.loss === undefined || f.loss === null ? (f.rankGt ? BELOW_TOP : NO_VALUE) : 9 - Math.min(9, Math.floor((f.loss / ctx.maxLoss) * 10))),
     legend: (ctx) => ["\u2265 " + fmtNum(ctx.maxLoss, 2), "", "0"],
   },
   rank: {
     label: "rank",
     bucket: (f) => {
       const r = f.rank;
-      if (r === undefined || r === null) return -1;
+      if (r === undefined || r === null) return f.rankGt ? BELOW_TOP : NO_VALUE;
       return r <= 1 ? 9 : r <= 2 ? 8 : r <= 3 ? 7 : r <= 5 ? 6 : r <= 10 ? 5 : r <= 20 ? 4 : r <= 50 ? 3 : r <= 100 ? 2 : r <= 1000 ? 1 : 0;
     },
     legend: [">1000", "10", "1"],
