@@ -59,7 +59,7 @@ def _tensorboard_mirror(target: Any) -> Mirror:
         from tb_plugin import TensorBoardMirror
     except ImportError as exc:
         raise ImportError(
-            f"the TensorBoard mirror needs tensorboard ({exc}); install it with: pip install 'seqviz-trackers[tensorboard]'"
+            f"the TensorBoard mirror needs tensorboard ({exc}); install it with: pip install tensorboard (the 'tensorboard' extra)"
         ) from None
     return TensorBoardMirror(target)
 
@@ -69,7 +69,7 @@ def _wandb_mirror(target: Any) -> Mirror:
         from wandb_panel import WandbMirror
     except ImportError as exc:
         raise ImportError(
-            f"the Weights & Biases mirror needs wandb ({exc}); install it with: pip install 'seqviz-trackers[wandb]'"
+            f"the Weights & Biases mirror needs wandb ({exc}); install it with: pip install wandb (the 'wandb' extra)"
         ) from None
     return WandbMirror(target)
 

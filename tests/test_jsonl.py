@@ -271,5 +271,5 @@ def test_logger_writes_only_on_rank_zero(tmp_path, monkeypatch):
 
 def test_logger_asks_for_missing_tracker_extras(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "wandb_panel", None)
-    with pytest.raises(ImportError, match=r"pip install 'seqviz-trackers\[wandb\]'"):
+    with pytest.raises(ImportError, match=r"pip install wandb \(the 'wandb' extra\)"):
         SeqVizLogger(tmp_path / "x.jsonl", wandb=True)

@@ -301,7 +301,7 @@ def test_without_wandb_installed():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert "panel: ImportError" in out.stdout
-    assert "pip install 'seqviz-trackers[wandb]'" in out.stdout
+    assert "pip install wandb (the 'wandb' extra)" in out.stdout
 
 
 def test_core_import_does_not_import_wandb():

@@ -244,7 +244,7 @@ def run(args: argparse.Namespace) -> int:
         raise CommandError(f"--lr must be a positive number, got {args.lr}")
     missing = [m for m in ("transformers", "tokenizers", "accelerate", "tensorboard") if util.find_spec(m) is None]
     if missing:
-        raise CommandError(f"needs {', '.join(missing)}: pip install 'seqviz-trackers[hf,tensorboard]'")
+        raise CommandError(f"needs {', '.join(missing)}: pip install transformers tokenizers tensorboard (the hf and tensorboard extras)")
     out = Path(args.out)
     use_wandb = not args.no_wandb and util.find_spec("wandb") is not None and util.find_spec("wandb_panel") is not None
     if use_wandb:

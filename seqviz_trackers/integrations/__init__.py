@@ -3,7 +3,7 @@
 - :class:`VisualizationCallback`: a Hugging Face ``Trainer`` callback that logs the
   model's token-by-token predictions on a fixed probe set at each evaluation.
 
-Importing this package needs ``transformers`` (``pip install 'seqviz-trackers[hf]'``).
+Importing this package needs ``transformers`` (the ``hf`` extra: ``pip install ".[hf]"`` from a clone).
 """
 
 from .hf import VisualizationCallback, tensorboard_run_dir
