@@ -140,3 +140,12 @@ def test_tracker_follows_the_accelerator_and_forced_choices(tmp_path):
     forced = SeqVizTracker(tmp_path / "c.jsonl", tensorboard=True)
     with pytest.raises(ValueError, match=r"tensorboard=True\): the Accelerator has no 'tensorboard' tracker"):
         forced.log_predictions(torch.randn(1, 4, 10), torch.tensor([[1, 2, 3, 4]]), None, 1)
+
+
+def test_importing_the_integration_needs_no_transformers():
+    code = ("import sys; import seqviz_trackers.integrations.accelerate; "
+            "print(sorted(m for m in ('transformers', 'tensorboard', 'wandb') if m in sys.modules))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)})
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"
