@@ -16,7 +16,8 @@ pytest.importorskip("accelerate")
 pytest.importorskip("tensorboard")
 pytest.importorskip("wandb")
 
-from tb_helpers import TensorBoardProcess, free_port, wait_for  # noqa: E402
+from dist_helpers import free_port, quiet_env  # noqa: E402
+from tb_helpers import TensorBoardProcess, wait_for  # noqa: E402
 from wandb_helpers import artifacts, history, offline_env  # noqa: E402
 from seqviz_trackers.format.schema import validate_entry  # noqa: E402
 from seqviz_trackers.integrations.accelerate import SeqVizTracker, log_predictions  # noqa: E402
@@ -36,7 +37,7 @@ def launched(tmp_path_factory):
     out = tmp_path_factory.mktemp("accel")
     with pytest.MonkeyPatch.context() as mp:
         offline_env(mp, out / "wandb_home")
-        env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "HF_HOME": str(out / "hf")}
+        env = quiet_env(HF_HOME=str(out / "hf"))
     # ``--cpu --num_processes 2`` starts one process unless mpirun is used; ``--multi_gpu`` starts two
     # through torchrun, and the script's ``Accelerator(cpu=True)`` keeps them on the CPU (gloo).
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",

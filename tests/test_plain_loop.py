@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
+from dist_helpers import torchrun
 from plain_loop_helpers import TinyLM, token_stream, tokenizer, train
 from seqviz_trackers import SeqVizLogger, TrainingDataReader
 from seqviz_trackers.format.schema import validate_entry
@@ -89,13 +87,7 @@ def test_ids_outside_the_vocabulary_raise(tmp_path):
 
 @pytest.mark.slow
 def test_two_ranks_one_writer(tmp_path):
-    from test_hf_distributed import free_port
-
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-           "--master_port", str(free_port()), str(SCRIPT), str(tmp_path)]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=280)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    torchrun(SCRIPT, tmp_path)
     reports = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert reports[0]["returned"] == [1, 2, 3, 4]
     assert reports[1]["returned"] == [None] * 4  # returned at once: converting there would have raised
