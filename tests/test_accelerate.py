@@ -105,7 +105,16 @@ def test_wandb_run_of_the_accelerator_gets_the_panel_and_the_scalars(launched):
     assert [a.type for a in artifacts(run_dir, "seqviz")] == ["seqviz"]  # logged before the run finished
 
 
-def test_helper_without_a_tracker_says_what_to_do(tmp_path):
+@pytest.fixture
+def fresh_state():
+    """Accelerate keeps its state in process-wide singletons: leave none behind for other tests."""
+    from accelerate.state import AcceleratorState
+
+    yield
+    AcceleratorState._reset_state(reset_partial_state=True)
+
+
+def test_helper_without_a_tracker_says_what_to_do(tmp_path, fresh_state):
     from accelerate import Accelerator
 
     accelerator = Accelerator(cpu=True, log_with=["tensorboard"], project_dir=str(tmp_path))
@@ -117,7 +126,7 @@ def test_helper_without_a_tracker_says_what_to_do(tmp_path):
         accelerator.end_training()
 
 
-def test_tracker_follows_the_accelerator_and_forced_choices(tmp_path):
+def test_tracker_follows_the_accelerator_and_forced_choices(tmp_path, fresh_state):
     from accelerate import Accelerator
 
     seqviz = SeqVizTracker(tmp_path / "a.jsonl")
