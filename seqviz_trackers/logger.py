@@ -121,6 +121,31 @@ class SeqVizLogger:
         for mirror in list(self.mirrors):
             self._call_mirror(mirror, "log_step", entry, line)
 
+    @rank_zero_only
+    def log_predictions(self, logits: Any, input_ids: Any, tokenizer: Any, step: int, loss: Any = None,
+                        **options: Any) -> dict[str, Any] | None:
+        """Convert logits to an entry and log it: the one line a training loop needs.
+
+        >>> logger.log_predictions(out.logits, batch["input_ids"], tokenizer, step, loss=loss.item())
+
+        ``options`` are :func:`~seqviz_trackers.convert.tensor_to_training_entry`'s keywords
+        (``attention_mask``, ``labels``, ``names``, ``top_k``, ``model_name``, ``metadata``,
+        ``timestamp``). Returns the entry written; under ``torch.distributed`` ranks other
+        than 0 return None at once, without converting (the forward is the caller's, so a
+        sharded model's forward still runs on every rank).
+
+        Raises:
+            ValueError: wrong shapes, ``input_ids`` that do not match the logits, NaN logits
+                (see :func:`~seqviz_trackers.convert.tensor_to_training_entry`).
+        """
+        from .convert import tensor_to_training_entry
+
+        if loss is not None and callable(getattr(loss, "item", None)):
+            loss = loss.item()  # a 0-d tensor: one host transfer, here rather than on every rank
+        entry = tensor_to_training_entry(logits, input_ids, tokenizer, step, loss, **options)
+        self.log_step(entry)
+        return entry
+
     def _call_mirror(self, mirror: Mirror, method: str, *args: Any) -> None:
         try:
             getattr(mirror, method)(*args)

@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 pytest.importorskip("transformers")
 
-from test_hf_distributed import free_port  # noqa: E402
+from dist_helpers import torchrun  # noqa: E402
 from seqviz_trackers.storage.batches import batches_path  # noqa: E402
 
 pytestmark = pytest.mark.slow
@@ -25,11 +22,7 @@ def read(path) -> list[dict]:
 
 
 def test_two_ranks_rows_gathered_one_writer(tmp_path):
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-           "--master_port", str(free_port()), str(SCRIPT), str(tmp_path)]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=280)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    torchrun(SCRIPT, tmp_path)
     assert sorted(p.name for p in tmp_path.glob("rank*.json")) == ["rank0.json", "rank1.json"]
 
     path = batches_path(tmp_path / "viz.jsonl")
