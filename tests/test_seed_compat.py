@@ -167,3 +167,132 @@ def test_learned_reads_the_ranks_off_the_candidates(seed_file, entries, capsys):
     assert seqviz(["learned", str(seed_file)]) == 0
     text = capsys.readouterr().out
     assert "step 100" in text and "not learned" in text and "<|end_of_" in text
+
+
+# -- 3. TrainingDataWriter.write_step takes the original form ---------------------------------------
+
+def compact(value) -> bytes:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+def test_write_step_stores_an_original_entry_as_given(tmp_path, entries):
+    from seqviz_trackers import TrainingDataWriter
+
+    path = tmp_path / "written.jsonl"
+    with TrainingDataWriter(path) as writer:
+        for entry in entries:
+            writer.write_step(entry)
+    lines = path.read_bytes().splitlines()
+    assert len(lines) == len(entries)
+    for line, entry in zip(lines, entries):
+        for _, pred in predictions(entry):
+            # each candidate list byte for byte as given: objects, key order, full-precision floats
+            assert b'"top_k":' + compact(pred["top_k"]) in line
+            assert b'"top_20":' + compact(pred["top_20"]) in line
+        assert b"target_prob" not in line and b"target_rank" not in line and b'"top_k":[[' not in line
+    reader = TrainingDataReader(path)
+    back = reader.read_all()
+    assert back == entries
+    for got, entry in zip(back, entries):
+        for (_, p), (_, q) in zip(predictions(got), predictions(entry)):
+            assert facts(p) == facts(q)
+            f = facts(p)
+            if in_top20(p):
+                i = [c["token_id"] for c in p["top_20"]].index(p["target_token_id"])
+                assert (f.prob, f.rank, f.rank_gt, f.p_lt) == (p["top_20"][i]["prob"], i + 1, None, None)
+            else:
+                assert (f.prob, f.rank, f.rank_gt, f.p_lt) == (None, None, 20, p["top_20"][-1]["prob"])
+                assert f.correct is False and f.loss is None
+    assert reader.get_latest() == entries[-1] and not reader.problems
+
+
+# -- 4. W&B table rows ------------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_wandb_table_rows_of_a_seed_entry(tmp_path, monkeypatch, entries):
+    wandb = pytest.importorskip("wandb")
+    from seqviz_trackers import SeqVizLogger
+    from wandb_helpers import init_run, offline_env, run_folder, table_rows
+    from wandb_panel.tables import COLUMNS, entry_rows
+
+    offline_env(monkeypatch, tmp_path)
+    run = init_run(mode="offline", dir=str(tmp_path))
+    try:
+        with SeqVizLogger(tmp_path / "steps.jsonl", wandb=run) as logger:
+            for entry in entries:
+                logger.log_step(entry)
+    finally:
+        run.finish()
+        wandb.teardown()  # the service process this test started
+    rows = [dict(zip(COLUMNS, r)) for r in table_rows(run_folder(run))]
+    expected = [(e, s, p) for e in entries for s, p in predictions(e)]
+    assert len(rows) == len(expected)
+    assert table_rows(run_folder(run)) == json.loads(json.dumps([r for e in entries for r in entry_rows(e)]))
+    absent = present = 0
+    for row, (entry, s, pred) in zip(rows, expected):
+        assert (row["step"], row["sequence"], row["position"]) == (entry["step"], s, pred["position"])
+        assert row["target_token"] == pred["target_token_str"]
+        assert row["predicted_token"] == pred["top_20"][0]["token_str"]
+        if in_top20(pred):
+            present += 1
+            i = [c["token_id"] for c in pred["top_20"]].index(pred["target_token_id"])
+            assert row["target_prob"] == pred["top_20"][i]["prob"] and row["target_rank"] == i + 1
+            assert row["correct"] is (i == 0)
+            assert row["target_rank_gt"] is None and row["target_prob_lt"] is None
+        else:
+            absent += 1
+            assert row["target_prob"] is None and row["target_rank"] is None and row["loss"] is None
+            assert row["target_rank_gt"] == 20 and row["target_prob_lt"] == pred["top_20"][-1]["prob"]
+            assert row["correct"] is False
+    assert absent and present
+    # the JSONL the logger wrote beside the run holds the entries as given
+    assert TrainingDataReader(tmp_path / "steps.jsonl").read_all() == entries
+
+
+# -- 5. the TensorBoard plugin ------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def tb_app(tmp_path_factory, entries):
+    pytest.importorskip("tensorboard")
+    from seqviz_trackers import SeqVizLogger
+    from tb_helpers import wsgi_app
+
+    root = tmp_path_factory.mktemp("tb")
+    with SeqVizLogger(tensorboard=root / "seed") as logger:
+        for entry in entries:
+            logger.log_step(entry)
+    client, _, _ = wsgi_app(root)
+    return client
+
+
+def test_tensorboard_plugin_serves_seed_steps(tb_app, entries):
+    p = "/data/plugin/seqviz"
+    assert tb_app.get(f"{p}/runs").json == {"runs": [{"run": "seed", "num_steps": 4, "last_step": 300}]}
+    steps = tb_app.get(f"{p}/steps?run=seed").json
+    assert [s["step"] for s in steps["steps"]] == STEPS and steps["problems"] == []
+    for entry in entries:
+        r = tb_app.get(f"{p}/step?run=seed&step={entry['step']}")
+        assert r.status_code == 200 and r.json == entry
+
+
+def test_tensorboard_dynamics_routes_derive_p_and_rank(tb_app, entries):
+    p = "/data/plugin/seqviz"
+    seqs = tb_app.get(f"{p}/sequences?run=seed").json["sequences"]
+    assert [s["num_steps"] for s in seqs] == [4, 4]
+    for seq in (0, 1):
+        for pos in range(len(entries[0]["sequences"][seq]["predictions"])):
+            series = tb_app.get(f"{p}/series?run=seed&seq={seq}&pos={pos}").json
+            assert series["steps"] == STEPS
+            preds = [e["sequences"][seq]["predictions"][pos] for e in entries]
+            ranks = [facts(q).rank for q in preds]
+            assert series["target_rank"] == ranks  # null where the target is below the top 20
+            for got, q in zip(series["target_prob"], preds):
+                f = facts(q)
+                assert (got is None) == (f.prob is None)
+                if f.prob is not None:
+                    assert got == pytest.approx(f.prob, rel=1e-3)
+            assert series["top1"] == [q["top_20"][0]["token_id"] for q in preds]
+    learned = tb_app.get(f"{p}/learned?run=seed").json
+    assert learned["num_steps"] == 4 and any(a is not None for s in learned["sequences"] for a in s["learned_at"])
+    diff = tb_app.get(f"{p}/diff?run=seed&a=0&b=300&limit=100").json
+    assert any(r["rank_gt_a"] == 20 and r["p_lt_a"] for r in diff["learned"])
