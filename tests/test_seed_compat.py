@@ -296,3 +296,64 @@ def test_tensorboard_dynamics_routes_derive_p_and_rank(tb_app, entries):
     assert learned["num_steps"] == 4 and any(a is not None for s in learned["sequences"] for a in s["learned_at"])
     diff = tb_app.get(f"{p}/diff?run=seed&a=0&b=300&limit=100").json
     assert any(r["rank_gt_a"] == 20 and r["p_lt_a"] for r in diff["learned"])
+
+
+# -- 7. the original websocket feed at the root path ------------------------------------------------
+
+def serve_process(path: Path, *extra: str) -> tuple[subprocess.Popen, str]:
+    """``seqviz serve --file PATH --port 0`` in its own process, and the URL it prints."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.Popen([sys.executable, "-m", "seqviz_trackers.cli", "serve", "--file", str(path), "--port", "0",
+                             *extra], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
+    first, url_line = proc.stdout.readline(), proc.stdout.readline()
+    assert "serving" in first and "open http://127.0.0.1:" in url_line, first + url_line + proc.stderr.read()
+    return proc, url_line.split()[1]
+
+
+def stop(proc: subprocess.Popen) -> str:
+    import signal
+
+    proc.send_signal(signal.SIGINT)
+    try:
+        _, err = proc.communicate(timeout=15)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    return err
+
+
+@pytest.mark.slow
+def test_original_websocket_client_gets_updates_and_steps(tmp_path, entries):
+    """A client written as the original dashboard's: ``ws://host:port/``, ``training_update``
+    messages, ``{"type": "get_step", "step": N}`` requests."""
+    import asyncio
+
+    import websockets
+
+    path = tmp_path / "training_data.jsonl"
+    path.write_text("".join(seed_line(e) for e in entries[:3]), encoding="utf-8")
+    proc, url = serve_process(path)
+
+    async def client() -> list[dict]:
+        got = []
+        async with websockets.connect(url.replace("http://", "ws://")) as ws:
+            got.append(json.loads(await asyncio.wait_for(ws.recv(), 10)))          # the latest step, on connect
+            await ws.send(json.dumps({"type": "get_step", "step": 0}))
+            got.append(json.loads(await asyncio.wait_for(ws.recv(), 10)))          # step 0, on request
+            await ws.send(json.dumps({"type": "get_step", "step": 12345}))
+            got.append(json.loads(await asyncio.wait_for(ws.recv(), 10)))          # an error
+            with open(path, "a", encoding="utf-8") as f:                          # the trainer logs a step
+                f.write(seed_line(entries[3]))
+            got.append(json.loads(await asyncio.wait_for(ws.recv(), 20)))          # pushed as it comes
+        return got
+
+    try:
+        latest, step0, error, pushed = asyncio.run(client())
+    finally:
+        err = stop(proc)
+    assert latest == {**entries[2], "type": "training_update"}
+    assert step0 == {**entries[0], "type": "training_update"}
+    assert step0["sequences"][0]["predictions"][0]["top_20"] == entries[0]["sequences"][0]["predictions"][0]["top_20"]
+    assert error["type"] == "error" and error["step"] == 12345 and "no step 12345" in error["message"]
+    assert pushed == {**entries[3], "type": "training_update"}
+    assert "Traceback" not in err
