@@ -357,3 +357,22 @@ def test_original_websocket_client_gets_updates_and_steps(tmp_path, entries):
     assert error["type"] == "error" and error["step"] == 12345 and "no step 12345" in error["message"]
     assert pushed == {**entries[3], "type": "training_update"}
     assert "Traceback" not in err
+
+
+def test_a_page_opened_from_a_file_needs_allow_origin_null(tmp_path, entries):
+    """The original dashboard is an HTML file opened from disk: its websocket sends ``Origin: null``."""
+    from websockets.exceptions import InvalidStatus
+    from websockets.sync.client import connect
+
+    from seqviz_trackers.serve.server import start_in_thread
+
+    path = tmp_path / "training_data.jsonl"
+    path.write_text("".join(seed_line(e) for e in entries), encoding="utf-8")
+    with start_in_thread(file=path, port=0, interval=0.1) as h:
+        with pytest.raises(InvalidStatus) as refused:
+            connect(h.url.replace("http://", "ws://"), origin="null", open_timeout=10)
+        assert refused.value.response.status_code == 403
+        assert b"--allow-origin null" in refused.value.response.body
+    with start_in_thread(file=path, port=0, interval=0.1, allow_origins=["null"]) as h:
+        with connect(h.url.replace("http://", "ws://"), origin="null", open_timeout=10) as ws:
+            assert json.loads(ws.recv(timeout=10)) == {**entries[-1], "type": "training_update"}
