@@ -376,3 +376,94 @@ def test_a_page_opened_from_a_file_needs_allow_origin_null(tmp_path, entries):
     with start_in_thread(file=path, port=0, interval=0.1, allow_origins=["null"]) as h:
         with connect(h.url.replace("http://", "ws://"), origin="null", open_timeout=10) as ws:
             assert json.loads(ws.recv(timeout=10)) == {**entries[-1], "type": "training_update"}
+
+
+# -- 8. a script written against the original API --------------------------------------------------
+
+ORIGINAL_SCRIPT = '''\
+import sys
+
+import torch
+
+from seqviz_trackers import TrainingDataReader, TrainingDataWriter, extract_batch_sample
+from factories import bpe_tokenizer  # stands in for AutoTokenizer.from_pretrained(model_name)
+
+reader = TrainingDataReader(sys.argv[1])
+
+# Get summary statistics
+summary = reader.get_summary()
+print(f"Average loss: {summary['avg_loss']:.4f}")
+print(f"Min perplexity: {summary['min_perplexity']:.2f}")
+print(f"Total steps: {summary['total_steps']}, loss {summary['min_loss']:.4f}..{summary['max_loss']:.4f}, "
+      f"perplexity {summary['avg_perplexity']:.2f} avg, {summary['max_perplexity']:.2f} max")
+
+# Analyze specific step
+step_100 = reader.get_step(100)
+if step_100:
+    print(f"Loss at step 100: {step_100['loss']:.4f}")
+
+latest = reader.get_latest()
+print(f"Latest step: {latest['step']}")
+print(f"All steps: {[data['step'] for data in reader.read_all()]}")
+for data in reader.iter_steps():
+    for seq in data["sequences"]:
+        entropy = sum(p["entropy"] for p in seq["predictions"]) / len(seq["predictions"])
+        print(f"step {data['step']}: {len(seq['tokens'])} tokens, first target {seq['predictions'][0]['target_token_str']!r}, "
+              f"mean entropy {entropy:.4f}")
+
+# In your training loop
+tokenizer = bpe_tokenizer()
+batch = {"input_ids": torch.tensor([tokenizer("To be, or not to be")["input_ids"]] * 2)}
+logits = torch.randn(2, batch["input_ids"].shape[1], len(tokenizer), generator=torch.Generator().manual_seed(0))
+entry = extract_batch_sample(logits, batch["input_ids"], tokenizer, 7, 2.5, "my-model", num_sequences=1)
+writer = TrainingDataWriter(sys.argv[2])
+writer.write_step(entry)
+writer.close()
+written = TrainingDataReader(sys.argv[2]).get_latest()
+print(f"Wrote step {written['step']}: {len(written['sequences'])} sequence of a batch of {written['metadata']['batch_size']}, "
+      f"loss {written['loss']}")
+'''
+
+
+def original_script_output(path: Path, tmp_path: Path) -> str:
+    script = tmp_path / "analyze.py"
+    script.write_text(ORIGINAL_SCRIPT, encoding="utf-8")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests"), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run([sys.executable, str(script), str(path), str(tmp_path / "sample.jsonl")], capture_output=True,
+                          text=True, timeout=300, env=env, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    return "\n".join(line for line in proc.stdout.splitlines() if line)  # the tokenizer trainer prints blank lines
+
+
+def expected_output(entries: list[dict]) -> list[str]:
+    losses, ppl = [e["loss"] for e in entries], [e["perplexity"] for e in entries]
+    by_step = {e["step"]: e for e in entries}
+    lines = [f"Average loss: {sum(losses) / len(losses):.4f}", f"Min perplexity: {min(ppl):.2f}",
+             f"Total steps: {len(entries)}, loss {min(losses):.4f}..{max(losses):.4f}, "
+             f"perplexity {sum(ppl) / len(ppl):.2f} avg, {max(ppl):.2f} max"]
+    if 100 in by_step:
+        lines.append(f"Loss at step 100: {by_step[100]['loss']:.4f}")
+    lines += [f"Latest step: {max(by_step)}", f"All steps: {[e['step'] for e in entries]}"]
+    for e in entries:
+        for seq in e["sequences"]:
+            entropy = sum(p["entropy"] for p in seq["predictions"]) / len(seq["predictions"])
+            lines.append(f"step {e['step']}: {len(seq['tokens'])} tokens, first target "
+                         f"{seq['predictions'][0]['target_token_str']!r}, mean entropy {entropy:.4f}")
+    return lines + ["Wrote step 7: 1 sequence of a batch of 2, loss 2.5"]
+
+
+@pytest.mark.slow
+def test_an_original_script_runs_on_a_seed_file_and_on_ours(tmp_path, seed_file, entries):
+    from factories import make_entry
+    from seqviz_trackers import SeqVizLogger
+
+    assert original_script_output(seed_file, tmp_path).splitlines() == expected_output(entries)
+
+    ours = tmp_path / "ours.jsonl"
+    logged = [make_entry(s, ["To be, or not to be, that is the question:", "The slings and arrows"]) for s in STEPS]
+    for e in logged:
+        e["loss"] = 3.0 - e["step"] / 200
+    with SeqVizLogger(ours) as logger:
+        for e in logged:
+            logger.log_step(e)
+    assert original_script_output(ours, tmp_path).splitlines() == expected_output(TrainingDataReader(ours).read_all())
