@@ -20,7 +20,15 @@ pytestmark = pytest.mark.browser
 
 STEPS = [0, 100, 200, 300]
 ABSENT_POS = HARD_EVERY - 1  # its target is never among the top 20
-MEAN_P = re.compile(r"mean p\(target\) (\d+(\.\d)?%|<0\.1%)")
+
+
+def pct(p: float) -> str:
+    """A probability as the dashboard's fmtPct writes it."""
+    if p >= 0.995:
+        return "100%"
+    if p < 0.001:
+        return "0%" if p == 0 else "<0.1%"
+    return f"{p * 100:.{1 if p < 0.1 else 0}f}%"
 
 
 @pytest.fixture(scope="module")
@@ -37,8 +45,13 @@ def check_predictions_shown(page, entry):
         view = seqs.nth(s)
         boxes = view.locator(".tok")
         expect(boxes).to_have_count(len(seq["tokens"]))
-        assert MEAN_P.search(view.locator(".seq-figures").inner_text()), view.locator(".seq-figures").inner_text()
-        assert "below top-20" in view.locator(".seq-figures").inner_text()
+        fs = [facts(p) for p in seq["predictions"]]
+        low = sum(f.prob or 0 for f in fs) / len(fs)
+        high = sum(f.prob if f.prob is not None else f.p_lt for f in fs) / len(fs)
+        below = sum(f.prob is None for f in fs)
+        mean = pct(low) if pct(low) == pct(high) else f"{pct(low)}\u2013{pct(high)}"
+        figures = view.locator(".seq-figures").inner_text()
+        assert f"mean p(target) {mean} ({below} below top-20)" in figures, figures
         classes = boxes.evaluate_all("els => els.map(e => e.className)")
         guesses = view.locator(".tok .tp").evaluate_all("els => els.map(e => [e.className, e.textContent])")
         assert classes[0] == "tok first"  # nothing predicts the first token
