@@ -53,9 +53,18 @@ def _fmt(x: float | None, spec: str) -> str:
     return "-" if x is None else format(x, spec)
 
 
-def _prob(x: float | None) -> str:
-    """A probability in 8 characters; tiny ones in scientific notation."""
-    return "       -" if x is None else f"{x:8.4f}" if x == 0 or x >= 1e-3 else f"{x:8.1e}"
+def _prob(x: float | None, below: float | None = None) -> str:
+    """A probability in 8 characters; tiny ones in scientific notation; ``<p`` when only a
+    bound is known (the target is not among the logged candidates)."""
+    if x is None:
+        return "       -" if below is None else f"<{below:.4f}".rjust(8) if below >= 1e-3 else f"<{below:.1e}".rjust(8)
+    return f"{x:8.4f}" if x == 0 or x >= 1e-3 else f"{x:8.1e}"
+
+
+def _rank(r: dict[str, Any], side: str) -> str:
+    """A row's rank at one side: ``3``, ``>20`` when the target is not among the 20 logged, else ``?``."""
+    rank, bound = r[f"rank_{side}"], r.get(f"rank_gt_{side}")
+    return str(rank) if rank else f">{bound}" if bound else "?"
 
 
 def _table(title: str, rows: list[dict[str, Any]]) -> list[str]:
@@ -66,9 +75,9 @@ def _table(title: str, rows: list[dict[str, Any]]) -> list[str]:
                  f"{'Δ log p':>8} {'JS':>7}")
     for r in rows:
         seq = show(r["name"], 12) if r["name"] is not None else f"#{r['index']}"
-        ranks = f"{r['rank_a'] or '?'} → {r['rank_b'] or '?'}"
+        ranks = f"{_rank(r, 'a')} → {_rank(r, 'b')}"
         lines.append(f"  {seq:<12} {r['pos']:>5}  {show(r['context'], 26, left=True):<26} "
-                     f"{'→ ' + repr_token(r['target']):<14} {_prob(r['p_a'])} {_prob(r['p_b'])} "
+                     f"{'→ ' + repr_token(r['target']):<14} {_prob(r['p_a'], r.get('p_lt_a'))} {_prob(r['p_b'], r.get('p_lt_b'))} "
                      f"{ranks:>13} {_fmt(r['delta_logp'], '+8.3f')} {_fmt(r['divergence'], '7.4f')}")
     return lines + [""]
 

@@ -11,7 +11,7 @@ from typing import Any, Callable, Hashable, Iterable, Sequence
 
 import numpy as np
 
-from ..format.entry import Candidate, Columns, by_position, candidates, columns, is_num, sequence_key
+from ..format.entry import Candidate, Columns, by_position, candidates, columns, facts, is_num, sequence_key
 
 __all__ = ["DIVERGENCE", "compare", "js_topk_other", "logp", "sig", "sig_list", "token_context"]
 
@@ -181,7 +181,8 @@ def compare(entry_a: dict[str, Any], entry_b: dict[str, Any], *, limit: int = 20
         p = int(cat["pos"][i])
         tokens = sb.get("tokens") if isinstance(sb.get("tokens"), list) else []
         ra, rb = int(cat["rank_a"][i]), int(cat["rank_b"][i])
-        first_a, first_b = ((candidates(preds[p]) or [(-1, None, 0.0)])[0] for preds in (preds_a, preds_b))
+        fa, fb = facts(preds_a[p]), facts(preds_b[p])
+        first_a, first_b = ((f.top or [(-1, None, 0.0)])[0] for f in (fa, fb))
         target = preds_b[p].get("target_token_str")
         return {
             "seq": seq_no, "name": name, "index": ib, "pos": p,
@@ -192,6 +193,9 @@ def compare(entry_a: dict[str, Any], entry_b: dict[str, Any], *, limit: int = 20
             "delta_logp": sig(d_logp[i]), "delta_rank": rb - ra if ra and rb else None,
             "divergence": sig(div[i]), "top1_a": first_a[1], "top1_b": first_b[1],
             "flip": int(flip[i]),
+            # a target outside the logged candidates: rank > rank_gt, p < p_lt (when p is not known itself)
+            "rank_gt_a": fa.rank_gt if not ra else None, "rank_gt_b": fb.rank_gt if not rb else None,
+            "p_lt_a": sig(fa.p_lt) if fa.prob is None else None, "p_lt_b": sig(fb.p_lt) if fb.prob is None else None,
         }
 
     def pick(order: np.ndarray, mask: np.ndarray) -> list[dict[str, Any]]:

@@ -169,12 +169,14 @@ def diff_json(reader: Any, a: int, b: int, *, limit: int = 20, per_token: bool =
 
         row = {"seq", "name", "index", "pos", "context", "token", "target", "p_a", "p_b",
                "rank_a", "rank_b", "delta_logp", "delta_rank", "divergence",
-               "top1_a", "top1_b", "flip"}
+               "top1_a", "top1_b", "flip", "rank_gt_a", "rank_gt_b", "p_lt_a", "p_lt_b"}
 
     Δ log p = log p_b(target) - log p_a(target) (natural log; minus the change in token
     loss); Δ rank = rank_b - rank_a (negative: better); flip = +1 wrong→right, -1
-    right→wrong. Each list holds at most ``limit`` rows. ``index`` is the sequence's
-    index in entry ``b``; ``context`` is up to six tokens ending with the one predicting.
+    right→wrong. ``rank_gt_*`` / ``p_lt_*``: the target is not among that step's logged
+    candidates, so its rank is above ``rank_gt`` and p below ``p_lt`` (else null). Each
+    list holds at most ``limit`` rows. ``index`` is the sequence's index in entry ``b``;
+    ``context`` is up to six tokens ending with the one predicting.
     """
     with synced(reader) as state:
         key = (a, b, limit, per_token)

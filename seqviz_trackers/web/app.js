@@ -47,10 +47,12 @@ function stepsKey(steps) {
   return `${steps.length}:${steps.length ? steps[0].step + ":" + steps[steps.length - 1].step : ""}`;
 }
 
-/** A sequence's mean p(target): a range when some targets are below the logged candidates. */
+/** A sequence's mean p(target): a range when some targets are below the logged candidates
+ *  (one number when both ends round to the same one). */
 function meanPText(figures) {
   if (!figures.below || figures.meanP === null) return fmtPct(figures.meanP);
-  return `${fmtPct(figures.meanP)}\u2013${fmtPct(figures.meanPMax)} (${figures.below} below top-${figures.belowK})`;
+  const low = fmtPct(figures.meanP), high = fmtPct(figures.meanPMax);
+  return `${low === high ? low : low + "\u2013" + high} (${figures.below} below top-${figures.belowK})`;
 }
 
 class SequenceView {

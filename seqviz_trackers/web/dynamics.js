@@ -6,6 +6,15 @@
 import { el, fmtNum, fmtPct, visibleToken } from "./util.js";
 import { canvasContext, themeColors } from "./chart.js";
 
+/** A diff row's p(target) and rank at one step: "< 0.8%" / "> 20" when the target is
+ *  outside the logged candidates (the route's p_lt_* / rank_gt_*). */
+function rowP(p, pLt) {
+  return p === null && pLt !== null && pLt !== undefined ? `< ${fmtPct(pLt)}` : fmtPct(p);
+}
+function rowRank(rank, rankGt) {
+  return rank ?? (rankGt ? `> ${rankGt}` : "\u2013");
+}
+
 // Δ log p(target) (nats) -> diverging bucket: 0 = much worse ... 4 = about the same ... 8 = much better
 const CHANGE_EDGES = [-2, -1, -0.4, -0.1, 0.1, 0.4, 1, 2];
 export const CHANGE_CLASS = ["tok d0", "tok d1", "tok d2", "tok d3", "tok d4", "tok d5", "tok d6", "tok d7", "tok d8"];
@@ -350,8 +359,8 @@ export class ChangeList {
       const num = (text, cls) => el("td", "num" + (cls ? " " + cls : ""), text);
       const dl = r.delta_logp;
       tr.append(where,
-        num(`${fmtPct(r.p_a)} \u2192 ${fmtPct(r.p_b)}`),
-        num(`${r.rank_a ?? "\u2013"} \u2192 ${r.rank_b ?? "\u2013"}`),
+        num(`${rowP(r.p_a, r.p_lt_a)} \u2192 ${rowP(r.p_b, r.p_lt_b)}`),
+        num(`${rowRank(r.rank_a, r.rank_gt_a)} \u2192 ${rowRank(r.rank_b, r.rank_gt_b)}`),
         num(signed(dl), dl === null || dl === undefined ? "" : dl < 0 ? "worse" : "better"),
         num(fmtNum(r.divergence, 2)));
       tbody.append(tr);
