@@ -12,6 +12,7 @@ import pytest
 pytest.importorskip("transformers")
 
 from hf_helpers import read  # noqa: E402
+from proc_helpers import cli_process  # noqa: E402
 from seqviz_trackers.cli.demo import PROBE_LINES, probe_accuracy  # noqa: E402
 
 pytestmark = pytest.mark.slow
@@ -68,10 +69,9 @@ def test_demo_serve_starts_the_live_dashboard(tmp_path):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     out = tmp_path / "demo"
-    proc = subprocess.Popen([sys.executable, "-m", "seqviz_trackers.cli", "demo", "--out", str(out), "--steps", "4",
-                             "--serve", "--port", str(port), "--no-wandb"],
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    proc = cli_process("demo", "--out", str(out), "--steps", "4", "--serve", "--port", str(port), "--no-wandb",
+                       stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                       env={**os.environ, "PYTHONUNBUFFERED": "1"})
     try:
         lines = []
         for line in proc.stdout:

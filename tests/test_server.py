@@ -19,6 +19,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
 from factories import make_entry
+from proc_helpers import cli_process
 from seqviz_trackers import TrainingDataWriter, encode_entry
 from seqviz_trackers.serve import api
 from seqviz_trackers.serve.server import start_in_thread
@@ -65,6 +66,24 @@ def recv(ws, kind: str, timeout: float = 5.0, **match):
         msg = json.loads(ws.recv(timeout=left))
         if msg["type"] == kind and all(msg.get(k) == v for k, v in match.items()):
             return msg
+
+
+def steps_become(ws, expected: list[int], timeout: float = 10.0) -> None:
+    """Follow the step list the server announces (``steps``, ``steps_added``, ``reset``)
+    until it is ``expected``: a file rewritten in place may first be seen empty."""
+    end = time.monotonic() + timeout
+    seen: list[int] | None = None
+    while seen != expected:
+        left = end - time.monotonic()
+        if left <= 0:
+            raise AssertionError(f"the steps announced are {seen}, not {expected}, after {timeout} s")
+        msg = json.loads(ws.recv(timeout=left))
+        if msg["type"] == "reset":
+            seen = []
+        elif msg["type"] == "steps":
+            seen = [s["step"] for s in msg["steps"]]
+        elif msg["type"] == "steps_added" and seen is not None:
+            seen += [s["step"] for s in msg["steps"]]
 
 
 def nothing(ws, kind: str, wait: float = 0.5) -> None:
@@ -159,10 +178,9 @@ def test_truncated_or_replaced_file_is_read_again(served):
     h = start()
     with connect(ws_url(h)) as ws:
         recv(ws, "step")
-        path.write_bytes(line(7))  # truncates to one shorter file
+        path.write_bytes(line(7))  # truncates to one shorter file (the server may see it empty first)
         recv(ws, "reset")
-        steps = recv(ws, "steps")
-        assert [s["step"] for s in steps["steps"]] == [7]
+        steps_become(ws, [7])
         assert recv(ws, "step")["entry"]["step"] == 7
         replacement = path.with_suffix(".new")
         replacement.write_bytes(line(8) + line(9) + line(10))
@@ -207,12 +225,13 @@ def test_many_clients_and_a_stalled_one(served, monkeypatch):
             recv(ws, "step")
         assert len(h.server.clients) == 51
         t0 = time.monotonic()
+        pacer, others = clients[0], clients[1:]
         with open(path, "ab") as f:
             for step in range(1, 41):  # separate batches: one message pair each
                 f.write(encode_entry({**big, "step": step}, validate=False))
                 f.flush()
-                time.sleep(0.03)
-        for ws in clients:
+                assert recv(pacer, "step", timeout=30)["entry"]["step"] == step  # sent before the next one is written
+        for ws in others:
             # every reader gets the last step although one client stopped reading
             end = time.monotonic() + 30
             last = '{"type":"step","run":"run","entry":{"step":40,'
@@ -341,8 +360,7 @@ def test_port_in_use_is_one_clear_line(tmp_path):
 def test_cli_serves_prints_url_and_stops_cleanly_on_ctrl_c(tmp_path):
     path = tmp_path / "run.jsonl"
     write(path, 1)
-    proc = subprocess.Popen([sys.executable, "-m", "seqviz_trackers.cli", "serve", "--file", str(path), "--port", "0"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = cli_process("serve", "--file", str(path), "--port", "0", stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         first = proc.stdout.readline()
         url_line = proc.stdout.readline()
@@ -360,8 +378,8 @@ def test_cli_serves_prints_url_and_stops_cleanly_on_ctrl_c(tmp_path):
 
 
 def test_non_loopback_bind_warns(tmp_path):
-    proc = subprocess.Popen([sys.executable, "-m", "seqviz_trackers.cli", "serve", "--file", str(tmp_path / "r.jsonl"),
-                             "--host", "0.0.0.0", "--port", "0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = cli_process("serve", "--file", str(tmp_path / "r.jsonl"), "--host", "0.0.0.0", "--port", "0",
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         proc.stdout.readline()
         proc.send_signal(signal.SIGINT)
@@ -386,8 +404,12 @@ def test_cli_bad_arguments_are_one_line(tmp_path, capsys):
 def test_a_slow_request_does_not_delay_live_steps(served, monkeypatch):
     import threading
 
-    def slow(runs, q):
-        time.sleep(1.5)
+    entered = threading.Semaphore(0)
+    release = threading.Event()
+
+    def slow(runs, q):  # answers only once the live step came through
+        entered.release()
+        release.wait(30)
         return {"slow": True}
 
     monkeypatch.setitem(api.ROUTES, "slow", slow)
@@ -400,11 +422,12 @@ def test_a_slow_request_does_not_delay_live_steps(served, monkeypatch):
         t = threading.Thread(target=lambda: answer.update(r=get(h, "/slow")))
         t.start()
         ws.send(json.dumps({"type": "get", "id": 3, "route": "slow", "params": {}}))
-        time.sleep(0.2)
-        t0 = time.monotonic()
-        write(path, 2)
-        assert recv(ws, "step")["entry"]["step"] == 2
-        assert time.monotonic() - t0 < 1.0  # not queued behind the slow route
+        try:
+            assert entered.acquire(timeout=10)  # a slow request is being answered
+            write(path, 2)
+            assert recv(ws, "step", timeout=10)["entry"]["step"] == 2  # not queued behind it
+        finally:
+            release.set()
         t.join(10)
         assert answer["r"][0] == 200 and json.loads(answer["r"][1]) == {"slow": True}
         assert recv(ws, "response", id=3, timeout=10)["body"] == {"slow": True}

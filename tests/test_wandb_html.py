@@ -16,6 +16,7 @@ from factories import HOSTILE, make_entry  # noqa: E402
 from seqviz_trackers import SeqVizLogger  # noqa: E402
 from wandb_helpers import html_files, init_run, offline_env, run_folder  # noqa: E402
 from wandb_panel import WandbMirror  # noqa: E402
+from playwright.sync_api import expect  # noqa: E402
 
 TEXTS = ["To be, or not to be, that is the question:", "Whether 'tis nobler in the mind to suffer"]
 #: Markup and CSS that make a browser load something (what the code loads is checked in Chromium).
@@ -100,7 +101,7 @@ def test_panel_from_disk_shows_the_tokens_and_keeps_hostile_text_literal(logged,
             assert any(t.startswith(token) for t in titles), f"token {token!r} not shown"
     index = next(i for i, t in enumerate(titles) if t.startswith(HOSTILE))
     page.locator(".tok").nth(index).click()  # its detail panel shows the token too
-    page.wait_for_timeout(200)
+    expect(page.locator(".detail .sel-head")).to_be_visible(timeout=10000)
     assert HOSTILE in page.inner_text("body")
     assert page.eval_on_selector_all("img", "els => els.length") == 0  # the token's <img> was never parsed
     assert page.dialogs == [] and page.js_errors == []

@@ -1,7 +1,7 @@
 // The dashboard: one state object, the controls, and the views built from it.
 // It talks to its data only through a source (see sources.js).
 
-import { el, fmtNum, fmtPct, METRICS, metricContext, readHash, writeHash, stepInfo } from "./util.js";
+import { el, fmtNum, fmtPct, METRICS, metricContext, readHash, writeHash, stepInfo, own, hashInt, visibleName } from "./util.js";
 import { LineChart } from "./chart.js";
 import { TokenGrid, paintGrids } from "./tokens.js";
 import { DetailPanel } from "./detail.js";
@@ -21,12 +21,12 @@ function numberOrNull(value) {
 }
 
 /** What the address says of the comparison and the changes, read alike at start and on
- *  every change of the hash. */
+ *  every change of the hash. Values that are not what they should be count as absent. */
 function hashView(h) {
   const tab = CHANGE_TABS.includes(h.changes) ? h.changes : null;
   return {
-    compare: h.cmp !== undefined, compareStep: numberOrNull(h.cmp),
-    changeFrom: numberOrNull(h.from),
+    compare: h.cmp !== undefined, compareStep: hashInt(h.cmp, null),
+    changeFrom: hashInt(h.from, null),
     changes: { open: tab !== null, tab: tab || "worsened", sort: null },
   };
 }
@@ -45,6 +45,21 @@ function stepOptions(steps) {
 /** Changes when the logged steps do (the pickers hold thousands of options: rebuilt only then). */
 function stepsKey(steps) {
   return `${steps.length}:${steps.length ? steps[0].step + ":" + steps[steps.length - 1].step : ""}`;
+}
+
+/** The metric the address names, when it is one (not "__proto__", "toString", ...). */
+function hashMetric(h) {
+  return own(METRICS, h.metric) ? h.metric : null;
+}
+
+/** The selected token the address names: {seq, index, side}. */
+function hashSelection(h, seqDefault) {
+  return { seq: hashInt(h.seq, seqDefault), index: hashInt(h.tok, -1), side: 0 };
+}
+
+/** A sequence's label: its name, or its place in the step. */
+function sequenceLabel(seq, seqIndex) {
+  return seq.name || `sequence ${seqIndex}`;
 }
 
 /** A sequence's mean p(target): a range when some targets are below the logged candidates
@@ -69,7 +84,9 @@ class SequenceView {
   render(seq, seqIndex, ctx, headText) {
     this.seqIndex = seqIndex;
     const figures = this.grid.render(seq, ctx);
-    this.name.textContent = headText || seq.name || `sequence ${seqIndex}`;
+    const name = headText || sequenceLabel(seq, seqIndex);
+    this.name.textContent = visibleName(name);
+    this.name.title = name;
     this.figures.textContent = `${figures.count} tokens \u00b7 mean p(target) ${meanPText(figures)} \u00b7 top-1 ${fmtPct(figures.accuracy)}`;
     return figures;
   }
@@ -90,11 +107,11 @@ export class Dashboard {
       runs: [], run: hash.run || null,
       steps: [], history: null, problems: [],
       index: -1, entry: null,
-      metric: METRICS[hash.metric] ? hash.metric : "prob",
+      metric: hashMetric(hash) || "prob",
       showIds: hash.ids !== "0",
-      sel: { seq: hash.seq !== undefined ? Number(hash.seq) || 0 : null, index: hash.tok !== undefined ? Number(hash.tok) : -1, side: 0 },
-      follow: hash.step === undefined,
-      wantStep: hash.step !== undefined ? Number(hash.step) : null,
+      sel: hashSelection(hash, null),
+      follow: hashInt(hash.step, null) === null,
+      wantStep: hashInt(hash.step, null),
       // compare, compareStep; training dynamics: colour by change from step `changeFrom`
       // (null: the previous logged step) to the step shown, and the list of what changed
       ...hashView(hash), compareEntry: null,
@@ -103,6 +120,7 @@ export class Dashboard {
       runCmp: runCompareHash(hash),
     };
     this.scrollToSeq = hash.seq !== undefined;
+    this.askedRun = hash.run || null;  // the run the address named (said when it is not there)
     this.cache = new Map();
     this.inflight = new Map();
     this.dynCache = new Map();  // diff / sequences / series answers of the current run
@@ -222,8 +240,9 @@ export class Dashboard {
   async start() {
     try {
       const runs = (await this.source.get("runs")).runs || [];
+      if (runs.length && !this.hasRun(runs, this.state.run)) this.state.run = this.firstRun(runs);
       this.setRuns(runs);
-      if (runs.length && !runs.some((r) => r.run === this.state.run)) this.state.run = runs[0].run;
+      if (this.askedRun && this.state.run !== this.askedRun) this.sayNoRun(this.askedRun, this.state.run);
       if (this.state.run) await this.loadRun(this.state.run);
       else this.showBanner("Waiting for the first step\u2026", "wait");
     } catch (err) {
@@ -233,6 +252,22 @@ export class Dashboard {
     }
   }
 
+  /** Whether `runs` (a `runs` answer's list) holds run `name` as a run one can show. */
+  hasRun(runs, name) {
+    return runs.some((r) => r.run === name && !r.compare_only);
+  }
+
+  firstRun(runs) {
+    const first = runs.find((r) => !r.compare_only);
+    return first ? first.run : null;
+  }
+
+  /** The address named a run that is not there: say so (`shown`, the first run, is shown instead). */
+  sayNoRun(name, shown) {
+    const instead = shown === null ? "" : `: showing \u201c${shown}\u201d instead`;
+    this.showBanner(`There is no run \u201c${name}\u201d here${instead}.`, "info", 10000);
+  }
+
   setRuns(runs) {
     this.state.runs = runs;
     this.runCompare.setRuns(runs);
@@ -240,11 +275,13 @@ export class Dashboard {
     if (this.state.run && !names.includes(this.state.run)) names.unshift(this.state.run);
     const current = [...this.runSelect.options].map((o) => o.value).join("\u0000");
     if (current !== names.join("\u0000")) {
-      this.runSelect.replaceChildren(...names.map((n) => { const o = el("option", "", n); o.value = n; return o; }));
+      this.runSelect.replaceChildren(...names.map((n) => { const o = el("option", "", visibleName(n)); o.value = n; o.title = n; return o; }));
     }
     if (this.state.run) this.runSelect.value = this.state.run;
     this.runSelect.hidden = names.length <= 1;
-    if (!this.options.title) this.titleEl.textContent = names.length === 1 ? names[0] : "";
+    const title = this.options.title || (names.length === 1 ? names[0] : "");
+    this.titleEl.textContent = visibleName(title);
+    this.titleEl.title = title;
   }
 
   async chooseRun(run) {
@@ -261,7 +298,13 @@ export class Dashboard {
   async loadRun(run) {
     this.source.watch(run);
     this.setRuns(this.state.runs);
-    const data = await this.source.get("steps", { run });
+    let data;
+    try {
+      data = await this.source.get("steps", { run });
+    } catch (err) {
+      if (run === this.state.run) this.showBanner(`Cannot load run \u201c${run}\u201d: ${err.message}`, "error");
+      return;
+    }
     if (run !== this.state.run) return;
     this.setSteps(data.steps || [], data.problems || [], data.history || null);
     let index = this.state.steps.length - 1;
@@ -655,7 +698,7 @@ export class Dashboard {
       this.compareViews = [new SequenceView(this, 0, 0), new SequenceView(this, 1, 0)];
       this.cmpCols.append(this.compareViews[0].root, this.compareViews[1].root);
     }
-    this.cmpSeqSelect.replaceChildren(...seqs.map((s, i) => { const o = el("option", "", s.name || `sequence ${i}`); o.value = String(i); return o; }));
+    this.cmpSeqSelect.replaceChildren(...seqs.map((s, i) => { const o = el("option", "", visibleName(sequenceLabel(s, i))); o.value = String(i); return o; }));
     this.cmpSeqSelect.value = String(seqIndex);
     const key = stepsKey(st.steps);
     if (key !== this.cmpStepsKey) {
@@ -681,7 +724,7 @@ export class Dashboard {
   /** The colour legend of the step shown; `shown`: the figures of the sequences drawn
    *  (targets outside the logged candidates get the "below top-k" swatch). */
   renderLegend(entry, shown) {
-    const metric = METRICS[this.state.metric];
+    const metric = own(METRICS, this.state.metric);
     this.legend.replaceChildren();
     if (this.state.metric === "change") { this.renderChangeLegend(); return; }
     if (this.state.metric === "vs") { this.runCompare.renderLegend(this.legend); return; }
@@ -739,7 +782,7 @@ export class Dashboard {
     const j = st.sel.index;
     const pred = (seq.predictions || []).find((p) => p.position === j - 1) || null;
     this.detail.show({
-      step: entry.step, seqLabel: seq.name || `sequence ${st.sel.seq || 0}`, index: j,
+      step: entry.step, seqLabel: sequenceLabel(seq, st.sel.seq || 0), index: j,
       token: seq.tokens[j], tokenId: seq.token_ids ? seq.token_ids[j] : undefined,
       prevToken: j > 0 ? seq.tokens[j - 1] : "", pred,
     });
@@ -812,12 +855,12 @@ export class Dashboard {
     const problems = this.state.problems || [];
     this.warnBtn.hidden = !problems.length;
     this.warnBtn.textContent = `\u26a0 ${problems.length} skipped line${problems.length === 1 ? "" : "s"}`;
-    this.warnList.replaceChildren(...problems.map((p) => el("div", "warn-item", `line ${p.line}: ${p.message}`)));
+    this.warnList.replaceChildren(...problems.map((p) => el("div", "warn-item", visibleName(`line ${p.line}: ${p.message}`))));
   }
 
   showBanner(text, kind, ms) {
     this.banner.hidden = false;
-    this.banner.textContent = text;
+    this.banner.textContent = visibleName(text);  // messages may quote names
     this.banner.className = "banner " + kind;
     this.bannerKind = kind;
     clearTimeout(this.bannerTimer);
@@ -877,8 +920,9 @@ export class Dashboard {
     if (location.hash === this.ownHash) return;
     const h = readHash(location.hash);
     const st = this.state;
-    if (h.metric && METRICS[h.metric]) { st.metric = h.metric; this.metricSelect.value = h.metric; }
-    st.sel = { seq: Number(h.seq) || 0, index: h.tok !== undefined ? Number(h.tok) : -1, side: 0 };
+    const metric = hashMetric(h);
+    if (metric) { st.metric = metric; this.metricSelect.value = metric; }
+    st.sel = hashSelection(h, 0);
     const view = hashView(h);
     st.compare = view.compare;
     if (view.compareStep !== null) st.compareStep = view.compareStep;
@@ -887,11 +931,28 @@ export class Dashboard {
     this.runCompare.applyHash(h);
     setPressed(this.compareBtn, st.compare);
     this.scrollToSeq = true;
-    if (h.run && h.run !== st.run) { st.wantStep = h.step !== undefined ? Number(h.step) : null; this.chooseRun(h.run); return; }
-    if (h.step !== undefined) {
-      const i = this.indexOfStep(Number(h.step), true);
+    const step = hashInt(h.step, null);
+    if (h.run && h.run !== st.run) { this.followHashRun(h.run, step); return; }
+    if (step !== null) {
+      const i = this.indexOfStep(step, true);
       if (i >= 0) { st.follow = false; this.goIndex(i, { keepFollow: true }); return; }
     }
     this.refresh();
+  }
+
+  /** The address names another run: show it when it exists (the list is asked again: it
+   *  may be new), else say so and show the first run. */
+  async followHashRun(name, step) {
+    let runs = this.state.runs;
+    if (!this.hasRun(runs, name)) {
+      try { runs = (await this.source.get("runs")).runs || []; } catch (err) { /* the list we have */ }
+      this.setRuns(runs);
+    }
+    const run = this.hasRun(runs, name) ? name : this.firstRun(runs);
+    if (run !== name) this.sayNoRun(name, run);
+    if (run === null) return;
+    if (run === this.state.run) { this.refresh(); return; }
+    this.state.wantStep = step;
+    await this.chooseRun(run);
   }
 }

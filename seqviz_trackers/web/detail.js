@@ -2,7 +2,7 @@
 // its history over the run (a sparkline of p(target) and rank, learned-at step marked),
 // the top-5 as labelled bars and the top-20 as a mini bar chart, the target in green.
 
-import { el, visibleToken, fmtNum, fmtPct } from "./util.js";
+import { el, visibleToken, visibleName, fmtNum, fmtPct } from "./util.js";
 import { predictionFacts, rankBound } from "./entry.js";
 import { Sparkline } from "./dynamics.js";
 
@@ -30,7 +30,9 @@ export class DetailPanel {
     head.append(chip);
     if (info.tokenId !== undefined && info.tokenId !== null) head.append(el("span", "faint", `id ${info.tokenId}`));
     root.append(head);
-    root.append(el("div", "faint small", `${info.seqLabel} \u00b7 position ${info.index} \u00b7 step ${info.step}`));
+    const where = el("div", "faint small sel-where", `${visibleName(info.seqLabel)} \u00b7 position ${info.index} \u00b7 step ${info.step}`);
+    where.title = info.seqLabel;
+    root.append(where);
     const f = predictionFacts(info.pred);
     if (!f) {
       root.append(el("p", "hint", "The first token has no prediction: nothing comes before it."));

@@ -3,7 +3,7 @@
 // list of what changed between two steps. Their data comes from the routes `series` and
 // `diff` (see docs/dynamics.md), through the same source as everything else.
 
-import { el, fmtNum, fmtPct, visibleToken } from "./util.js";
+import { el, fmtNum, fmtPct, visibleToken, visibleName } from "./util.js";
 import { canvasContext, themeColors } from "./chart.js";
 
 /** A diff row's p(target) and rank at one step: "< 0.8%" / "> 20" when the target is
@@ -269,7 +269,9 @@ export function sortableHead(columns, key, dir, firstDir, onSort) {
 /** The "token" cell of a row: its sequence, token number, context and the target after it. */
 export function whereCell(seqLabel, pos, context, target) {
   const where = el("td", "c-where");
-  where.append(el("span", "c-seq", seqLabel), el("span", "faint", ` #${pos + 1} `));
+  const seq = el("span", "c-seq", visibleName(seqLabel));
+  seq.title = seqLabel;
+  where.append(seq, el("span", "faint", ` #${pos + 1} `));
   where.append(el("span", "chip c-ctx", visibleToken(context)), el("span", "faint", " \u2192 "), el("span", "chip c-target", visibleToken(target)));
   return where;
 }

@@ -4,7 +4,7 @@
 // token drawn over its sparkline. Data: the `compare_runs` route (docs/dynamics.md) and
 // `series` of the other run, through the dashboard's source. State stays in app.state.
 
-import { el, fmtPct } from "./util.js";
+import { el, fmtPct, visibleName } from "./util.js";
 import { changesByToken, signed, sortRows, sortableHead, whereCell, pickableRow } from "./dynamics.js";
 
 const RUN_ROWS = 50;           // rows per list
@@ -85,7 +85,7 @@ export class RunCompare {
     none.value = "";
     const want = ["", ...names].join("\u0000");
     if ([...this.select.options].map((o) => o.value).join("\u0000") !== want) {
-      this.select.replaceChildren(none, ...names.map((n) => { const o = el("option", "", n); o.value = n; return o; }));
+      this.select.replaceChildren(none, ...names.map((n) => { const o = el("option", "", visibleName(n)); o.value = n; o.title = n; return o; }));
     }
     this.select.value = this.view.vs || "";
     this.control.hidden = !names.length;
@@ -162,7 +162,7 @@ export class RunCompare {
     legend.append(scale);
     const a = this.answer;
     if (!this.view.vs) legend.append(el("span", "legend-note", "choose a run under \u201ccompare with run\u201d"));
-    else if (a) legend.append(el("span", "legend-note", `A = ${a.run} at step ${a.a.step} \u00b7 B = ${a.vs} at step ${a.b.step}${a.b.exact ? "" : " (its nearest logged step at or before)"} \u00b7 grey: not compared`));
+    else if (a) legend.append(el("span", "legend-note", `A = ${visibleName(a.run)} at step ${a.a.step} \u00b7 B = ${visibleName(a.vs)} at step ${a.b.step}${a.b.exact ? "" : " (its nearest logged step at or before)"} \u00b7 grey: not compared`));
     else if (this.error) legend.append(el("span", "legend-note legend-error", this.error));
   }
 
@@ -174,7 +174,7 @@ export class RunCompare {
     if (root.hidden) return;
     root.replaceChildren();
     const head = el("div", "changes-head");
-    head.append(el("span", "changes-title", `Run ${st.run} (A) vs run ${this.view.vs} (B)`));
+    head.append(el("span", "changes-title", `Run ${visibleName(st.run)} (A) vs run ${visibleName(this.view.vs)} (B)`));
     const close = el("button", "btn icon changes-close", "\u2715");
     close.title = "close the list";
     close.setAttribute("aria-label", "close the run comparison list");
@@ -194,7 +194,7 @@ export class RunCompare {
     const probes = el("div", "runcmp-probes");
     for (const p of a.probes || []) {
       const line = el("div", "runcmp-probe " + p.status);
-      line.append(el("span", "c-seq", p.name || p.label || `seq ${p.seq_a ?? p.seq_b}`), el("span", "faint", ": "));
+      line.append(el("span", "c-seq", visibleName(p.name || p.label || `seq ${p.seq_a ?? p.seq_b}`)), el("span", "faint", ": "));
       if (p.status === "matched") line.append(el("span", "runcmp-verdict", p.verdict));
       else if (p.status === "different_text") line.append(el("span", "runcmp-mismatch", `not compared: ${p.reason}`));
       else line.append(el("span", "faint", `only in ${p.status === "only_a" ? "A" : "B"}`));

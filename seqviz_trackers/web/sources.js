@@ -10,7 +10,7 @@
 //         {type:"steps_added", run, steps}  {type:"step", run, entry}
 //         {type:"warning", run, line, message}  {type:"reset", run}  {type:"waiting", run?, message}
 
-import { stepInfo } from "./util.js";
+import { stepInfo, own } from "./util.js";
 
 class SourceBase {
   constructor() {
@@ -211,14 +211,14 @@ export class InlineSource extends SourceBase {
       return entry;
     }
     if (vs && route === "compare_runs") {
-      const answer = params.b === vs.run ? vs.answers[String(params.step)] : undefined;
+      const answer = params.b === vs.run ? own(vs.answers, String(params.step)) : undefined;
       if (!answer) throw new Error(`this page holds the comparison with run ${vs.run} at its own steps only`);
       return answer;
     }
     if (vs && route === "series" && params.run === vs.run) return inlineDynamics(vs.dynamics, vs.run, route, params);
     const dyn = this.data.extra && this.data.extra.dynamics;
     if (dyn && (route === "sequences" || route === "series" || route === "diff")) return inlineDynamics(dyn, this.runName, route, params);
-    const extra = this.data.extra && this.data.extra[route];
+    const extra = own(this.data.extra, route);
     if (extra !== undefined) return extra;
     throw new Error(`unknown route ${route}`);
   }
@@ -234,12 +234,12 @@ function inlineDynamics(dyn, run, route, params) {
   if (route === "sequences") {
     const seqs = Object.values(tracks).map((t) => ({ seq: t.seq, name: t.name, label: t.label, num_positions: t.p1000.length,
       num_steps: t.num_steps, first_step: t.steps[0] ?? null, last_step: t.steps[t.steps.length - 1] ?? null }));
-    const at = params.step !== undefined && dyn.at_step ? dyn.at_step[String(params.step)] : undefined;
+    const at = params.step !== undefined ? own(dyn.at_step, String(params.step)) : undefined;
     if (params.step !== undefined && !at) throw new Error(`no step ${params.step} in this page`);
     return { run, sequences: seqs, at_step: at ? { step: Number(params.step), seq: at } : null };
   }
   if (route === "series") {
-    const t = tracks[String(params.seq)];
+    const t = own(tracks, String(params.seq));
     const pos = Number(params.pos);
     if (!t || !(pos >= 0 && pos < t.p1000.length)) throw new Error(`no history of sequence ${params.seq} position ${params.pos} in this page`);
     const none = t.steps.map(() => null);
@@ -255,7 +255,7 @@ function inlineDynamics(dyn, run, route, params) {
   }
   const diffs = dyn.diffs || {};
   const b = params.b !== undefined ? String(params.b) : Object.keys(diffs).pop();
-  const d = b !== undefined ? diffs[b] : undefined;
+  const d = b !== undefined ? own(diffs, b) : undefined;
   if (!d) throw new Error(`Step ${params.b ?? "?"} is the first logged step here: there is no earlier step to compare with.`);
   if (params.a !== undefined && Number(params.a) !== d.a) throw new Error(`this page holds only the change from the previous logged step (${d.a}) to step ${d.b}`);
   return { run, ...d };

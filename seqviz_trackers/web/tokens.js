@@ -4,7 +4,7 @@
 // only the boxes near the visible part of the page exist in the DOM; they are reused
 // and only changed fields are written. Long sequences (thousands of tokens) stay fast.
 
-import { el, visibleToken, METRICS, BELOW_TOP } from "./util.js";
+import { el, visibleToken, METRICS, BELOW_TOP, own } from "./util.js";
 import { predictionFacts } from "./entry.js";
 import { CHANGE_CLASS, changeBucket } from "./dynamics.js";
 
@@ -163,7 +163,7 @@ export class TokenGrid {
     }
     const byChange = ctx.metric === "change";
     const change = byChange ? ctx.change || [] : null;
-    const metric = METRICS[ctx.metric] || METRICS.prob;
+    const metric = own(METRICS, ctx.metric) || METRICS.prob;
     let sumP = 0, nP = 0, hits = 0, nHit = 0, below = 0, sumBound = 0, belowK = 0;
     const items = this.items.length >= n ? this.items : this.items.concat(new Array(n - this.items.length).fill(null));
     const f = {};  // scratch, refilled for every token

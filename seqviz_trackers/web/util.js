@@ -17,14 +17,16 @@ const SHOWN_AS = { "\n": "\u21b5", "\t": "\u21e5", " ": "\u00b7", "\r": "\\r" };
 const PLAIN = /^[!-~]*$/;
 const INVISIBLE = /[\u0000-\u001f\u007f-\u009f\u00ad\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff]/;
 
-/** A token as a person can see it: spaces as a middle dot, newlines and tabs as arrows,
- *  other invisible characters as escapes like \x16 or \u200b. */
-export function visibleToken(text) {
+/** Text as a person can see it: invisible characters (controls, zero-width, bidi overrides
+ *  and isolates) as escapes like \x16 or \u202e; with `marks`, also spaces as a middle dot
+ *  and newlines and tabs as arrows (how tokens are shown). */
+function visibleText(text, marks) {
   if (text === undefined || text === null) return "";
+  text = String(text);
   if (PLAIN.test(text)) return text;
   let out = "";
-  for (const ch of String(text)) {
-    const mapped = SHOWN_AS[ch];
+  for (const ch of text) {
+    const mapped = marks ? SHOWN_AS[ch] : undefined;
     if (mapped) out += mapped;
     else if (INVISIBLE.test(ch)) {
       const code = ch.codePointAt(0);
@@ -32,6 +34,22 @@ export function visibleToken(text) {
     } else out += ch;
   }
   return out;
+}
+
+/** A token: whitespace made visible, other invisible characters as escapes. */
+export function visibleToken(text) {
+  return visibleText(text, true);
+}
+
+/** A sequence or run name: spaces stay spaces, invisible characters are escapes as in tokens
+ *  (so a name cannot reorder itself to look like another). */
+export function visibleName(text) {
+  return visibleText(text, false);
+}
+
+/** `table[key]` when `key` is the table's own (never a prototype's: "__proto__", "toString"). */
+export function own(table, key) {
+  return table && typeof key === "string" && Object.hasOwn(table, key) ? table[key] : undefined;
 }
 
 export function fmtNum(x, digits = 3) {
@@ -98,16 +116,27 @@ export function stepInfo(entry) {
   return { step: entry.step, loss: entry.loss ?? null, perplexity: entry.perplexity ?? null, timestamp: entry.timestamp ?? null };
 }
 
-/** Parse "#step=1200&seq=2" into an object of strings. */
+function decodePart(text) {
+  try { return decodeURIComponent(text); } catch (err) { return text; }  // a malformed escape stays as written
+}
+
+/** Parse "#step=1200&seq=2" into an object of strings (without a prototype: a key like
+ *  "__proto__" is a key like any other). */
 export function readHash(hash) {
-  const out = {};
+  const out = Object.create(null);
   for (const part of String(hash || "").replace(/^#/, "").split("&")) {
     if (!part) continue;
     const i = part.indexOf("=");
-    const key = decodeURIComponent(i < 0 ? part : part.slice(0, i));
-    out[key] = decodeURIComponent(i < 0 ? "" : part.slice(i + 1));
+    const key = decodePart(i < 0 ? part : part.slice(0, i));
+    out[key] = decodePart(i < 0 ? "" : part.slice(i + 1));
   }
   return out;
+}
+
+/** A whole number from the address, or `fallback` when it is absent or not one. */
+export function hashInt(value, fallback) {
+  const n = value === undefined || value === "" ? NaN : Number(value);
+  return Number.isSafeInteger(n) ? n : fallback;
 }
 
 export function writeHash(obj) {
