@@ -184,3 +184,23 @@ def test_unknown_option_and_bad_arguments():
         SeqVizCallback(every_n_steps=0)
     with pytest.raises(ValueError, match="probe_texts"):
         SeqVizCallback(probe_texts="one string")
+
+
+@pytest.mark.browser
+def test_seqviz_tab_of_the_lightning_run_in_tensorboard(logged_run, page, tmp_path):
+    from tb_helpers import TensorBoardProcess, wait_for
+    from test_tb_browser import _open_tab
+
+    proc = TensorBoardProcess(logged_run["root"] / "tb", load_fast=True, log_path=tmp_path / "tb.log")
+    try:
+        assert wait_for(lambda: proc.get("/data/plugins_listing")[1]["seqviz"]["enabled"], timeout=60)
+        runs = wait_for(lambda: proc.get("/data/plugin/seqviz/runs")[1]["runs"], timeout=60)
+        assert runs == [{"run": "lm/version_0", "num_steps": 4, "last_step": 6}]
+        frame = _open_tab(page, proc.url)
+        entry = read(Path(logged_run["tb"].log_dir) / "seqviz.jsonl")[-1]
+        n = sum(len(s["tokens"]) for s in entry["sequences"])
+        frame.wait_for_function(f"() => document.querySelectorAll('.tok').length === {n}", timeout=30_000)
+        assert "6" in frame.locator("body").inner_text()
+        assert page.js_errors == [], page.js_errors
+    finally:
+        proc.stop()
