@@ -15,18 +15,11 @@ from typing import Any, Callable
 import torch
 
 from ..capture import BatchCapture, CaptureOptions
+from ._probe import logits_of
 
 __all__ = ["ForwardCapture"]
 
 log = logging.getLogger("seqviz_trackers")
-
-
-def _logits_of(output: Any) -> Any:
-    """The logits in a model's output (a ``ModelOutput``, dict or tuple), or None."""
-    logits = output.get("logits") if isinstance(output, dict) else getattr(output, "logits", None)
-    if logits is None and isinstance(output, (tuple, list)):
-        logits = next((t for t in output if isinstance(t, torch.Tensor) and t.dim() == 3 and t.is_floating_point()), None)
-    return logits
 
 
 class ForwardCapture:
@@ -71,7 +64,7 @@ class ForwardCapture:
     def _post(self, module: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any) -> None:
         if not module.training or not torch.is_grad_enabled():
             return
-        logits = _logits_of(output)
+        logits = logits_of(output)
         if logits is None:
             self._warn_once("no-logits", "seqviz: capture_train: the model's training forward returned no logits "
                             "(a fused linear-cross-entropy loss never materialises them); nothing is captured")

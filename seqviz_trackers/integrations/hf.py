@@ -17,7 +17,6 @@ sharded models (FSDP, ZeRO-3) need.
 
 from __future__ import annotations
 
-import itertools
 import logging
 import math
 import os
@@ -32,6 +31,7 @@ from ..capture import capture_options
 from ..convert import perplexity, tensor_to_training_entry
 from ..logger import SeqVizLogger, global_rank
 from ._capture import ForwardCapture
+from ._probe import examples, mirror_target, probe_entry, probe_forward, probe_from_batch, probe_from_texts, tokenizer_of
 
 __all__ = ["VisualizationCallback", "tensorboard_run_dir"]
 
@@ -40,8 +40,6 @@ log = logging.getLogger("seqviz_trackers")
 #: A TensorBoard run directory whose event file changed this recently (seconds) is
 #: taken to be the one ``TensorBoardCallback`` just opened for this training.
 FRESH_RUN_SECONDS = 120.0
-
-_BATCH_KEYS = ("input_ids", "attention_mask", "labels")
 
 
 def tensorboard_run_dir(args: TrainingArguments) -> str:
@@ -64,32 +62,6 @@ def tensorboard_run_dir(args: TrainingArguments) -> str:
     from transformers.integrations.integration_utils import default_logdir
 
     return os.path.join(args.output_dir, default_logdir())
-
-
-def _tokenizer_of(obj: Any) -> Any:
-    """A tokenizer held by ``obj`` (a tokenizer, a processor, or a data collator), or None."""
-    if obj is None:
-        return None
-    if callable(getattr(obj, "convert_ids_to_tokens", None)):
-        return obj
-    for attr in ("tokenizer", "processing_class", "data_collator"):  # processor / collator / wrapped collator
-        inner = getattr(obj, attr, None)
-        if inner is not None and inner is not obj:
-            found = _tokenizer_of(inner)
-            if found is not None:
-                return found
-    return None
-
-
-def _examples(loader: Any, n: int) -> list[Any]:
-    """The first ``n`` examples of a dataloader's dataset (map-style or iterable)."""
-    dataset = getattr(loader, "dataset", None)
-    if dataset is None:
-        return []
-    try:
-        return [dataset[i] for i in range(min(n, len(dataset)))]
-    except (TypeError, NotImplementedError):
-        return list(itertools.islice(iter(dataset), n))
 
 
 def _eval_loss(metrics: dict[str, float]) -> float | None:
@@ -320,10 +292,10 @@ class VisualizationCallback(TrainerCallback):
 
     def _find_tokenizer(self, kwargs: dict[str, Any]) -> Any:
         if self._tokenizer is None:
-            self._tokenizer = _tokenizer_of(kwargs.get("processing_class"))
+            self._tokenizer = tokenizer_of(kwargs.get("processing_class"))
         for key in ("train_dataloader", "eval_dataloader"):
             if self._tokenizer is None:
-                self._tokenizer = _tokenizer_of(getattr(kwargs.get(key), "collate_fn", None))
+                self._tokenizer = tokenizer_of(getattr(kwargs.get(key), "collate_fn", None))
         return self._tokenizer
 
     def _log_probe(self, args: TrainingArguments, state: TrainerState, kwargs: dict[str, Any], *,
@@ -335,18 +307,15 @@ class VisualizationCallback(TrainerCallback):
         model = kwargs.get("model")
         if probe is None or model is None:
             return
-        logits = self._forward(model, probe)
+        logits = probe_forward(model, probe)
         self.probe_forwards += 1
         self._last_step = state.global_step
         if not state.is_world_process_zero:
             return
         try:
-            entry = tensor_to_training_entry(
-                logits, probe["input_ids"], self._tokenizer, step=state.global_step,
-                model_name=self.model_name or self._name_of(model), top_k=self.top_k,
-                attention_mask=probe.get("attention_mask"), labels=probe.get("labels"), names=probe["names"],
-                metadata=self._metadata(state, metrics or {}, source),
-            )
+            entry = probe_entry(logits, probe, self._tokenizer, state.global_step,
+                                model_name=self.model_name or self._name_of(model), top_k=self.top_k,
+                                metadata=self._metadata(state, metrics or {}, source))
         except ValueError as exc:  # e.g. NaN logits: say so, and let training go on
             log.warning("seqviz: step %d not logged: %s", state.global_step, exc)
             return
@@ -363,9 +332,9 @@ class VisualizationCallback(TrainerCallback):
         problem = "no evaluation data, training data or probe_texts"
         for key, prefix in (("eval_dataloader", "eval"), ("train_dataloader", "train")):
             loader = kwargs.get(key)
-            examples = _examples(loader, self.max_sequences_per_eval) if loader is not None else []
-            if examples:
-                self._probe = self._probe_from_examples(loader, examples, prefix)
+            rows = examples(loader, self.max_sequences_per_eval) if loader is not None else []
+            if rows:
+                self._probe = self._probe_from_examples(loader, rows, prefix)
                 if self._probe is None:
                     problem = f"the {prefix} batches hold no 'input_ids'; pass probe_texts=[...]"
                 break
@@ -375,41 +344,13 @@ class VisualizationCallback(TrainerCallback):
         return self._probe
 
     def _probe_from_texts(self, texts: list[str]) -> dict[str, Any]:
-        """Tokenize each text alone and right-pad with a mask: no pad token needed."""
-        rows = [list(self._tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts]
-        empty = [t for t, r in zip(texts, rows) if len(r) < 2]
-        if empty:
-            raise ValueError(f"probe text {empty[0]!r} has fewer than 2 tokens; nothing to predict")
-        pad = next((v for v in (getattr(self._tokenizer, "pad_token_id", None),
-                                getattr(self._tokenizer, "eos_token_id", None)) if isinstance(v, int)), 0)
-        width = max(len(r) for r in rows)
-        ids = torch.tensor([r + [pad] * (width - len(r)) for r in rows])
-        mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows])
-        return {"input_ids": ids, "attention_mask": mask, "names": [f"probe[{i}]" for i in range(len(rows))]}
+        return probe_from_texts(self._tokenizer, texts)
 
-    def _probe_from_examples(self, loader: Any, examples: list[Any], prefix: str) -> dict[str, Any] | None:
+    @staticmethod
+    def _probe_from_examples(loader: Any, rows: list[Any], prefix: str) -> dict[str, Any] | None:
         """Collate the examples as the Trainer would, keep the tensors on the host (None: no token ids)."""
-        batch = loader.collate_fn(examples) if getattr(loader, "collate_fn", None) else examples
-        if not hasattr(batch, "get") or batch.get("input_ids") is None:
-            return None
-        probe = {k: torch.as_tensor(batch[k]).cpu() for k in _BATCH_KEYS if batch.get(k) is not None}
-        probe["names"] = [f"{prefix}[{i}]" for i in range(probe["input_ids"].shape[0])]
-        return probe
-
-    def _forward(self, model: torch.nn.Module, probe: dict[str, Any]) -> torch.Tensor:
-        try:
-            device = next(model.parameters()).device
-        except StopIteration:
-            device = torch.device("cpu")
-        inputs = {k: probe[k].to(device) for k in ("input_ids", "attention_mask") if k in probe}
-        was_training = model.training
-        model.eval()
-        try:
-            with torch.no_grad():
-                out = model(**inputs)
-        finally:
-            model.train(was_training)
-        return out.logits if hasattr(out, "logits") else out[0]
+        batch = loader.collate_fn(rows) if getattr(loader, "collate_fn", None) else rows
+        return probe_from_batch(batch, prefix)
 
     # ---- writing -----------------------------------------------------------------------
 
@@ -430,11 +371,8 @@ class VisualizationCallback(TrainerCallback):
 
     def _mirror_targets(self, args: TrainingArguments) -> tuple[Any, Any]:
         report_to = args.report_to if isinstance(args.report_to, (list, tuple)) else [args.report_to]
-        tb = "tensorboard" in report_to if self.tensorboard is None else self.tensorboard
-        if tb is True:
-            tb = tensorboard_run_dir(args)
-        wb = "wandb" in report_to if self.wandb is None else self.wandb
-        return (tb or None), (wb or None)
+        return (mirror_target(self.tensorboard, "tensorboard" in report_to, lambda: tensorboard_run_dir(args)),
+                mirror_target(self.wandb, "wandb" in report_to, lambda: True))
 
     def _open(self, args: TrainingArguments, state: TrainerState) -> None:
         if self._logger is None and state.is_world_process_zero:
