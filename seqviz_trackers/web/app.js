@@ -31,6 +31,12 @@ function hashView(h) {
   };
 }
 
+/** The colours when the address names none: by the other run (Δ log p) when it names one
+ *  (`#run=A&vs=B`), else by p(target). */
+function defaultMetric(h) {
+  return h.vs ? "vs" : "prob";
+}
+
 /** Show a toggle button as on or off. */
 function setPressed(button, on) {
   button.classList.toggle("on", on);
@@ -88,7 +94,7 @@ export class Dashboard {
       runs: [], run: hash.run || null,
       steps: [], history: null, problems: [],
       index: -1, entry: null,
-      metric: METRICS[hash.metric] ? hash.metric : "prob",
+      metric: METRICS[hash.metric] ? hash.metric : defaultMetric(hash),
       showIds: hash.ids !== "0",
       sel: { seq: hash.seq !== undefined ? Number(hash.seq) || 0 : null, index: hash.tok !== undefined ? Number(hash.tok) : -1, side: 0 },
       follow: hash.step === undefined,
@@ -859,7 +865,7 @@ export class Dashboard {
       step: info && !st.follow ? info.step : undefined,
       seq: st.sel.seq ? st.sel.seq : undefined,
       tok: st.sel.index >= 0 ? st.sel.index : undefined,
-      metric: st.metric !== "prob" ? st.metric : undefined,
+      metric: st.metric !== defaultMetric({ vs: st.runCmp.vs }) ? st.metric : undefined,
       ids: st.showIds ? undefined : "0",
       cmp: st.compare ? (st.compareStep ?? "") : undefined,
       from: st.changeFrom ?? undefined,
@@ -875,7 +881,8 @@ export class Dashboard {
     if (location.hash === this.ownHash) return;
     const h = readHash(location.hash);
     const st = this.state;
-    if (h.metric && METRICS[h.metric]) { st.metric = h.metric; this.metricSelect.value = h.metric; }
+    const metric = h.metric && METRICS[h.metric] ? h.metric : defaultMetric(h);
+    if (metric !== st.metric) { st.metric = metric; this.metricSelect.value = metric; }
     st.sel = { seq: Number(h.seq) || 0, index: h.tok !== undefined ? Number(h.tok) : -1, side: 0 };
     const view = hashView(h);
     st.compare = view.compare;
