@@ -208,3 +208,55 @@ def test_learned_at_rows_are_numpy_free_json(runs_dir):
         for r in out[name]:
             assert all(not isinstance(v, np.generic) for v in r.values())
     json.dumps(out, allow_nan=False)
+
+
+# -- two real demo runs ----------------------------------------------------------------------
+DEMO_STEPS = 60  # about a minute each on a CPU
+
+
+@pytest.mark.slow
+def test_two_real_demo_runs_with_other_seeds_and_learning_rates(tmp_path):
+    """Two tiny GPT-2 runs of ``seqviz demo`` (seed 1 at the default learning rate, seed 2 at
+    2e-3): the same probes in both, so every probe matches and gets a verdict."""
+    pytest.importorskip("transformers")
+    import os
+    import re
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
+    args = {"a": ["--seed", "1"], "b": ["--seed", "2", "--lr", "2e-3"]}
+    procs = {name: subprocess.Popen([sys.executable, "-m", "seqviz_trackers.cli", "demo", "--out", str(tmp_path / name),
+                                     "--steps", str(DEMO_STEPS), "--no-wandb", *extra], env=env,
+                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for name, extra in args.items()}
+    for name, proc in procs.items():
+        out, _ = proc.communicate(timeout=600)
+        assert proc.returncode == 0, out[-3000:]
+    a, b = (tmp_path / name / "seqviz.jsonl" for name in ("a", "b"))
+
+    proc = subprocess.run([sys.executable, "-m", "seqviz_trackers.cli", "compare-runs", str(a), str(b)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    text = proc.stdout
+    assert f"step {DEMO_STEPS}: A at step {DEMO_STEPS}, B at step {DEMO_STEPS}\n" in text
+    assert "probes: 4 matched, 0 with different text, 0 only in A, 0 only in B" in text
+    verdicts = re.findall(r"^  (eval\[\d\]): (B ahead on \d+ tokens?, A on \d+(?:, \d+ learned at the same step)?, "
+                          r"\d+ learned by neither)$", text, re.M)
+    assert [name for name, _ in verdicts] == ["eval[0]", "eval[1]", "eval[2]", "eval[3]"], text
+
+    h = start_in_thread(logdir=tmp_path, port=0)
+    try:
+        with urllib.request.urlopen(f"{h.url.rstrip('/')}/compare_runs?a=a/seqviz&b=b/seqviz&tokens=1", timeout=60) as r:
+            body = json.loads(r.read())
+    finally:
+        h.stop()
+    assert (body["a"]["step"], body["b"]["step"], body["b"]["exact"]) == (DEMO_STEPS, DEMO_STEPS, True)
+    probes = body["probes"]
+    assert [p["status"] for p in probes] == ["matched"] * 4
+    assert [(p["name"], p["verdict"]) for p in probes] == verdicts
+    for p in probes:  # every predicted token compared, each counted once
+        assert p["compared"] == p["a_ahead"] + p["b_ahead"] + p["same"] + p["neither"] > 10
+    assert body["summary"]["compared"] == sum(p["compared"] for p in probes)
+    assert len(body["per_token"]) == 4 and body["biggest_gap"]
+    assert all(r["delta_logp"] is not None for r in body["biggest_gap"])
