@@ -13,7 +13,7 @@ import pytest
 from playwright.sync_api import expect
 
 from runs_compare_helpers import PROBE_IDS, _seq, run_entry, write_pair
-from seqviz_trackers import TrainingDataWriter
+from seqviz_trackers import SeqVizLogger, TrainingDataWriter
 from seqviz_trackers.serve.server import start_in_thread
 
 pytestmark = pytest.mark.browser
@@ -31,6 +31,13 @@ def served(tmp_path):
     h.folder = tmp_path
     yield h
     h.stop()
+
+
+def learned_everything_in_b(step):
+    """A step of run B where every position of the probe is top-1."""
+    entry = run_entry(step, "b")
+    entry["sequences"][0] = _seq(PROBE_IDS, [True] * (len(PROBE_IDS) - 1), "probe", step)
+    return entry
 
 
 def probe_tokens(scope):
@@ -134,11 +141,8 @@ def test_the_comparison_follows_a_step_of_run_b_logged_while_open(page, served):
     runcmp = page.locator(".runcmp")
     runcmp.locator(".btn.tab[data-tab='only_in_a']").click()
     expect(runcmp.locator(".change-row")).to_have_count(1)  # position 3
-    # run B logs step 50 where every position of the probe is top-1
-    entry = run_entry(50, "b")
-    entry["sequences"][0] = _seq(PROBE_IDS, [True] * (len(PROBE_IDS) - 1), "probe", 50)
     with TrainingDataWriter(served.folder / "b.jsonl") as w:
-        w.write_step(entry)
+        w.write_step(learned_everything_in_b(50))
     expect(page.locator(".legend-note")).to_contain_text("A = a at step 50 \u00b7 B = b at step 50 \u00b7", timeout=20_000)
     expect(runcmp.locator(".change-row")).to_have_count(0)  # B learned position 3 at 50
     runcmp.locator(".btn.tab[data-tab='earlier_in_a']").click()
@@ -178,6 +182,13 @@ def test_tensorboard_tab_with_two_runs(page, tmp_path):
         frame.locator(".run-select").select_option("a")
         expect(frame.locator(".step-label")).to_have_text("step 50", timeout=10_000)
         check_core(frame, "b")
+        # run B logs step 50 while the tab is open: the polled tab compares with it
+        with SeqVizLogger(tensorboard=tmp_path / "logs" / "b") as logger:
+            logger.log_step(learned_everything_in_b(50))
+        expect(frame.locator(".legend-note")).to_contain_text("B = b at step 50 \u00b7", timeout=30_000)
+        frame.locator(".runcmp .btn.tab[data-tab='only_in_a']").click()
+        expect(frame.locator(".runcmp .change-row")).to_have_count(0)
+        assert frame.locator(".vs-select").input_value() == "b"
         assert page.js_errors == [], page.js_errors
     finally:
         tb.stop()
