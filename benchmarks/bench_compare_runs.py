@@ -3,14 +3,16 @@
 Two synthetic runs shaped like the converter's output (``bench_dynamics.make_entry``, one
 candidate per position to keep the files small: the route reads the series, not the
 candidates): STEPS steps x SEQS sequences x POSITIONS positions with the same probes and
-different learned-at steps; run B logs every other step only, so its steps are aligned to
-the nearest one at or before. Written with ``TrainingDataWriter`` (not timed) to a
+different learned-at steps. Both runs log STEPS steps, run B every other step number
+(0, 2, 4, ...: twice the span), so A's odd steps are aligned to B's nearest step at or
+before. Written with ``TrainingDataWriter`` (not timed) to a
 temporary folder, then, all in this one run:
 
 - build: ``dynamics_for`` of both readers (what the first request pays, once per run);
-- warm: ``compare_runs?a&b&step&tokens=1&limit=50`` through the route table, at the last
-  step, a middle step and an early step (goal <= 300 ms at 2 x 1,000 x 4 x 512), plus the
-  JSON encoding of the answer (what a back end adds).
+- warm: ``compare_runs?a&b&step&tokens=1&limit=50`` through the route table at B's last
+  step (both runs whole: every logged step of each read), A's last step, a middle and an
+  early step (goal <= 300 ms at 2 x 1,000 x 4 x 512), plus the JSON encoding of the answer
+  (what a back end adds).
 
     python benchmarks/bench_compare_runs.py [--steps 1000] [--seqs 4] [--positions 512] [--repeat 5]
 """
@@ -51,7 +53,7 @@ def main() -> None:
     args = ap.parse_args()
     base_ids = np.random.default_rng(0).integers(0, 50257, (args.seqs, args.positions + 1))
     steps_a = list(range(args.steps))
-    steps_b = steps_a[::2]
+    steps_b = [2 * s for s in steps_a]
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
         paths = {"a": os.path.join(tmp, "a.jsonl"), "b": os.path.join(tmp, "b.jsonl")}
@@ -70,7 +72,8 @@ def main() -> None:
         build = time.perf_counter() - t0
         print(f"build both runs' series (dynamics_for, columns files): {build:.2f} s, once")
 
-        for label, step in (("last step", steps_a[-1]), ("middle step", steps_a[len(steps_a) // 2] + 1),
+        for label, step in (("B's last step (both runs whole)", steps_b[-1]), ("A's last step", steps_a[-1]),
+                            ("middle step", steps_a[len(steps_a) // 2] + 1),
                             ("early step", steps_a[len(steps_a) // 10] + 1)):
             query = {"a": "a", "b": "b", "step": str(step), "tokens": "1", "limit": "50"}
             status, body = handle(runs, "compare_runs", query)  # first call at this step

@@ -10,63 +10,20 @@ import urllib.request
 
 import numpy as np
 import pytest
-import torch
 
-from seqviz_trackers import SeqVizLogger, TrainingDataReader, TrainingDataWriter, tensor_to_training_entry
+from seqviz_trackers import TrainingDataReader, TrainingDataWriter
 from seqviz_trackers.cli import main as cli_main_fn
 from seqviz_trackers.dynamics import Dynamics, compare_runs_json, dynamics_for
 from seqviz_trackers.dynamics.runs_compare import _run_at
 from seqviz_trackers.serve.api import ROUTES, Runs, handle
 from seqviz_trackers.serve.server import start_in_thread
 from test_dynamics import STEPS, synthetic_entry, write_synthetic
-
-V = 16
-PROBE_IDS = [1, 2, 3, 4, 5, 6, 7]  # positions 0..5 predict ids 2..7
-TOP1, FAR = 5.0, -1.0
-STEPS_A = [0, 10, 20, 30, 40, 50]
-STEPS_B = [0, 15, 30, 45]
-NEVER = 10**9
-# step from which each position of "probe" is top-1 in each run (position 4 of run A: top-1 at step 10 only)
-LEARN_A = [10, 30, NEVER, 0, NEVER, 30]
-LEARN_B = [30, 15, 15, NEVER, NEVER, 30]
-
-
-def _logits(ids: list[int], top1: list[bool]) -> torch.Tensor:
-    x = torch.zeros(1, len(ids), V)
-    x[0, :, 0] = 2.0
-    for pos, hit in enumerate(top1):
-        x[0, pos, ids[pos + 1]] = TOP1 if hit else FAR
-    return x
-
-
-def _seq(ids: list[int], top1: list[bool], name: str | None, step: int) -> dict:
-    return tensor_to_training_entry(_logits(ids, top1), torch.tensor([ids]), None, step=step,
-                                    names=[name] if name else None)["sequences"][0]
-
-
-def run_entry(step: int, run: str) -> dict:
-    learn = LEARN_A if run == "a" else LEARN_B
-    top1 = [step >= s for s in learn]
-    if run == "a":
-        top1[4] = step == 10
-    seqs = [_seq(PROBE_IDS, top1, "probe", step)]
-    # the same name with another text in each run (as with another tokenizer): never compared
-    seqs.append(_seq([1, 2, 3] if run == "a" else [1, 2, 9], [True, True], "text", step))
-    seqs.append(_seq([3, 4, 5], [True, False], "extra-a", step) if run == "a" else _seq([9, 8, 7], [True, True], None, step))
-    return {"step": step, "loss": 1.0, "sequences": seqs}
-
-
-def write_run(path, run: str):
-    with TrainingDataWriter(path) as w:
-        for step in STEPS_A if run == "a" else STEPS_B:
-            w.write_step(run_entry(step, run))
-    return path
+from runs_compare_helpers import _seq, mirror_pair, run_entry, write_pair, write_run
 
 
 @pytest.fixture
 def runs_dir(tmp_path):
-    write_run(tmp_path / "a.jsonl", "a")
-    write_run(tmp_path / "b.jsonl", "b")
+    write_pair(tmp_path)
     return tmp_path
 
 
@@ -200,10 +157,7 @@ def test_served_by_seqviz_serve_and_the_tensorboard_plugin(runs_dir, tmp_path):
     from tb_helpers import wsgi_app
 
     logs = tmp_path / "logs"
-    for run in ("a", "b"):
-        with SeqVizLogger(tensorboard=logs / run) as logger:
-            for step in STEPS_A if run == "a" else STEPS_B:
-                logger.log_step(run_entry(step, run))
+    mirror_pair(logs)
     client, _, _ = wsgi_app(logs)
     r = client.get("/data/plugin/seqviz/compare_runs", query_string={"a": "a", "b": "b"})
     assert r.status_code == 200, r.json
@@ -254,3 +208,55 @@ def test_learned_at_rows_are_numpy_free_json(runs_dir):
         for r in out[name]:
             assert all(not isinstance(v, np.generic) for v in r.values())
     json.dumps(out, allow_nan=False)
+
+
+# -- two real demo runs ----------------------------------------------------------------------
+DEMO_STEPS = 60  # about a minute each on a CPU
+
+
+@pytest.mark.slow
+def test_two_real_demo_runs_with_other_seeds_and_learning_rates(tmp_path):
+    """Two tiny GPT-2 runs of ``seqviz demo`` (seed 1 at the default learning rate, seed 2 at
+    2e-3): the same probes in both, so every probe matches and gets a verdict."""
+    pytest.importorskip("transformers")
+    import os
+    import re
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
+    args = {"a": ["--seed", "1"], "b": ["--seed", "2", "--lr", "2e-3"]}
+    procs = {name: subprocess.Popen([sys.executable, "-m", "seqviz_trackers.cli", "demo", "--out", str(tmp_path / name),
+                                     "--steps", str(DEMO_STEPS), "--no-wandb", *extra], env=env,
+                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for name, extra in args.items()}
+    for name, proc in procs.items():
+        out, _ = proc.communicate(timeout=600)
+        assert proc.returncode == 0, out[-3000:]
+    a, b = (tmp_path / name / "seqviz.jsonl" for name in ("a", "b"))
+
+    proc = subprocess.run([sys.executable, "-m", "seqviz_trackers.cli", "compare-runs", str(a), str(b)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    text = proc.stdout
+    assert f"step {DEMO_STEPS}: A at step {DEMO_STEPS}, B at step {DEMO_STEPS}\n" in text
+    assert "probes: 4 matched, 0 with different text, 0 only in A, 0 only in B" in text
+    verdicts = re.findall(r"^  (eval\[\d\]): (B ahead on \d+ tokens?, A on \d+(?:, \d+ learned at the same step)?, "
+                          r"\d+ learned by neither)$", text, re.M)
+    assert [name for name, _ in verdicts] == ["eval[0]", "eval[1]", "eval[2]", "eval[3]"], text
+
+    h = start_in_thread(logdir=tmp_path, port=0)
+    try:
+        with urllib.request.urlopen(f"{h.url.rstrip('/')}/compare_runs?a=a/seqviz&b=b/seqviz&tokens=1", timeout=60) as r:
+            body = json.loads(r.read())
+    finally:
+        h.stop()
+    assert (body["a"]["step"], body["b"]["step"], body["b"]["exact"]) == (DEMO_STEPS, DEMO_STEPS, True)
+    probes = body["probes"]
+    assert [p["status"] for p in probes] == ["matched"] * 4
+    assert [(p["name"], p["verdict"]) for p in probes] == verdicts
+    for p in probes:  # every predicted token compared, each counted once
+        assert p["compared"] == p["a_ahead"] + p["b_ahead"] + p["same"] + p["neither"] > 10
+    assert body["summary"]["compared"] == sum(p["compared"] for p in probes)
+    assert len(body["per_token"]) == 4 and body["biggest_gap"]
+    assert all(r["delta_logp"] is not None for r in body["biggest_gap"])

@@ -31,6 +31,12 @@ function hashView(h) {
   };
 }
 
+/** The colours when the address names none: by the other run (Δ log p) when it names one
+ *  (`#run=A&vs=B`), else by p(target). */
+function defaultMetric(h) {
+  return h.vs ? "vs" : "prob";
+}
+
 /** Show a toggle button as on or off. */
 function setPressed(button, on) {
   button.classList.toggle("on", on);
@@ -107,7 +113,7 @@ export class Dashboard {
       runs: [], run: hash.run || null,
       steps: [], history: null, problems: [],
       index: -1, entry: null,
-      metric: hashMetric(hash) || "prob",
+      metric: hashMetric(hash) || defaultMetric(hash),
       showIds: hash.ids !== "0",
       sel: hashSelection(hash, null),
       follow: hashInt(hash.step, null) === null,
@@ -904,7 +910,7 @@ export class Dashboard {
       step: info && !st.follow ? info.step : undefined,
       seq: st.sel.seq ? st.sel.seq : undefined,
       tok: st.sel.index >= 0 ? st.sel.index : undefined,
-      metric: st.metric !== "prob" ? st.metric : undefined,
+      metric: st.metric !== defaultMetric({ vs: st.runCmp.vs }) ? st.metric : undefined,
       ids: st.showIds ? undefined : "0",
       cmp: st.compare ? (st.compareStep ?? "") : undefined,
       from: st.changeFrom ?? undefined,
@@ -920,8 +926,8 @@ export class Dashboard {
     if (location.hash === this.ownHash) return;
     const h = readHash(location.hash);
     const st = this.state;
-    const metric = hashMetric(h);
-    if (metric) { st.metric = metric; this.metricSelect.value = metric; }
+    const metric = hashMetric(h) || defaultMetric(h);
+    if (metric !== st.metric) { st.metric = metric; this.metricSelect.value = metric; }
     st.sel = hashSelection(h, 0);
     const view = hashView(h);
     st.compare = view.compare;

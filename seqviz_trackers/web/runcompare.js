@@ -80,7 +80,12 @@ export class RunCompare {
   setRuns(runs) {
     const st = this.app.state;
     const names = runs.map((r) => r.run).filter((n) => n !== st.run);
-    if (this.view.vs && !names.includes(this.view.vs)) names.push(this.view.vs);
+    if (this.view.vs && runs.length && !names.includes(this.view.vs)) {  // the address named a run not here
+      this.app.showBanner(`There is no other run \u201c${visibleName(this.view.vs)}\u201d to compare with.`, "info", 10000);
+      this.view.vs = null;
+      if (st.metric === "vs") { st.metric = "prob"; this.app.metricSelect.value = "prob"; }
+      this.follow();
+    }
     const none = el("option", "", "\u2013 none \u2013");
     none.value = "";
     const want = ["", ...names].join("\u0000");
