@@ -22,7 +22,7 @@ from ..format.schema import SchemaValidationError, check_schema, find_non_finite
 
 __all__ = [
     "TrainingDataWriter", "TrainingDataReader", "StepInfo", "Problem", "Update",
-    "encode_entry", "LocalFiles",
+    "encode_entry", "client_json", "parse_line", "LocalFiles", "MAX_STEP",
 ]
 
 log = logging.getLogger(__name__)
@@ -32,6 +32,9 @@ HEADER = ("step", "timestamp", "loss", "perplexity")
 _NUM = rb"(-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?|null)"
 _HEADER_RE = re.compile(rb'\{"step":(\d+),"timestamp":' + _NUM + rb',"loss":' + _NUM + rb',"perplexity":' + _NUM + rb"[,}]")
 _BLOCK = 1 << 20
+#: The largest step number (steps are int64 wherever they are counted, as in NumPy and SQL).
+MAX_STEP = (1 << 63) - 1
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def encode_entry(entry: dict[str, Any], validate: bool = True) -> bytes:
@@ -54,6 +57,37 @@ def encode_entry(entry: dict[str, Any], validate: bool = True) -> bytes:
     except TypeError as exc:
         raise SchemaValidationError(f"cannot be written as JSON ({exc})") from None
     return text.encode("utf-8") + b"\n"
+
+
+def client_json(value: Any) -> bytes:
+    """``value`` as the JSON a client (a browser) gets: strict JSON, in UTF-8, whatever it
+    holds. Non-finite numbers (NaN, Infinity: a step read from a file written with Python's
+    ``json.dumps`` defaults) become ``null``, which the dashboard shows as unknown, and a
+    lone surrogate (text that is not Unicode, say from a file name) becomes U+FFFD. Every
+    back end encodes what it sends to a dashboard here.
+
+    Raises:
+        TypeError: ``value`` holds something JSON has no form for.
+    """
+    try:
+        text = json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    except ValueError:
+        text = json.dumps(_finite(value), ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        return _LONE_SURROGATE.sub("\ufffd", text).encode("utf-8")
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with every NaN/Infinity float replaced by None."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(item) for item in value]
+    return value
 
 
 class TrainingDataWriter:
@@ -219,8 +253,15 @@ def _number(raw: bytes) -> float | None:
     return None if raw == b"null" else float(raw)
 
 
-def parse_line(raw: bytes) -> dict[str, Any]:
-    """One line as an entry dict, or :class:`ValueError` saying what is wrong with it."""
+def parse_line(raw: bytes, notes: list[str] | None = None) -> dict[str, Any]:
+    """One line as an entry dict, or :class:`ValueError` saying what is wrong with it.
+
+    THE decoding of a line, for every reader. Text that is not Unicode, a lone surrogate
+    escape such as ``"\\ud800"`` (valid JSON, written by some tools), is read as U+FFFD;
+    ``notes`` (when given) gets one message saying where (``seqviz validate`` reports it as
+    a warning). NaN and Infinity are read as Python floats (``json.loads`` accepts them);
+    consumers treat them as unknown and :func:`client_json` sends them as null.
+    """
     try:
         entry = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -230,7 +271,38 @@ def parse_line(raw: bytes) -> dict[str, Any]:
     step = entry.get("step")
     if not isinstance(step, int) or isinstance(step, bool) or step < 0:
         raise ValueError(f"field 'step' is missing or not a non-negative integer ({step!r})")
+    if step > MAX_STEP:
+        raise ValueError(_too_big(step))
+    if b"\\ud" in raw or b"\\uD" in raw:  # a surrogate escape: a valid pair is one character already
+        found: list[str] = []
+        entry = _replace_lone_surrogates(entry, "$", found)
+        if found and notes is not None:
+            notes.append(f"{found[0]}: holds a lone surrogate escape (\\ud800-\\udfff), which is not Unicode text; "
+                         f"read as U+FFFD{f' (and {len(found) - 1} more)' if len(found) > 1 else ''}")
     return entry
+
+
+def _too_big(step: int) -> str:
+    return f"field 'step' is {step}, past the largest step number 2**63 - 1"
+
+
+def _replace_lone_surrogates(value: Any, path: str, found: list[str]) -> Any:
+    """``value`` with each lone surrogate in its text (keys too) replaced by U+FFFD; the
+    JSON path of each string changed is added to ``found``."""
+    if isinstance(value, str):
+        if _LONE_SURROGATE.search(value):
+            found.append(path)
+            return _LONE_SURROGATE.sub("\ufffd", value)
+        return value
+    if isinstance(value, dict):
+        out = {}
+        for key, item in value.items():
+            fixed = _replace_lone_surrogates(key, f"{path} (a key)", found)
+            out[fixed] = _replace_lone_surrogates(item, f"{path}.{fixed}", found)
+        return out
+    if isinstance(value, list):
+        return [_replace_lone_surrogates(item, f"{path}[{i}]", found) for i, item in enumerate(value)]
+    return value
 
 
 def finite_number(value: Any) -> float | None:
@@ -323,6 +395,8 @@ class TrainingDataReader:
         if start == end or data[start:end].isspace():
             return
         m = _HEADER_RE.match(data, start, min(end, start + 256))
+        if m and int(m[1]) > MAX_STEP:
+            m = None  # parsed whole below, and refused there
         if m:
             info = StepInfo(int(m[1]), self._line, offset, end - start, _number(m[3]), _number(m[4]), _number(m[2]))
         else:
