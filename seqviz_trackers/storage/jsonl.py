@@ -339,7 +339,8 @@ class TrainingDataReader:
         self._clear()
 
     def _clear(self) -> None:
-        self._offset = 0
+        self._offset = 0  # where the next line starts: the end of the last complete line
+        self._scanned = 0  # how far the file has been read (past _offset: no newline there)
         self._line = 0
         self._identity: Any = None
         self._by_step: dict[int, StepInfo] = {}
@@ -367,28 +368,45 @@ class TrainingDataReader:
             self._clear()
             update.reset = True
         self._identity = identity
-        if size == self._offset:
+        if self._scanned > size:  # the incomplete last line was cut back: look at it again
+            self._scanned = self._offset
+        if size <= max(self._offset, self._scanned):
             return update
         with self.files.open(self.path) as f:
-            f.seek(self._offset)
-            carry = b""
-            base = self._offset
+            # Bytes from self._offset (the start of an incomplete last line) to self._scanned
+            # hold no newline: only what came after them is read, so a huge fragment costs
+            # its bytes once, not once per poll.
+            pos = max(self._offset, self._scanned)
+            f.seek(pos)
             while True:
                 block = f.read(_BLOCK)
                 if not block:
                     break
-                data = carry + block
-                start = 0
-                while True:
-                    nl = data.find(b"\n", start)
-                    if nl < 0:
-                        break
-                    self._index_line(data, start, nl, base + start, update)
-                    start = nl + 1
-                base += start
-                carry = data[start:]
-            self._offset = base  # an incomplete last line waits for its newline
+                nl = block.rfind(b"\n")
+                if nl < 0:
+                    pos += len(block)
+                    continue
+                end = pos + nl + 1
+                if self._offset == pos:
+                    data = block  # its bytes after the last newline are not a line yet
+                else:  # a line began in an earlier block: its bytes are read now, once
+                    f.seek(self._offset)
+                    data = f.read(end - self._offset)
+                self._index_lines(data, self._offset, update)
+                self._offset = pos = end
+                f.seek(end)
+            self._scanned = pos  # an incomplete last line waits for its newline
         return update
+
+    def _index_lines(self, data: bytes, base: int, update: Update) -> None:
+        """Index the complete lines of ``data`` (those ending in a newline), found at ``base``."""
+        start = 0
+        while True:
+            nl = data.find(b"\n", start)
+            if nl < 0:
+                return
+            self._index_line(data, start, nl, base + start, update)
+            start = nl + 1
 
     def _index_line(self, data: bytes, start: int, end: int, offset: int, update: Update) -> None:
         self._line += 1
