@@ -2,7 +2,9 @@
 
 Writing appends each entry as one line in a single ``write`` call, so a crash can at
 worst leave an incomplete *last* line, which the next writer removes and every reader
-skips. Reading indexes the byte offset of each line once and extends the index as the
+skips. A writer holds an exclusive advisory lock (``flock``) on its file while it is
+open: a second writer on the same file is an error, so no writer ever cuts a line another
+is still writing; a write that fails (a full disk) is cut off again. Reading indexes the byte offset of each line once and extends the index as the
 file grows, so ``get_step`` is one seek and one parse, however long the run.
 """
 
@@ -21,9 +23,14 @@ from typing import Any, BinaryIO, Iterator, Protocol
 from ..format.schema import SchemaValidationError, check_schema, find_non_finite
 
 __all__ = [
-    "TrainingDataWriter", "TrainingDataReader", "StepInfo", "Problem", "Update",
+    "TrainingDataWriter", "FileInUseError", "TrainingDataReader", "StepInfo", "Problem", "Update",
     "encode_entry", "client_json", "parse_line", "LocalFiles", "MAX_STEP",
 ]
+
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks
+    fcntl = None  # type: ignore[assignment]
 
 log = logging.getLogger(__name__)
 
@@ -90,11 +97,21 @@ def _finite(value: Any) -> Any:
     return value
 
 
+class FileInUseError(OSError):
+    """Another :class:`TrainingDataWriter` (in this process or another) is writing the file."""
+
+
 class TrainingDataWriter:
     """Append entries to a JSONL file, one line per step.
 
     >>> with TrainingDataWriter("runs/a/steps.jsonl") as w:
     ...     w.write_step(entry)
+
+    One writer per file: the writer holds an advisory lock (``fcntl.flock``) on the file
+    until :meth:`close`, and opening a second one on it (from any process) raises
+    :class:`FileInUseError`. Only the lock holder removes an incomplete last line; on a
+    file system without locks, that line is kept and the first new line starts on a line
+    of its own.
 
     Args:
         path: the file; parent folders are created.
@@ -110,10 +127,20 @@ class TrainingDataWriter:
         self.path = Path(path)
         self.validate = validate
         self.fsync = fsync
+        self._columns: Any = None
+        self._unusable: str | None = None  # why writing stopped: a failed write could not be undone
+        self._newline_first = False  # an incomplete tail left in place must not be glued to
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._fd: int | None = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
-        self._drop_incomplete_tail()
-        self._columns: Any = None
+        try:
+            if self._lock():
+                self._drop_incomplete_tail()
+            else:
+                self._newline_first = self._tail_start() < os.fstat(self._fd).st_size
+        except BaseException:
+            os.close(self._fd)
+            self._fd = None
+            raise
         if columns:
             try:
                 from .columns import ColumnsWriter
@@ -122,11 +149,27 @@ class TrainingDataWriter:
             except OSError as exc:
                 log.warning("%s: no columns file (%s); dynamics views will parse the JSONL instead", self.path, exc)
 
-    def _drop_incomplete_tail(self) -> None:
-        """A writer that died mid-line left bytes with no newline: remove them."""
+    def _lock(self) -> bool:
+        """Hold an exclusive advisory lock (``flock``) on the file while this writer is open:
+        True when held. Raises :class:`FileInUseError` when another writer holds it."""
+        if fcntl is None:
+            return False
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise FileInUseError(
+                f"{self.path}: another writer is appending to this file (another process, or another "
+                "TrainingDataWriter in this one); two writers on one file would mix two runs and cut each "
+                "other's lines: stop the other one, or write to another file") from None
+        except OSError as exc:  # a file system without locks (some network mounts)
+            log.warning("%s: cannot lock the file (%s): a second writer on it would go unnoticed, and an "
+                        "incomplete last line is kept (it may be another writer's)", self.path, exc)
+            return False
+        return True
+
+    def _tail_start(self) -> int:
+        """Where the file's incomplete last line starts (its size when there is none)."""
         size = os.fstat(self._fd).st_size
-        if size == 0:
-            return
         with open(self.path, "rb") as f:
             pos = size
             while pos > 0:
@@ -135,9 +178,15 @@ class TrainingDataWriter:
                 block = f.read(pos - start)
                 nl = block.rfind(b"\n")
                 if nl >= 0:
-                    pos = start + nl + 1
-                    break
+                    return start + nl + 1
                 pos = start
+        return 0
+
+    def _drop_incomplete_tail(self) -> None:
+        """A writer that died mid-line left bytes with no newline: remove them (only ever
+        called holding the lock, so no live writer's line is cut)."""
+        size = os.fstat(self._fd).st_size
+        pos = self._tail_start() if size else 0
         if pos < size:
             log.warning("%s: removed an incomplete last line (%d bytes) left by an interrupted writer", self.path, size - pos)
             os.ftruncate(self._fd, pos)
@@ -148,25 +197,49 @@ class TrainingDataWriter:
 
     def write_line(self, line: bytes, entry: dict[str, Any] | None = None) -> int:
         """Append one line already made by :func:`encode_entry` from ``entry``
-        (give the entry to keep the columns file up to date)."""
+        (give the entry to keep the columns file up to date).
+
+        A write that fails (a full disk: ``OSError``) or is interrupted leaves the file as
+        it was before it: the bytes written are cut off again, so a retry writes a whole
+        line. If even that fails, the writer refuses every later write (``OSError``)."""
         if self._fd is None:
             raise ValueError(f"{self.path}: writer is closed")
-        view = memoryview(line)
-        while view:
-            written = os.write(self._fd, view)
-            view = view[written:]
-        if self.fsync:
-            os.fsync(self._fd)
+        if self._unusable is not None:
+            raise OSError(f"{self.path}: {self._unusable}")
+        if self._newline_first:
+            line = b"\n" + line
+        start = os.lseek(self._fd, 0, os.SEEK_END)
+        try:
+            view = memoryview(line)
+            while view:
+                written = os.write(self._fd, view)
+                view = view[written:]
+            if self.fsync:
+                os.fsync(self._fd)
+        except BaseException:
+            self._undo(start)
+            raise
+        if self._newline_first:
+            self._newline_first = False
+            start, line = start + 1, line[1:]
         if self._columns is not None and entry is not None:
-            offset = os.lseek(self._fd, 0, os.SEEK_CUR) - len(line)
             try:
-                self._columns.append(entry, offset, len(line) - 1)
+                self._columns.append(entry, start, len(line) - 1)
             except Exception as exc:  # the JSONL line is written; only the cache is lost
                 log.warning("%s: columns file switched off (%s: %s); dynamics views will parse the JSONL instead",
                             self.path, type(exc).__name__, exc)
                 self._columns.close()
                 self._columns = None
         return len(line)
+
+    def _undo(self, size: int) -> None:
+        """Cut the file back to ``size`` after a failed write."""
+        try:
+            os.ftruncate(self._fd, size)
+        except OSError as exc:
+            self._unusable = (f"a failed write left an incomplete last line that could not be removed ({exc}); "
+                              "this writer writes no more (a new writer removes that line)")
+            log.error("%s: %s", self.path, self._unusable)
 
     def close(self) -> None:
         if self._fd is not None:
