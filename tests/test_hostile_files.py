@@ -336,3 +336,64 @@ def test_live_tail_reads_only_new_bytes_of_a_huge_fragment(tmp_path):
     assert [s.step for s in reader.refresh().new] == [2]
     assert files.read - before <= os.path.getsize(path) - len(good_line(0)) + (1 << 20)
     assert [p.line for p in reader.problems] == [2]
+
+
+# -- the converter and the logger: hostile inputs get one clear ValueError ---------------------
+def test_masked_target_has_p_zero_and_the_last_rank():
+    import torch
+
+    from seqviz_trackers import tensor_to_training_entry
+    from seqviz_trackers.format.entry import facts
+
+    logits = torch.randn(1, 4, 50)
+    ids = torch.tensor([[1, 2, 3, 4]])
+    logits[0, 1, 3] = float("-inf")  # position 1 predicts token 3: masked
+    entry = tensor_to_training_entry(logits, ids, None, step=0)
+    pred = entry["sequences"][0]["predictions"][1]
+    assert pred["target_prob"] == 0 and pred["target_rank"] == 50 and pred["correct"] is False
+    assert "loss" not in pred and math.isfinite(pred["entropy"])
+    others = [p["loss"] for i, p in enumerate(entry["sequences"][0]["predictions"]) if i != 1]
+    assert entry["loss"] == pytest.approx(sum(others) / len(others), rel=1e-4)
+    assert facts(pred).prob == 0 and facts(pred).rank == 50 and facts(pred).loss is None
+    encode_entry(entry)  # a valid entry
+
+
+class FewPieces:
+    def convert_ids_to_tokens(self, ids: list[int]) -> list[str]:
+        return [str(i) for i in ids[:-1]]
+
+
+class Failing:
+    def convert_ids_to_tokens(self, ids: list[int]) -> list[str]:
+        raise KeyError(ids[0])
+
+
+@pytest.mark.parametrize("change, message", [
+    (dict(top_k=2.5), "top_k must be a positive integer, got 2.5"),
+    (dict(top_k=True), "top_k must be a positive integer"),
+    (dict(tokenizer=FewPieces()), r"tokenizer FewPieces returned \d+ pieces for \d+ token ids"),
+    (dict(tokenizer=Failing()), r"tokenizer Failing failed to turn token ids into pieces \(KeyError"),
+    (dict(device="meta"), "meta device"),
+])
+def test_bad_converter_inputs_give_one_clear_value_error(change, message):
+    import torch
+
+    from seqviz_trackers import tensor_to_training_entry
+
+    logits = torch.randn(1, 4, 50, device=change.pop("device", "cpu"))
+    kwargs = {"tokenizer": None, **change}
+    with pytest.raises(ValueError, match=message):
+        tensor_to_training_entry(logits, torch.tensor([[1, 2, 3, 4]]), step=0, **kwargs)
+
+
+def test_a_lone_surrogate_in_a_name_is_a_clear_error_from_log_step(tmp_path):
+    from seqviz_trackers import SeqVizLogger
+    from seqviz_trackers.format.schema import SchemaValidationError
+
+    bad = copy.deepcopy(ENTRY)
+    bad["sequences"][0]["name"] = "run\udcff"  # a file name read with surrogateescape
+    with SeqVizLogger(jsonl_path=tmp_path / "run.jsonl") as logger:
+        with pytest.raises(SchemaValidationError, match=r"\$\.sequences\[0\]\.name: holds a lone surrogate"):
+            logger.log_step(bad)
+        logger.log_step(ENTRY)
+    assert [s.step for s in TrainingDataReader(tmp_path / "run.jsonl").steps] == [0]

@@ -48,8 +48,9 @@ def encode_entry(entry: dict[str, Any], validate: bool = True) -> bytes:
     """One entry as one JSONL line (bytes, ending in a newline).
 
     Raises:
-        SchemaValidationError: the entry breaks the schema or holds NaN/Infinity;
-            the message names the JSON path of the field.
+        SchemaValidationError: the entry breaks the schema, holds NaN/Infinity or text
+            that is not Unicode (a lone surrogate); the message names the JSON path of
+            the field.
     """
     if not isinstance(entry, dict):
         raise SchemaValidationError(f"an entry must be a JSON object (dict), got {type(entry).__name__}")
@@ -63,7 +64,13 @@ def encode_entry(entry: dict[str, Any], validate: bool = True) -> bytes:
         raise SchemaValidationError("is NaN or infinite; JSON cannot hold it", find_non_finite(entry) or "$") from None
     except TypeError as exc:
         raise SchemaValidationError(f"cannot be written as JSON ({exc})") from None
-    return text.encode("utf-8") + b"\n"
+    try:
+        return text.encode("utf-8") + b"\n"
+    except UnicodeEncodeError:  # a lone surrogate (say, from a file name read with surrogateescape)
+        found: list[str] = []
+        _replace_lone_surrogates(entry, "$", found)
+        raise SchemaValidationError("holds a lone surrogate (\\ud800-\\udfff), which is not Unicode text and "
+                                    "cannot be written as UTF-8", found[0] if found else "$") from None
 
 
 def client_json(value: Any) -> bytes:
