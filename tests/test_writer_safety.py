@@ -62,6 +62,7 @@ APPENDER = """
 """
 
 
+@pytest.mark.slow
 def test_a_second_writer_never_cuts_another_process_s_line(tmp_path):
     path = tmp_path / "run.jsonl"
     child = python(APPENDER, str(path))
@@ -139,6 +140,7 @@ FULL_DISK = """
 """
 
 
+@pytest.mark.slow
 def test_a_failed_write_is_cut_off_and_a_retry_writes_a_whole_line(tmp_path):
     path = tmp_path / "run.jsonl"
     child = python(FULL_DISK, str(path))

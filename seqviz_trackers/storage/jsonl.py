@@ -166,8 +166,9 @@ class TrainingDataWriter:
         except BlockingIOError:
             raise FileInUseError(
                 f"{self.path}: another writer is appending to this file (another process, or another "
-                "TrainingDataWriter in this one); two writers on one file would mix two runs and cut each "
-                "other's lines: stop the other one, or write to another file") from None
+                "TrainingDataWriter or SeqVizLogger in this one that was not closed); two writers on one file "
+                "would mix two runs and cut each other's lines: stop or close the other one, or write to "
+                "another file") from None
         except OSError as exc:  # a file system without locks (some network mounts)
             log.warning("%s: cannot lock the file (%s): a second writer on it would go unnoticed, and an "
                         "incomplete last line is kept (it may be another writer's)", self.path, exc)
