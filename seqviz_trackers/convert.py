@@ -105,14 +105,24 @@ def tensor_to_training_entry(
             the version of this package).
         timestamp: seconds since the epoch; default now.
 
+    A target whose logit is ``-inf`` (a masked token the model cannot produce) is logged
+    with ``target_prob`` 0 and ``target_rank`` = the vocabulary size (last), and no
+    ``loss`` (it is infinite); the step's mean loss (when ``loss`` is None) leaves such
+    positions out.
+
     Raises:
-        ValueError: wrong shapes, non-float logits, ids outside the vocabulary,
-            or NaN/infinite logits at a logged position.
+        ValueError: wrong shapes, non-float logits or logits with no data (the ``meta``
+            device), ids outside the vocabulary, NaN or ``+inf`` logits (or a row all
+            ``-inf``) at a logged position, a ``top_k`` that is not a positive integer,
+            a tokenizer that fails or returns the wrong number of pieces.
     """
     import torch
 
     if not isinstance(logits, torch.Tensor):
         raise ValueError(f"logits must be a torch.Tensor, got {type(logits).__name__}")
+    if logits.device.type == "meta":
+        raise ValueError("logits are on the meta device: they hold no values (move the model to a real device "
+                         "or run the forward pass on materialised weights)")
     if not logits.is_floating_point():
         raise ValueError(f"logits must be floating point (fp32, fp16 or bf16), got {logits.dtype}")
     if logits.dim() == 2:
@@ -122,8 +132,9 @@ def tensor_to_training_entry(
     batch, length, vocab = logits.shape
     if not isinstance(step, (int, np.integer)) or isinstance(step, bool) or step < 0:
         raise ValueError(f"step must be a non-negative integer, got {step!r}")
-    if top_k < 1:
-        raise ValueError(f"top_k must be at least 1, got {top_k}")
+    if not isinstance(top_k, (int, np.integer)) or isinstance(top_k, bool) or top_k < 1:
+        raise ValueError(f"top_k must be a positive integer, got {top_k!r}")
+    top_k = int(top_k)
     k = min(top_k, vocab)
 
     ids = _as_2d("input_ids", input_ids, (batch, length))
@@ -153,17 +164,20 @@ def tensor_to_training_entry(
     top_ids = stats[:, :k].astype(np.int64)
     top_probs = _round_sig(stats[:, k:2 * k])
     target_prob, entropy, token_loss, rank = (stats[:, 2 * k + j] for j in range(4))
-    if n and not (np.isfinite(entropy).all() and np.isfinite(token_loss).all()):
-        r = int(rows[int(np.flatnonzero(~(np.isfinite(entropy) & np.isfinite(token_loss)))[0])])
+    masked = np.isposinf(token_loss) & np.isfinite(entropy)  # the target's logit is -inf: p = 0
+    rank[masked] = vocab
+    if n and not (np.isfinite(entropy).all() and (np.isfinite(token_loss) | masked).all()):
+        r = int(rows[int(np.flatnonzero(~(np.isfinite(entropy) & (np.isfinite(token_loss) | masked)))[0])])
         raise ValueError(f"logits hold NaN or infinite values (sequence {r // length}, position {r % length})")
 
     if loss is None:
-        loss = float(token_loss.mean()) if n else None
+        loss = float(token_loss[~masked].mean()) if n > int(masked.sum()) else None
     elif not math.isfinite(float(loss)):
         raise ValueError(f"loss is {loss}; pass a finite number or None")
 
     vocab_ids = np.unique(np.concatenate([kept_ids.numpy(), top_ids.ravel(), row_targets.numpy()]))
     strings = dict(zip(vocab_ids.tolist(), token_strings(tokenizer, vocab_ids.tolist())))
+    masked_l = masked.tolist()
 
     top_ids_l, top_probs_l = top_ids.tolist(), top_probs.tolist()
     tprob_l, ent_l, loss_l = (_round_sig(a).tolist() for a in (target_prob, entropy, token_loss))
@@ -179,7 +193,7 @@ def tensor_to_training_entry(
         predictions = []
         while j < n and rows_l[j] // length == b:
             tgt = tgt_l[j]
-            predictions.append({
+            pred = {
                 "position": where[rows_l[j] % length],
                 "target_token_id": tgt,
                 "target_token_str": strings[tgt],
@@ -189,7 +203,10 @@ def tensor_to_training_entry(
                 "correct": rank_l[j] == 1,
                 "entropy": max(ent_l[j], 0.0),
                 "top_k": [[i, strings[i], p] for i, p in zip(top_ids_l[j], top_probs_l[j])],
-            })
+            }
+            if masked_l[j]:
+                del pred["loss"]  # infinite: JSON has no such number
+            predictions.append(pred)
             j += 1
         seq: dict[str, Any] = {}
         if names is not None:

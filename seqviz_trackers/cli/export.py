@@ -9,6 +9,8 @@ valid step asked for, 1 when a step asked for by number is not valid or no line 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -94,12 +96,28 @@ def run(args: argparse.Namespace) -> int:
         extra = {**(extra or {}), **runs_compare_extra(reader, TrainingDataReader(vs), entries, (title, vs_name))}
     page = export_html(entries, steps=[s.to_json() for s in reader.steps], title=title, extra=extra)
     try:
-        out.write_text(page, encoding="utf-8")
+        write_whole(out, page.encode("utf-8"))
     except OSError as exc:
         raise CommandError(f"cannot write {out}: {exc.strerror or exc}") from None
     shown = ", ".join(str(e["step"]) for e in entries[:8]) + (" ..." if len(entries) > 8 else "")
     print(f"wrote {out} ({len(page) / 1e6:.2f} MB; step{'s' if len(entries) > 1 else ''} {shown})")
     return status
+
+
+def write_whole(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that ``path`` is either what it was or all of ``data``:
+    into a new file beside it, renamed over it once complete (an earlier page survives
+    any failure, interruption included)."""
+    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(temp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temp)
+        raise
 
 
 def _valid_entries(reader: TrainingDataReader, infos: Iterable[StepInfo], first_only: bool = False) -> tuple[list[dict], list[int]]:

@@ -1,7 +1,10 @@
 """``seqviz validate FILE``: check every line of a JSONL file strictly.
 
 Prints one ``file:line: message`` per problem and exits 1, or a short summary and
-exits 0 when the file is clean; a file with no entries at all exits 1 too. ``python -m seqviz_trackers.validate FILE`` does the same.
+exits 0 when the file is clean; a file with no entries at all exits 1 too. Text that
+is not Unicode (a lone surrogate escape such as ``"\\ud800"``) is read as U+FFFD by
+every reader: such a line is reported as ``file:line: warning: ...`` and still counts
+as valid. ``python -m seqviz_trackers.validate FILE`` does the same.
 """
 
 from __future__ import annotations
@@ -15,8 +18,10 @@ from ..format.schema import SchemaValidationError, validate_entry
 from ..storage.jsonl import parse_line
 
 
-def validate_file(path: str | Path) -> tuple[int, list[str]]:
-    """(number of good entries, problem lines ``file:line: message``) for ``path``."""
+def validate_file(path: str | Path, warnings: list[str] | None = None) -> tuple[int, list[str]]:
+    """(number of good entries, problem lines ``file:line: message``) for ``path``;
+    ``warnings`` (when given) gets a ``file:line: warning: message`` for each valid line
+    whose text readers change (a lone surrogate read as U+FFFD)."""
     good, problems, seen = 0, [], {}
     with open(path, "rb") as f:
         for number, raw in enumerate(f, 1):
@@ -26,12 +31,15 @@ def validate_file(path: str | Path) -> tuple[int, list[str]]:
                 break
             if raw.isspace():
                 continue
+            notes: list[str] = []
             try:
-                entry = parse_line(raw)
+                entry = parse_line(raw, notes)
                 validate_entry(entry)
             except (ValueError, SchemaValidationError) as exc:
                 problems.append(f"{where}: {exc}")
                 continue
+            if warnings is not None:
+                warnings.extend(f"{where}: warning: {note}" for note in notes)
             if entry["step"] in seen:
                 problems.append(f"{where}: step {entry['step']} was already logged on line {seen[entry['step']]}")
             seen[entry["step"]] = number
@@ -45,8 +53,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     path = existing_file(args.file)
-    good, problems = validate_file(path)
-    for line in problems:
+    warnings: list[str] = []
+    good, problems = validate_file(path, warnings)
+    for line in problems + warnings:
         print(line)
     if problems:
         say(args, f"{path}: {len(problems)} problem(s), {good} valid entries")
@@ -54,7 +63,8 @@ def run(args: argparse.Namespace) -> int:
     if not good:
         say(args, f"{path}: no entries (the file is empty)")
         return 1
-    print(f"seqviz validate: {path}: OK, {good} valid entries")
+    print(f"seqviz validate: {path}: OK, {good} valid entries"
+          + (f" ({len(warnings)} warning{'s' if len(warnings) > 1 else ''})" if warnings else ""))
     return 0
 
 

@@ -71,13 +71,21 @@ class _Decoder:
         self.cache: dict[int, str] = {}
 
     def raw(self, ids: Sequence[int]) -> list[str]:
+        """The tokenizer's piece for each id. Raises ValueError when the tokenizer fails or
+        does not give one piece per id."""
         tok = self.tokenizer
-        if hasattr(tok, "convert_ids_to_tokens"):
-            pieces = tok.convert_ids_to_tokens(list(ids))
-        elif hasattr(tok, "id_to_token"):  # a bare `tokenizers.Tokenizer`
-            pieces = [tok.id_to_token(i) for i in ids]
-        else:
-            raise TypeError(f"tokenizer {type(tok).__name__} has neither convert_ids_to_tokens nor id_to_token")
+        name = type(tok).__name__
+        if not hasattr(tok, "convert_ids_to_tokens") and not hasattr(tok, "id_to_token"):
+            raise TypeError(f"tokenizer {name} has neither convert_ids_to_tokens nor id_to_token")
+        try:
+            if hasattr(tok, "convert_ids_to_tokens"):
+                pieces = list(tok.convert_ids_to_tokens(list(ids)))
+            else:  # a bare `tokenizers.Tokenizer`
+                pieces = [tok.id_to_token(i) for i in ids]
+        except Exception as exc:
+            raise ValueError(f"tokenizer {name} failed to turn token ids into pieces ({type(exc).__name__}: {exc})") from exc
+        if len(pieces) != len(ids):
+            raise ValueError(f"tokenizer {name} returned {len(pieces)} pieces for {len(ids)} token ids")
         return [f"<id {i}>" if p is None else str(p) for i, p in zip(ids, pieces)]
 
     def text(self, piece: str) -> str:

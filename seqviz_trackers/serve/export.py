@@ -17,6 +17,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from ..storage.jsonl import client_json
+
 __all__ = ["export_html", "dashboard_bundle", "json_for_html", "dynamics_extra", "runs_compare_extra", "MODULES"]
 
 #: The dashboard's modules in dependency order (each imports only earlier ones).
@@ -69,12 +71,19 @@ def json_for_html(data: Any) -> str:
 
 
 def _json_text(data: Any) -> str:
+    """Strict JSON text that can be written as UTF-8 (a lone surrogate becomes U+FFFD, as
+    every reader reads it); NaN and Infinity are refused: a page holds valid steps only."""
     try:
-        return json.dumps(data, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+        text = json.dumps(data, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
     except ValueError:
         raise ValueError("the data holds NaN or Infinity, which JSON cannot represent") from None
     except TypeError as exc:
         raise ValueError(f"the data cannot be written as JSON ({exc})") from None
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return client_json(data).decode("utf-8")
+    return text
 
 
 def _html_safe(text: str) -> str:

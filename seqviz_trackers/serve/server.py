@@ -50,7 +50,7 @@ from typing import Any, Iterable
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from ..runs import Runs
-from ..storage.jsonl import StepInfo, TrainingDataReader
+from ..storage.jsonl import StepInfo, TrainingDataReader, client_json
 from . import api
 
 __all__ = ["SeqVizServer", "ServerHandle", "start_in_thread", "make_runs", "WEB_DIR"]
@@ -69,8 +69,9 @@ CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' 
        "connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'self'")
 
 
-def _dumps(obj: Any) -> str:
-    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+def _dumps(obj: Any) -> bytes:
+    """What a client is sent: strict JSON in UTF-8 (see :func:`client_json`)."""
+    return client_json(obj)
 
 
 def make_runs(file: str | os.PathLike[str] | None = None, logdir: str | os.PathLike[str] | None = None) -> Runs:
@@ -117,7 +118,7 @@ WS_PATHS = {"/ws": DASHBOARD, "/": ORIGINAL}
 @dataclass(eq=False)
 class _Client:
     ws: Any
-    queue: "asyncio.Queue[str]" = field(default_factory=lambda: asyncio.Queue(QUEUE_LIMIT))
+    queue: "asyncio.Queue[bytes]" = field(default_factory=lambda: asyncio.Queue(QUEUE_LIMIT))
     run: str | None = None
     inflight: int = 0
     feed: str = DASHBOARD
@@ -216,14 +217,14 @@ class SeqVizServer:
     def _error(self, status: int, message: str) -> Any:
         return self._respond(status, (message + "\n").encode(), "text/plain")
 
-    async def _answer(self, route: str, query: dict[str, str]) -> tuple[int, str]:
-        """``api.handle`` in the worker thread: (status, JSON text). Lines it found broken
+    async def _answer(self, route: str, query: dict[str, str]) -> tuple[int, bytes]:
+        """``api.handle`` in the worker thread: (status, JSON in UTF-8). Lines it found broken
         are then made known to the live loop and its clients."""
-        def work() -> tuple[int, str]:
+        def work() -> tuple[int, bytes]:
             status, body = api.handle(self.runs, route, query)
             try:
                 return status, _dumps(body)
-            except ValueError as exc:
+            except (TypeError, ValueError) as exc:
                 return 500, _dumps({"error": f"cannot encode the answer: {exc}"})
         answer = await asyncio.get_running_loop().run_in_executor(self._worker, work)
         self._share_problems()
@@ -245,8 +246,8 @@ class SeqVizServer:
         name = path.lstrip("/")
         if name in api.ROUTES:
             query = dict(parse_qsl(parts.query, keep_blank_values=True))
-            status, text = await self._answer(name, query)
-            return self._respond(status, text.encode(), "application/json")
+            status, body = await self._answer(name, query)
+            return self._respond(status, body, "application/json")
         return self._static(path)
 
     def _host_ok(self, host: str) -> bool:
@@ -294,13 +295,13 @@ class SeqVizServer:
         try:
             while True:
                 message = await client.queue.get()
-                await client.ws.send(message)
+                await client.ws.send(message, text=True)  # UTF-8 already: sent as a text frame
         except asyncio.CancelledError:
             raise
         except Exception:
             return
 
-    def _send(self, client: _Client, obj: Any, text: str | None = None) -> None:
+    def _send(self, client: _Client, obj: Any, text: bytes | None = None) -> None:
         try:
             client.queue.put_nowait(text if text is not None else _dumps(obj))
         except asyncio.QueueFull:
@@ -354,7 +355,7 @@ class SeqVizServer:
         finally:
             client.inflight -= 1
         # the body is spliced in as encoded by the worker: big entries are not encoded twice
-        self._send(client, None, f'{{"type":"response","id":{_dumps(rid)},"status":{status},"body":{text}}}')
+        self._send(client, None, b'{"type":"response","id":%s,"status":%d,"body":%s}' % (_dumps(rid), status, text))
 
     # -- the original seq-viz feed -----------------------------------------------------
     @staticmethod

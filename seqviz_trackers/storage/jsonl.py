@@ -2,7 +2,9 @@
 
 Writing appends each entry as one line in a single ``write`` call, so a crash can at
 worst leave an incomplete *last* line, which the next writer removes and every reader
-skips. Reading indexes the byte offset of each line once and extends the index as the
+skips. A writer holds an exclusive advisory lock (``flock``) on its file while it is
+open: a second writer on the same file is an error, so no writer ever cuts a line another
+is still writing; a write that fails (a full disk) is cut off again. Reading indexes the byte offset of each line once and extends the index as the
 file grows, so ``get_step`` is one seek and one parse, however long the run.
 """
 
@@ -21,9 +23,14 @@ from typing import Any, BinaryIO, Iterator, Protocol
 from ..format.schema import SchemaValidationError, check_schema, find_non_finite
 
 __all__ = [
-    "TrainingDataWriter", "TrainingDataReader", "StepInfo", "Problem", "Update",
-    "encode_entry", "LocalFiles",
+    "TrainingDataWriter", "FileInUseError", "TrainingDataReader", "StepInfo", "Problem", "Update",
+    "encode_entry", "client_json", "parse_line", "LocalFiles", "MAX_STEP",
 ]
+
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks
+    fcntl = None  # type: ignore[assignment]
 
 log = logging.getLogger(__name__)
 
@@ -32,14 +39,18 @@ HEADER = ("step", "timestamp", "loss", "perplexity")
 _NUM = rb"(-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?|null)"
 _HEADER_RE = re.compile(rb'\{"step":(\d+),"timestamp":' + _NUM + rb',"loss":' + _NUM + rb',"perplexity":' + _NUM + rb"[,}]")
 _BLOCK = 1 << 20
+#: The largest step number (steps are int64 wherever they are counted, as in NumPy and SQL).
+MAX_STEP = (1 << 63) - 1
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def encode_entry(entry: dict[str, Any], validate: bool = True) -> bytes:
     """One entry as one JSONL line (bytes, ending in a newline).
 
     Raises:
-        SchemaValidationError: the entry breaks the schema or holds NaN/Infinity;
-            the message names the JSON path of the field.
+        SchemaValidationError: the entry breaks the schema, holds NaN/Infinity or text
+            that is not Unicode (a lone surrogate); the message names the JSON path of
+            the field.
     """
     if not isinstance(entry, dict):
         raise SchemaValidationError(f"an entry must be a JSON object (dict), got {type(entry).__name__}")
@@ -53,7 +64,48 @@ def encode_entry(entry: dict[str, Any], validate: bool = True) -> bytes:
         raise SchemaValidationError("is NaN or infinite; JSON cannot hold it", find_non_finite(entry) or "$") from None
     except TypeError as exc:
         raise SchemaValidationError(f"cannot be written as JSON ({exc})") from None
-    return text.encode("utf-8") + b"\n"
+    try:
+        return text.encode("utf-8") + b"\n"
+    except UnicodeEncodeError:  # a lone surrogate (say, from a file name read with surrogateescape)
+        found: list[str] = []
+        _replace_lone_surrogates(entry, "$", found)
+        raise SchemaValidationError("holds a lone surrogate (\\ud800-\\udfff), which is not Unicode text and "
+                                    "cannot be written as UTF-8", found[0] if found else "$") from None
+
+
+def client_json(value: Any) -> bytes:
+    """``value`` as the JSON a client (a browser) gets: strict JSON, in UTF-8, whatever it
+    holds. Non-finite numbers (NaN, Infinity: a step read from a file written with Python's
+    ``json.dumps`` defaults) become ``null``, which the dashboard shows as unknown, and a
+    lone surrogate (text that is not Unicode, say from a file name) becomes U+FFFD. Every
+    back end encodes what it sends to a dashboard here.
+
+    Raises:
+        TypeError: ``value`` holds something JSON has no form for.
+    """
+    try:
+        text = json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    except ValueError:
+        text = json.dumps(_finite(value), ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        return _LONE_SURROGATE.sub("\ufffd", text).encode("utf-8")
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with every NaN/Infinity float replaced by None."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(item) for item in value]
+    return value
+
+
+class FileInUseError(OSError):
+    """Another :class:`TrainingDataWriter` (in this process or another) is writing the file."""
 
 
 class TrainingDataWriter:
@@ -61,6 +113,12 @@ class TrainingDataWriter:
 
     >>> with TrainingDataWriter("runs/a/steps.jsonl") as w:
     ...     w.write_step(entry)
+
+    One writer per file: the writer holds an advisory lock (``fcntl.flock``) on the file
+    until :meth:`close`, and opening a second one on it (from any process) raises
+    :class:`FileInUseError`. Only the lock holder removes an incomplete last line; on a
+    file system without locks, that line is kept and the first new line starts on a line
+    of its own.
 
     Args:
         path: the file; parent folders are created.
@@ -76,10 +134,20 @@ class TrainingDataWriter:
         self.path = Path(path)
         self.validate = validate
         self.fsync = fsync
+        self._columns: Any = None
+        self._unusable: str | None = None  # why writing stopped: a failed write could not be undone
+        self._newline_first = False  # an incomplete tail left in place must not be glued to
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._fd: int | None = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
-        self._drop_incomplete_tail()
-        self._columns: Any = None
+        try:
+            if self._lock():
+                self._drop_incomplete_tail()
+            else:
+                self._newline_first = self._tail_start() < os.fstat(self._fd).st_size
+        except BaseException:
+            os.close(self._fd)
+            self._fd = None
+            raise
         if columns:
             try:
                 from .columns import ColumnsWriter
@@ -88,11 +156,28 @@ class TrainingDataWriter:
             except OSError as exc:
                 log.warning("%s: no columns file (%s); dynamics views will parse the JSONL instead", self.path, exc)
 
-    def _drop_incomplete_tail(self) -> None:
-        """A writer that died mid-line left bytes with no newline: remove them."""
+    def _lock(self) -> bool:
+        """Hold an exclusive advisory lock (``flock``) on the file while this writer is open:
+        True when held. Raises :class:`FileInUseError` when another writer holds it."""
+        if fcntl is None:
+            return False
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise FileInUseError(
+                f"{self.path}: another writer is appending to this file (another process, or another "
+                "TrainingDataWriter or SeqVizLogger in this one that was not closed); two writers on one file "
+                "would mix two runs and cut each other's lines: stop or close the other one, or write to "
+                "another file") from None
+        except OSError as exc:  # a file system without locks (some network mounts)
+            log.warning("%s: cannot lock the file (%s): a second writer on it would go unnoticed, and an "
+                        "incomplete last line is kept (it may be another writer's)", self.path, exc)
+            return False
+        return True
+
+    def _tail_start(self) -> int:
+        """Where the file's incomplete last line starts (its size when there is none)."""
         size = os.fstat(self._fd).st_size
-        if size == 0:
-            return
         with open(self.path, "rb") as f:
             pos = size
             while pos > 0:
@@ -101,9 +186,15 @@ class TrainingDataWriter:
                 block = f.read(pos - start)
                 nl = block.rfind(b"\n")
                 if nl >= 0:
-                    pos = start + nl + 1
-                    break
+                    return start + nl + 1
                 pos = start
+        return 0
+
+    def _drop_incomplete_tail(self) -> None:
+        """A writer that died mid-line left bytes with no newline: remove them (only ever
+        called holding the lock, so no live writer's line is cut)."""
+        size = os.fstat(self._fd).st_size
+        pos = self._tail_start() if size else 0
         if pos < size:
             log.warning("%s: removed an incomplete last line (%d bytes) left by an interrupted writer", self.path, size - pos)
             os.ftruncate(self._fd, pos)
@@ -114,25 +205,49 @@ class TrainingDataWriter:
 
     def write_line(self, line: bytes, entry: dict[str, Any] | None = None) -> int:
         """Append one line already made by :func:`encode_entry` from ``entry``
-        (give the entry to keep the columns file up to date)."""
+        (give the entry to keep the columns file up to date).
+
+        A write that fails (a full disk: ``OSError``) or is interrupted leaves the file as
+        it was before it: the bytes written are cut off again, so a retry writes a whole
+        line. If even that fails, the writer refuses every later write (``OSError``)."""
         if self._fd is None:
             raise ValueError(f"{self.path}: writer is closed")
-        view = memoryview(line)
-        while view:
-            written = os.write(self._fd, view)
-            view = view[written:]
-        if self.fsync:
-            os.fsync(self._fd)
+        if self._unusable is not None:
+            raise OSError(f"{self.path}: {self._unusable}")
+        if self._newline_first:
+            line = b"\n" + line
+        start = os.lseek(self._fd, 0, os.SEEK_END)
+        try:
+            view = memoryview(line)
+            while view:
+                written = os.write(self._fd, view)
+                view = view[written:]
+            if self.fsync:
+                os.fsync(self._fd)
+        except BaseException:
+            self._undo(start)
+            raise
+        if self._newline_first:
+            self._newline_first = False
+            start, line = start + 1, line[1:]
         if self._columns is not None and entry is not None:
-            offset = os.lseek(self._fd, 0, os.SEEK_CUR) - len(line)
             try:
-                self._columns.append(entry, offset, len(line) - 1)
+                self._columns.append(entry, start, len(line) - 1)
             except Exception as exc:  # the JSONL line is written; only the cache is lost
                 log.warning("%s: columns file switched off (%s: %s); dynamics views will parse the JSONL instead",
                             self.path, type(exc).__name__, exc)
                 self._columns.close()
                 self._columns = None
         return len(line)
+
+    def _undo(self, size: int) -> None:
+        """Cut the file back to ``size`` after a failed write."""
+        try:
+            os.ftruncate(self._fd, size)
+        except OSError as exc:
+            self._unusable = (f"a failed write left an incomplete last line that could not be removed ({exc}); "
+                              "this writer writes no more (a new writer removes that line)")
+            log.error("%s: %s", self.path, self._unusable)
 
     def close(self) -> None:
         if self._fd is not None:
@@ -219,8 +334,15 @@ def _number(raw: bytes) -> float | None:
     return None if raw == b"null" else float(raw)
 
 
-def parse_line(raw: bytes) -> dict[str, Any]:
-    """One line as an entry dict, or :class:`ValueError` saying what is wrong with it."""
+def parse_line(raw: bytes, notes: list[str] | None = None) -> dict[str, Any]:
+    """One line as an entry dict, or :class:`ValueError` saying what is wrong with it.
+
+    THE decoding of a line, for every reader. Text that is not Unicode, a lone surrogate
+    escape such as ``"\\ud800"`` (valid JSON, written by some tools), is read as U+FFFD;
+    ``notes`` (when given) gets one message saying where (``seqviz validate`` reports it as
+    a warning). NaN and Infinity are read as Python floats (``json.loads`` accepts them);
+    consumers treat them as unknown and :func:`client_json` sends them as null.
+    """
     try:
         entry = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -230,7 +352,38 @@ def parse_line(raw: bytes) -> dict[str, Any]:
     step = entry.get("step")
     if not isinstance(step, int) or isinstance(step, bool) or step < 0:
         raise ValueError(f"field 'step' is missing or not a non-negative integer ({step!r})")
+    if step > MAX_STEP:
+        raise ValueError(_too_big(step))
+    if b"\\ud" in raw or b"\\uD" in raw:  # a surrogate escape: a valid pair is one character already
+        found: list[str] = []
+        entry = _replace_lone_surrogates(entry, "$", found)
+        if found and notes is not None:
+            notes.append(f"{found[0]}: holds a lone surrogate escape (\\ud800-\\udfff), which is not Unicode text; "
+                         f"read as U+FFFD{f' (and {len(found) - 1} more)' if len(found) > 1 else ''}")
     return entry
+
+
+def _too_big(step: int) -> str:
+    return f"field 'step' is {step}, past the largest step number 2**63 - 1"
+
+
+def _replace_lone_surrogates(value: Any, path: str, found: list[str]) -> Any:
+    """``value`` with each lone surrogate in its text (keys too) replaced by U+FFFD; the
+    JSON path of each string changed is added to ``found``."""
+    if isinstance(value, str):
+        if _LONE_SURROGATE.search(value):
+            found.append(path)
+            return _LONE_SURROGATE.sub("\ufffd", value)
+        return value
+    if isinstance(value, dict):
+        out = {}
+        for key, item in value.items():
+            fixed = _replace_lone_surrogates(key, f"{path} (a key)", found)
+            out[fixed] = _replace_lone_surrogates(item, f"{path}.{fixed}", found)
+        return out
+    if isinstance(value, list):
+        return [_replace_lone_surrogates(item, f"{path}[{i}]", found) for i, item in enumerate(value)]
+    return value
 
 
 def finite_number(value: Any) -> float | None:
@@ -267,7 +420,8 @@ class TrainingDataReader:
         self._clear()
 
     def _clear(self) -> None:
-        self._offset = 0
+        self._offset = 0  # where the next line starts: the end of the last complete line
+        self._scanned = 0  # how far the file has been read (past _offset: no newline there)
         self._line = 0
         self._identity: Any = None
         self._by_step: dict[int, StepInfo] = {}
@@ -295,34 +449,53 @@ class TrainingDataReader:
             self._clear()
             update.reset = True
         self._identity = identity
-        if size == self._offset:
+        if self._scanned > size:  # the incomplete last line was cut back: look at it again
+            self._scanned = self._offset
+        if size <= max(self._offset, self._scanned):
             return update
         with self.files.open(self.path) as f:
-            f.seek(self._offset)
-            carry = b""
-            base = self._offset
+            # Bytes from self._offset (the start of an incomplete last line) to self._scanned
+            # hold no newline: only what came after them is read, so a huge fragment costs
+            # its bytes once, not once per poll.
+            pos = max(self._offset, self._scanned)
+            f.seek(pos)
             while True:
                 block = f.read(_BLOCK)
                 if not block:
                     break
-                data = carry + block
-                start = 0
-                while True:
-                    nl = data.find(b"\n", start)
-                    if nl < 0:
-                        break
-                    self._index_line(data, start, nl, base + start, update)
-                    start = nl + 1
-                base += start
-                carry = data[start:]
-            self._offset = base  # an incomplete last line waits for its newline
+                nl = block.rfind(b"\n")
+                if nl < 0:
+                    pos += len(block)
+                    continue
+                end = pos + nl + 1
+                if self._offset == pos:
+                    data = block  # its bytes after the last newline are not a line yet
+                else:  # a line began in an earlier block: its bytes are read now, once
+                    f.seek(self._offset)
+                    data = f.read(end - self._offset)
+                self._index_lines(data, self._offset, update)
+                self._offset = pos = end
+                f.seek(end)
+            self._scanned = pos  # an incomplete last line waits for its newline
         return update
+
+    def _index_lines(self, data: bytes, base: int, update: Update) -> None:
+        """Index the complete lines of ``data`` (those ending in a newline), found at ``base``."""
+        start = 0
+        while True:
+            nl = data.find(b"\n", start)
+            if nl < 0:
+                return
+            self._index_line(data, start, nl, base + start, update)
+            start = nl + 1
 
     def _index_line(self, data: bytes, start: int, end: int, offset: int, update: Update) -> None:
         self._line += 1
         if start == end or data[start:end].isspace():
             return
         m = _HEADER_RE.match(data, start, min(end, start + 256))
+        if m and int(m[1]) > MAX_STEP:
+            m = None  # parsed whole below, and refused there
         if m:
             info = StepInfo(int(m[1]), self._line, offset, end - start, _number(m[3]), _number(m[4]), _number(m[2]))
         else:
