@@ -49,7 +49,7 @@ from pathlib import Path
 from typing import Any, Iterable
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from ..runs import Runs
+from ..runs import Runs, unreadable
 from ..storage.jsonl import StepInfo, TrainingDataReader
 from . import api
 
@@ -85,13 +85,26 @@ def make_runs(file: str | os.PathLike[str] | None = None, logdir: str | os.PathL
     root = Path(logdir)  # type: ignore[arg-type]
 
     def discover() -> dict[str, str]:
-        found = {}
-        for path in sorted(root.rglob("*.jsonl")):
-            if path.is_file():
-                found[path.relative_to(root).with_suffix("").as_posix()] = str(path)
+        """Every ``*.jsonl`` that is not a folder (a symlink loop or FIFO is listed, and its
+        reader says what is wrong); folders that cannot be searched go to ``runs.unlisted``."""
+        found, unlisted = {}, {}
+
+        def cannot_search(exc: OSError) -> None:
+            where = Path(exc.filename or root)
+            name = where.relative_to(root).as_posix() if where != root else "."
+            unlisted[name + "/"] = f"folder cannot be searched ({exc.strerror or exc})"
+
+        for folder, dirs, names in os.walk(root, onerror=cannot_search):
+            dirs.sort()
+            for name in names:
+                if name.endswith(".jsonl"):
+                    path = Path(folder, name)
+                    found[path.relative_to(root).with_suffix("").as_posix()] = str(path)
+        runs.unlisted = unlisted
         return found
 
-    return Runs(discover=discover)
+    runs = Runs(discover=discover)
+    return runs
 
 
 def _is_loopback(host: str) -> bool:
@@ -148,7 +161,9 @@ class SeqVizServer:
         self.clients: set[_Client] = set()
         self._tails: dict[str, TrainingDataReader] = {}
         self._run_names: list[str] = []
-        self._last_runs: list[dict[str, Any]] | None = None  # the last ``runs`` message broadcast
+        self._last_runs: dict[str, Any] | None = None  # the last ``runs`` message broadcast
+        self.ticks = 0  # polls of the watched runs so far
+        self._unreadable: dict[str, str] = {}  # run -> why its file cannot be read (logged once)
         self._server: Any = None
         self._ticker: asyncio.Task[None] | None = None
         # Route requests (HTTP and websocket) run one at a time in this thread: a big
@@ -279,7 +294,7 @@ class SeqVizServer:
                 async for message in ws:
                     self._on_original_message(client, message)
                 return
-            self._send(client, {"type": "runs", "runs": self._runs_summary()})
+            self._send(client, self._runs_message())
             self._watch(client, run)
             async for message in ws:
                 self._on_message(client, message)
@@ -364,9 +379,9 @@ class SeqVizServer:
     def _watch_original(self, client: _Client, run: str | None) -> None:
         """An original-protocol client: the latest readable entry now, new steps as they come."""
         if run is not None:
-            self._poll_run(run)
+            self._poll(run)
         client.run = run
-        entry = self._latest_entry(run, self._tail(run)) if run is not None else None
+        entry = self._latest_entry(run, self._tail(run)) if run is not None and run not in self._unreadable else None
         if entry is not None:
             self._send(client, self._training_update(entry))
 
@@ -387,7 +402,11 @@ class SeqVizServer:
                                 "step": step})
             return
         reader = self._tail(client.run)
-        entry = reader.get_step(step)
+        try:
+            entry = reader.get_step(step)
+        except OSError as exc:
+            self._send(client, {"type": "error", "message": f"run {client.run!r} {unreadable(exc)}", "step": step})
+            return
         self._share_problems()
         if entry is None:
             broken = reader.problem_of(step)
@@ -398,10 +417,13 @@ class SeqVizServer:
 
     def _watch(self, client: _Client, run: str | None) -> None:
         if run is not None:
-            self._poll_run(run)  # announce pending appends to the clients already watching
+            self._poll(run)  # announce pending appends to the clients already watching
         client.run = run
         if run is None:
             self._send(client, {"type": "waiting", "message": "No run yet: waiting for a JSONL file to appear\u2026"})
+            return
+        if run in self._unreadable:
+            self._send(client, {"type": "waiting", "run": run, "message": self._unreadable[run]})
             return
         reader = self._tail(run)
         steps = reader.indexed()
@@ -425,6 +447,8 @@ class SeqVizServer:
         """The latest readable entry of ``run``; broken lines met on the way are shared."""
         try:
             return reader.latest()
+        except OSError:
+            return None  # the file cannot be read now: the live loop reports it
         finally:
             self._share_problems()
 
@@ -463,7 +487,7 @@ class SeqVizServer:
 
     def _default_run(self, names: list[str] | None = None) -> str | None:
         names = self._names() if names is None else names
-        with_steps = [n for n in names if self._poll_run(n) or self._tail(n).indexed()]
+        with_steps = [n for n in names if self._poll(n) or self._tail(n).indexed()]
         return (with_steps or names or [None])[0]
 
     def _tail(self, run: str) -> TrainingDataReader:
@@ -476,38 +500,57 @@ class SeqVizServer:
         return reader
 
     async def _tick_forever(self) -> None:
-        ticks = 0
         while True:
             await asyncio.sleep(self.interval / 10)
-            ticks += 1
+            self.ticks += 1
             try:
-                if ticks % 10 == 0:
+                if self.ticks % 10 == 0:
                     self._scan_runs()
                 for run in {c.run for c in self.clients if c.run is not None}:
-                    self._poll_run(run)
+                    self._poll(run)
             except Exception:  # keep tailing whatever one bad file does
                 log.exception("while checking the runs")
 
-    def _runs_summary(self, names: list[str] | None = None) -> list[dict[str, Any]]:
-        """What the ``runs`` route says, from this loop's own readers."""
+    def _runs_message(self, names: list[str] | None = None) -> dict[str, Any]:
+        """The ``runs`` message: what the ``runs`` route says, from this loop's own readers."""
         out = []
         for name in self._names() if names is None else names:
-            self._poll_run(name)  # a stat call unless the file grew; news go to its watchers first
+            self._poll(name)  # a stat call unless the file grew; news go to its watchers first
             steps = self._tail(name).indexed()
-            if steps:
+            if steps and name not in self._unreadable:
                 out.append({"run": name, "num_steps": len(steps), "last_step": steps[-1].step})
-        return out
+        message: dict[str, Any] = {"type": "runs", "runs": out}
+        problems = [{"run": n, "message": m} for n, m in sorted({**self._unreadable, **self.runs.unlisted}.items())]
+        if problems:
+            message["problems"] = problems
+        return message
 
     def _scan_runs(self) -> None:
         names = self._names()
-        summary = self._runs_summary(names)
-        if names != self._run_names or summary != self._last_runs:
+        message = self._runs_message(names)
+        if names != self._run_names or message != self._last_runs:
             self._run_names = names
-            self._last_runs = summary
-            self._broadcast(None, {"type": "runs", "runs": summary})
+            self._last_runs = message
+            self._broadcast(None, message)
         for client in list(self.clients):
             if client.run is None and names:
                 self._watch(client, self._default_run(names))
+
+    def _poll(self, run: str) -> bool:
+        """:meth:`_poll_run`, for a run whose file may not be readable: that is logged once
+        (and its watchers told), the other runs go on."""
+        try:
+            news = self._poll_run(run)
+        except OSError as exc:
+            why = f"run {run!r} {unreadable(exc)}"
+            if self._unreadable.get(run) != why:
+                self._unreadable[run] = why
+                log.warning("%s", why)
+                self._broadcast(run, {"type": "waiting", "run": run, "message": why})
+            return False
+        if self._unreadable.pop(run, None) is not None:
+            log.warning("run %r can be read again", run)
+        return news
 
     def _poll_run(self, run: str) -> bool:
         """Read what was appended to ``run`` and tell its watchers; True when something was new."""

@@ -8,11 +8,13 @@ file grows, so ``get_step`` is one seek and one parse, however long the run.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import math
 import os
 import re
+import stat as stat_module
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -202,17 +204,35 @@ class Files(Protocol):
 
 
 class LocalFiles:
-    """The local file system: ``stat`` gives (size, identity) or None when missing."""
+    """The local file system: ``stat`` gives (size, identity) or None when missing.
+
+    Only regular files are read: a folder, FIFO or device where a run's file should be
+    raises :class:`OSError` (opening a FIFO would wait for a writer forever)."""
 
     def open(self, path: str) -> BinaryIO:
-        return open(path, "rb")
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+        try:
+            _regular(os.fstat(fd).st_mode, path)
+            if hasattr(os, "set_blocking"):
+                os.set_blocking(fd, True)
+            return os.fdopen(fd, "rb")
+        except BaseException:
+            os.close(fd)
+            raise
 
     def stat(self, path: str) -> tuple[int, Any] | None:
         try:
             st = os.stat(path)
         except FileNotFoundError:
             return None
+        _regular(st.st_mode, path)
         return st.st_size, (st.st_dev, st.st_ino)
+
+
+def _regular(mode: int, path: str) -> None:
+    if not stat_module.S_ISREG(mode):
+        kind = "a folder" if stat_module.S_ISDIR(mode) else "not a regular file"
+        raise OSError(errno.EINVAL, kind, path)
 
 
 def _number(raw: bytes) -> float | None:
