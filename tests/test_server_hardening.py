@@ -3,9 +3,12 @@ slow routes, hostile requests and arguments. Real servers in threads, real clien
 
 from __future__ import annotations
 
+import http.client
 import json
 import logging
 import os
+import socket
+import threading
 import time
 from pathlib import Path
 
@@ -14,9 +17,10 @@ from websockets.sync.client import connect
 
 from seqviz_trackers.runs import Runs
 from seqviz_trackers.serve import api
+from seqviz_trackers.serve import server as server_module
 from seqviz_trackers.serve.server import make_runs, start_in_thread
 from seqviz_trackers.storage.jsonl import LocalFiles
-from test_server import get, recv, write, ws_url
+from test_server import get, recv, served, write, ws_url  # noqa: F401 (a fixture)
 
 
 def wait_for(condition, timeout: float = 10.0, what: str = "the condition"):
@@ -138,3 +142,130 @@ def test_a_file_made_unreadable_while_served_logs_one_line(logdir_server, caplog
     about_bad = [r for r in caplog.records if "bad" in r.getMessage()]
     assert len(about_bad) == 1, [r.getMessage() for r in about_bad]
     assert not [r for r in caplog.records if r.exc_info], "no traceback"
+
+
+# -- item 6 and the handshake limit: slow work never stops other answers ---------------
+
+def fetch(handle, path: str, timeout: float = 10.0) -> tuple[int, bytes]:
+    conn = http.client.HTTPConnection("127.0.0.1", handle.port, timeout=timeout)
+    try:
+        conn.request("GET", path)
+        resp = conn.getresponse()
+        return resp.status, resp.read()
+    finally:
+        conn.close()
+
+
+class Blocked:
+    """A route that waits, in its worker thread, until the test releases it."""
+
+    def __init__(self):
+        self.entered = threading.Semaphore(0)
+        self.release = threading.Event()
+
+    def __call__(self, runs, query):
+        self.entered.release()
+        assert self.release.wait(60)
+        return {"built": True}
+
+
+def in_thread(fn, *args):
+    out = {}
+    t = threading.Thread(target=lambda: out.update(answer=fn(*args)), daemon=True)
+    t.start()
+    return t, out
+
+
+def test_runs_and_step_answer_while_dynamics_builds_are_blocked(served, monkeypatch):
+    path, start = served
+    write(path, 1, 2)
+    build = Blocked()
+    monkeypatch.setitem(api.ROUTES, "sequences", build)
+    h = start()
+    builds = [in_thread(fetch, h, "/sequences?run=run", 60) for _ in range(3)]
+    try:
+        assert build.entered.acquire(timeout=10)  # a build is running (the others wait for it)
+        status, body = fetch(h, "/runs")
+        assert status == 200 and json.loads(body)["runs"][0]["num_steps"] == 2
+        status, body = fetch(h, "/step?run=run&step=2")
+        assert status == 200 and json.loads(body)["step"] == 2
+        with connect(ws_url(h)) as ws:  # the live loop answers too
+            assert recv(ws, "step")["entry"]["step"] == 2
+            ws.send(json.dumps({"type": "get", "id": 1, "route": "steps", "params": {"run": "run"}}))
+            assert len(recv(ws, "response", id=1)["body"]["steps"]) == 2
+            write(path, 3)
+            assert recv(ws, "step", timeout=10)["entry"]["step"] == 3
+        assert not any(out for _, out in builds)  # all of that while the builds were blocked
+    finally:
+        build.release.set()
+    for t, out in builds:
+        t.join(60)
+        assert out["answer"][0] == 200 and json.loads(out["answer"][1]) == {"built": True}
+
+
+def test_a_route_slower_than_the_request_limit_still_answers(served, monkeypatch):
+    """websockets' open_timeout also covered the answer of an HTTP route: a route slower
+    than it answered nothing. Now only the wait for the request itself is limited."""
+    monkeypatch.setattr(server_module, "REQUEST_TIMEOUT", 0.5)
+    path, start = served
+    write(path, 1)
+    slow = Blocked()
+    monkeypatch.setitem(api.ROUTES, "slow", slow)
+    h = start()
+    t, out = in_thread(fetch, h, "/slow", 60)
+    try:
+        assert slow.entered.acquire(timeout=10)
+        # a connection opened after the slow request, that sends nothing, is dropped once
+        # REQUEST_TIMEOUT has passed: by then the slow request has taken longer than that
+        idle = socket.create_connection(("127.0.0.1", h.port), timeout=30)
+        try:
+            assert idle.recv(1) == b""
+        except ConnectionResetError:
+            pass
+        finally:
+            idle.close()
+    finally:
+        slow.release.set()
+    t.join(60)
+    assert out["answer"][0] == 200 and json.loads(out["answer"][1]) == {"built": True}
+
+
+# -- requests an attacker can send ------------------------------------------------------
+
+def test_a_fault_answering_http_is_not_called_a_failed_websocket(served, monkeypatch):
+    path, start = served
+    h = start()
+
+    def broken(*args):
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(api, "web_file", broken)
+    status, body = fetch(h, "/index.html")
+    assert status == 500
+    assert b"WebSocket" not in body and b"disk on fire" in body
+
+
+@pytest.mark.parametrize("rid", ["NaN", "Infinity", "-Infinity", "1e999"])
+def test_requests_with_non_finite_ids_are_answered(served, rid):
+    path, start = served
+    write(path, 1)
+    h = start()
+    with connect(ws_url(h)) as ws:
+        recv(ws, "step")
+        ws.send('{"type": "get", "id": %s, "route": "runs", "params": {}}' % rid)
+        answer = recv(ws, "response")
+        assert answer["id"] is None and answer["status"] == 200
+        ws.send('{"type": "get", "id": 7, "route": "step", "params": {"run": "run", "step": "%s"}}' % ("9" * 40))
+        assert recv(ws, "response", id=7)["status"] == 404
+
+
+def test_original_feed_answers_non_finite_and_huge_steps(served):
+    path, start = served
+    write(path, 1)
+    h = start()
+    with connect(h.url.replace("http://", "ws://")) as ws:
+        assert json.loads(ws.recv(timeout=5))["step"] == 1
+        for step in ("NaN", "1e999", "9" * 40):
+            ws.send('{"type": "get_step", "step": %s}' % step)
+            answer = json.loads(ws.recv(timeout=5))
+            assert answer["type"] == "error" and "step" in answer["message"]

@@ -41,6 +41,7 @@ import http
 import ipaddress
 import json
 import logging
+import math
 import os
 import sys
 import threading
@@ -64,6 +65,12 @@ MAX_INCOMING = 64 * 1024
 QUEUE_LIMIT = 256
 #: Requests one websocket client may have in flight at once.
 INFLIGHT_LIMIT = 16
+#: Routes that read one line or an index: answered beside (never behind) the dynamics routes.
+QUICK_ROUTES = frozenset({"runs", "steps", "step"})
+#: Longest gap, in seconds, between scans for new runs when nothing changes.
+MAX_SCAN_GAP = 5.0
+#: Seconds a connection may take to send its HTTP request (a route may then take longer).
+REQUEST_TIMEOUT = 10.0
 LOOPBACK_NAMES = {"127.0.0.1", "localhost", "::1", "[::1]"}
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
        "connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'self'")
@@ -71,6 +78,25 @@ CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' 
 
 def _dumps(obj: Any) -> str:
     return json.dumps(obj, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+
+
+def _finite(obj: Any) -> Any:
+    """``obj`` with NaN and infinite numbers as None (JSON has no such numbers)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
+
+
+def _dumps_any(obj: Any) -> str:
+    """:func:`_dumps`, with non-finite numbers (echoed from a request, say) sent as null."""
+    try:
+        return _dumps(obj)
+    except ValueError:
+        return _dumps(_finite(obj))
 
 
 def make_runs(file: str | os.PathLike[str] | None = None, logdir: str | os.PathLike[str] | None = None) -> Runs:
@@ -127,6 +153,23 @@ DASHBOARD, ORIGINAL = "dashboard", "original"
 WS_PATHS = {"/ws": DASHBOARD, "/": ORIGINAL}
 
 
+def _connection_class() -> Any:
+    from websockets.asyncio.server import ServerConnection
+
+    class Connection(ServerConnection):
+        """A connection that must send its request within :data:`REQUEST_TIMEOUT` (what
+        websockets' ``open_timeout`` did), without a limit on the time to answer it."""
+
+        async def handshake(self, *args: Any, **kwargs: Any) -> None:
+            done, _ = await asyncio.wait([self.request_rcvd, self.connection_lost_waiter],
+                                         timeout=REQUEST_TIMEOUT, return_when=asyncio.FIRST_COMPLETED)
+            if not done:
+                raise TimeoutError(f"no HTTP request within {REQUEST_TIMEOUT} s")  # the connection is dropped
+            await super().handshake(*args, **kwargs)
+
+    return Connection
+
+
 @dataclass(eq=False)
 class _Client:
     ws: Any
@@ -163,25 +206,37 @@ class SeqVizServer:
         self._run_names: list[str] = []
         self._last_runs: dict[str, Any] | None = None  # the last ``runs`` message broadcast
         self.ticks = 0  # polls of the watched runs so far
+        self._scan_gap = 10  # ticks between scans for new runs (grows while nothing changes)
+        self._next_scan = 10
         self._unreadable: dict[str, str] = {}  # run -> why its file cannot be read (logged once)
         self._server: Any = None
         self._ticker: asyncio.Task[None] | None = None
-        # Route requests (HTTP and websocket) run one at a time in this thread: a big
-        # step being read and encoded never delays the live pushes of the event loop.
-        self._worker = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="seqviz-routes")
+        self._loop: asyncio.AbstractEventLoop | None = None
+        # Nothing that reads files runs on the event loop, which only moves messages:
+        # the live loop's work (tailing, run scans, pushes) runs in order in one thread,
+        # route requests in two pools, so that a long dynamics build never delays the
+        # quick routes (runs, steps, step) nor the live pushes.
+        self._live = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="seqviz-live")
+        self._quick = concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="seqviz-routes")
+        self._heavy = concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="seqviz-dynamics")
 
     # -- lifecycle ---------------------------------------------------------------
     async def start(self) -> None:
         """Bind and start serving; raises OSError when the port is taken."""
         from websockets.asyncio.server import serve
 
+        self._loop = asyncio.get_running_loop()
         self._server = await serve(
             self._connection, self.host, self.port, process_request=self._process_request,
             compression=None, max_size=MAX_INCOMING, max_queue=8, server_header="seqviz",
             logger=logging.getLogger("seqviz_trackers.serve.server.ws"),
+            # websockets' open_timeout also covers process_request, which answers the HTTP
+            # routes: a route slower than it would answer nothing. The wait for the request
+            # itself keeps a limit (REQUEST_TIMEOUT, in _Connection).
+            open_timeout=None, create_connection=_connection_class(),
         )
         self.port = self._server.sockets[0].getsockname()[1]
-        self._run_names = self._names()
+        self._run_names = await self._in_live(self._names)
         self._ticker = asyncio.create_task(self._tick_forever())
 
     async def stop(self) -> None:
@@ -190,7 +245,24 @@ class SeqVizServer:
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
-        self._worker.shutdown(wait=False, cancel_futures=True)
+        for pool in (self._live, self._quick, self._heavy):
+            pool.shutdown(wait=False, cancel_futures=True)
+
+    async def _in_live(self, fn: Any, *args: Any) -> Any:
+        """Run ``fn(*args)`` in the live loop's thread and wait for it."""
+        return await asyncio.get_running_loop().run_in_executor(self._live, fn, *args)
+
+    def _live_soon(self, fn: Any, *args: Any) -> None:
+        """Queue ``fn(*args)`` in the live loop's thread (its failure is logged, not raised)."""
+        def safely() -> None:
+            try:
+                fn(*args)
+            except Exception:
+                log.exception("while answering a websocket client")
+        try:
+            self._live.submit(safely)
+        except RuntimeError:  # shutting down
+            pass
 
     @property
     def url(self) -> str:
@@ -232,7 +304,7 @@ class SeqVizServer:
         return self._respond(status, (message + "\n").encode(), "text/plain")
 
     async def _answer(self, route: str, query: dict[str, str]) -> tuple[int, str]:
-        """``api.handle`` in the worker thread: (status, JSON text). Lines it found broken
+        """``api.handle`` in a worker thread: (status, JSON text). Lines it found broken
         are then made known to the live loop and its clients."""
         def work() -> tuple[int, str]:
             status, body = api.handle(self.runs, route, query)
@@ -240,11 +312,20 @@ class SeqVizServer:
                 return status, _dumps(body)
             except ValueError as exc:
                 return 500, _dumps({"error": f"cannot encode the answer: {exc}"})
-        answer = await asyncio.get_running_loop().run_in_executor(self._worker, work)
-        self._share_problems()
+        pool = self._quick if route in QUICK_ROUTES else self._heavy
+        answer = await asyncio.get_running_loop().run_in_executor(pool, work)
+        self._live_soon(self._share_problems)
         return answer
 
     async def _process_request(self, connection: Any, request: Any) -> Any:
+        try:
+            return await self._http(request)
+        except Exception as exc:  # our fault, said as such (not as a failed websocket)
+            log.exception("while answering %s", request.path)
+            return self._error(500, f"internal error while answering {urlsplit(request.path).path}: "
+                                    f"{type(exc).__name__}: {exc}")
+
+    async def _http(self, request: Any) -> Any:
         host = request.headers.get("Host", "")
         if _is_loopback(self.host) and not self._host_ok(host):
             return self._error(403, f"unexpected Host header {host!r}: this server only answers loopback names")
@@ -286,24 +367,25 @@ class SeqVizServer:
         self.clients.add(client)
         sender = asyncio.create_task(self._sender(client))
         try:
-            query = dict(parse_qsl(parts.query))
-            wanted = query.get("run")
-            run = wanted if wanted in self._names() else self._default_run()
-            if client.feed == ORIGINAL:
-                self._watch_original(client, run)
-                async for message in ws:
-                    self._on_original_message(client, message)
-                return
-            self._send(client, self._runs_message())
-            self._watch(client, run)
+            await self._in_live(self._open, client, dict(parse_qsl(parts.query)).get("run"))
+            on_message = self._on_original_message if client.feed == ORIGINAL else self._on_message
             async for message in ws:
-                self._on_message(client, message)
+                on_message(client, message)
         except Exception as exc:  # a broken connection must not take the server down
             if not type(exc).__name__.startswith("ConnectionClosed"):
                 log.warning("websocket client failed: %s", exc)
         finally:
             self.clients.discard(client)
             sender.cancel()
+
+    def _open(self, client: _Client, wanted: str | None) -> None:
+        """A new client (in the live thread): what it is sent first, and the run it watches."""
+        run = wanted if wanted in self._names() else self._default_run()
+        if client.feed == ORIGINAL:
+            self._watch_original(client, run)
+        else:
+            self._send(client, self._runs_message())
+            self._watch(client, run)
 
     async def _sender(self, client: _Client) -> None:
         try:
@@ -316,8 +398,18 @@ class SeqVizServer:
             return
 
     def _send(self, client: _Client, obj: Any, text: str | None = None) -> None:
+        """Queue a message for ``client``, from any thread (encoded here, queued by the loop,
+        in the order of the calls)."""
+        text = text if text is not None else _dumps_any(obj)
+        assert self._loop is not None
         try:
-            client.queue.put_nowait(text if text is not None else _dumps(obj))
+            self._loop.call_soon_threadsafe(self._put, client, text)
+        except RuntimeError:  # the loop is closed: the server stopped
+            pass
+
+    def _put(self, client: _Client, text: str) -> None:
+        try:
+            client.queue.put_nowait(text)
         except asyncio.QueueFull:
             log.warning("dropping a client that stopped reading (%d messages queued)", QUEUE_LIMIT)
             self.clients.discard(client)
@@ -328,7 +420,7 @@ class SeqVizServer:
         targets = [c for c in (list(self.clients) if clients is None else clients)
                    if c.feed == feed and (run is None or c.run == run)]
         if targets:
-            text = _dumps(obj)  # encoded once, shared by every client
+            text = _dumps_any(obj)  # encoded once, shared by every client
             for client in targets:
                 self._send(client, None, text)
 
@@ -342,11 +434,7 @@ class SeqVizServer:
             return
         kind = request.get("type")
         if kind == "watch":
-            run = request.get("run")
-            if isinstance(run, str) and run in self._names():
-                self._watch(client, run)
-            else:
-                self._send(client, {"type": "error", "message": f"unknown run {run!r}"})
+            self._live_soon(self._watch_named, client, request.get("run"))
         elif kind == "get":
             params = request.get("params") or {}
             route = request.get("route")
@@ -363,13 +451,19 @@ class SeqVizServer:
         else:
             self._send(client, {"type": "error", "message": f"unknown message type {kind!r}"})
 
+    def _watch_named(self, client: _Client, run: Any) -> None:
+        if isinstance(run, str) and run in self._names():
+            self._watch(client, run)
+        else:
+            self._send(client, {"type": "error", "message": f"unknown run {run!r}"})
+
     async def _reply(self, client: _Client, rid: Any, route: str, query: dict[str, str]) -> None:
         try:
             status, text = await self._answer(route, query)
         finally:
             client.inflight -= 1
         # the body is spliced in as encoded by the worker: big entries are not encoded twice
-        self._send(client, None, f'{{"type":"response","id":{_dumps(rid)},"status":{status},"body":{text}}}')
+        self._send(client, None, f'{{"type":"response","id":{_dumps_any(rid)},"status":{status},"body":{text}}}')
 
     # -- the original seq-viz feed -----------------------------------------------------
     @staticmethod
@@ -393,7 +487,10 @@ class SeqVizServer:
         if not isinstance(request, dict) or request.get("type") != "get_step":
             self._send(client, {"type": "error", "message": 'expected {"type": "get_step", "step": N}'})
             return
-        step = request.get("step")
+        self._live_soon(self._original_step, client, request.get("step"))
+
+    def _original_step(self, client: _Client, step: Any) -> None:
+        """Answer an original-protocol ``get_step`` (in the live thread)."""
         if client.run is None:
             self._send(client, {"type": "error", "message": "no run to read yet", "step": step})
             return
@@ -502,14 +599,22 @@ class SeqVizServer:
     async def _tick_forever(self) -> None:
         while True:
             await asyncio.sleep(self.interval / 10)
-            self.ticks += 1
-            try:
-                if self.ticks % 10 == 0:
-                    self._scan_runs()
-                for run in {c.run for c in self.clients if c.run is not None}:
-                    self._poll(run)
-            except Exception:  # keep tailing whatever one bad file does
-                log.exception("while checking the runs")
+            await self._in_live(self._tick)
+
+    def _tick(self) -> None:
+        """One poll of the watched runs, and now and then a scan for new runs (in the live
+        thread). Scans back off while nothing changes: every ``interval`` at first, then
+        twice as long each time, up to :data:`MAX_SCAN_GAP` seconds."""
+        self.ticks += 1
+        try:
+            if self.ticks >= self._next_scan:
+                changed = self._scan_runs()
+                self._scan_gap = 10 if changed else min(self._scan_gap * 2, max(10, round(MAX_SCAN_GAP * 10 / self.interval)))
+                self._next_scan = self.ticks + self._scan_gap
+            for run in {c.run for c in list(self.clients) if c.run is not None}:
+                self._poll(run)
+        except Exception:  # keep tailing whatever one bad file does
+            log.exception("while checking the runs")
 
     def _runs_message(self, names: list[str] | None = None) -> dict[str, Any]:
         """The ``runs`` message: what the ``runs`` route says, from this loop's own readers."""
@@ -525,16 +630,19 @@ class SeqVizServer:
             message["problems"] = problems
         return message
 
-    def _scan_runs(self) -> None:
+    def _scan_runs(self) -> bool:
+        """Look for new, changed and gone runs; True when something changed."""
         names = self._names()
         message = self._runs_message(names)
-        if names != self._run_names or message != self._last_runs:
+        changed = names != self._run_names or message != self._last_runs
+        if changed:
             self._run_names = names
             self._last_runs = message
             self._broadcast(None, message)
         for client in list(self.clients):
             if client.run is None and names:
                 self._watch(client, self._default_run(names))
+        return changed
 
     def _poll(self, run: str) -> bool:
         """:meth:`_poll_run`, for a run whose file may not be readable: that is logged once
