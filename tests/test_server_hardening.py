@@ -269,3 +269,48 @@ def test_original_feed_answers_non_finite_and_huge_steps(served):
             ws.send('{"type": "get_step", "step": %s}' % step)
             answer = json.loads(ws.recv(timeout=5))
             assert answer["type"] == "error" and "step" in answer["message"]
+
+
+# -- files changed behind the server's back ---------------------------------------------
+
+def test_an_edited_display_string_in_the_columns_file_is_not_trusted(tmp_path):
+    from test_columns_file import assert_same, from_entries, story
+    from test_columns_file import write as write_run
+
+    from seqviz_trackers import TrainingDataReader
+    from seqviz_trackers.dynamics import dynamics_for
+    from seqviz_trackers.storage import columns as columns_file
+
+    entries = story()
+    path = write_run(tmp_path / "run.jsonl", entries)
+    cols = Path(path + columns_file.SUFFIX)
+    data = bytearray(cols.read_bytes())
+    with open(cols, "rb") as f:  # a record that is used (not the first step's, whose line is parsed)
+        header, body, _ = next((h, b, n) for h, b, n in columns_file._scan(f, 0, len(data)) if h["step"] == 10)
+    shown = next(v for v in header["vocab"].values() if v.isascii() and v.isalnum() and len(v) > 1)
+    old, new = json.dumps(shown).encode(), json.dumps("Z" * len(shown)).encode()  # same length: offsets hold
+    at = data.rindex(old, 0, body)
+    data[at:at + len(old)] = new
+    cols.write_bytes(bytes(data))
+    dyn = dynamics_for(TrainingDataReader(path))
+    assert_same(dyn, from_entries(entries))  # the edited record is refused, its line parsed
+    assert "Z" * len(shown) not in dyn.vocab.values()
+
+
+def test_a_same_size_rewrite_in_place_is_noticed(tmp_path):
+    from factories import make_entry
+
+    from seqviz_trackers import TrainingDataReader, encode_entry
+
+    base = make_entry(0)
+    one, two = ({**base, "step": s, "loss": 1.25} for s in (1, 2))
+    path = tmp_path / "run.jsonl"
+    path.write_bytes(encode_entry(one) + encode_entry(two))
+    reader = TrainingDataReader(path)
+    assert reader.get_step(1)["loss"] == 1.25
+    inode, size = os.stat(path).st_ino, os.path.getsize(path)
+    with open(path, "r+b") as f:  # the same file, the same size, other lines
+        f.write(encode_entry({**two, "loss": 2.5}) + encode_entry({**one, "loss": 7.5}))
+    assert (os.stat(path).st_ino, os.path.getsize(path)) == (inode, size)
+    assert reader.get_step(1)["loss"] == 7.5
+    assert [(s.step, s.loss) for s in reader.steps] == [(1, 7.5), (2, 2.5)]

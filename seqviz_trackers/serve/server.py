@@ -498,11 +498,14 @@ class SeqVizServer:
             self._send(client, {"type": "error", "message": f"step must be a non-negative integer, got {step!r}",
                                 "step": step})
             return
-        reader = self._tail(client.run)
         try:
+            reader = self.runs.reader(client.run)  # not the live loop's own: it announces what it indexes
             entry = reader.get_step(step)
         except OSError as exc:
             self._send(client, {"type": "error", "message": f"run {client.run!r} {unreadable(exc)}", "step": step})
+            return
+        except LookupError:
+            self._send(client, {"type": "error", "message": f"run {client.run!r} is gone", "step": step})
             return
         self._share_problems()
         if entry is None:

@@ -16,6 +16,7 @@ import os
 import re
 import stat as stat_module
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, Iterator, Protocol
@@ -203,6 +204,20 @@ class Files(Protocol):
     def stat(self, path: str) -> tuple[int, Any] | None: ...
 
 
+#: Bytes compared at each end of the indexed part of a file to notice a rewrite in place.
+_EDGE = 64
+#: A modification time this recent (ns) may hide a rewrite (timestamps are coarse).
+_RECENT_NS = 2_000_000_000
+
+
+def _edges(f: BinaryIO, end: int) -> tuple[bytes, bytes]:
+    """The first and last :data:`_EDGE` bytes of ``f`` before ``end``."""
+    f.seek(0)
+    head = f.read(min(_EDGE, end))
+    f.seek(max(0, end - _EDGE))
+    return head, f.read(end - max(0, end - _EDGE))
+
+
 class LocalFiles:
     """The local file system: ``stat`` gives (size, identity) or None when missing.
 
@@ -227,6 +242,13 @@ class LocalFiles:
             return None
         _regular(st.st_mode, path)
         return st.st_size, (st.st_dev, st.st_ino)
+
+    def mtime_ns(self, path: str) -> int | None:
+        """The modification time, for the fingerprint that notices a rewrite in place."""
+        try:
+            return os.stat(path).st_mtime_ns
+        except OSError:
+            return None
 
 
 def _regular(mode: int, path: str) -> None:
@@ -290,6 +312,7 @@ class TrainingDataReader:
         self._offset = 0
         self._line = 0
         self._identity: Any = None
+        self._edges = (b"", b"", None)  # fingerprint of what is indexed: first, last bytes, mtime_ns
         self._by_step: dict[int, StepInfo] = {}
         self._sorted: list[StepInfo] | None = None
         self._problems: dict[int, Problem] = {}
@@ -311,7 +334,9 @@ class TrainingDataReader:
                 update.reset = True
             return update
         size, identity = stat
-        if self._identity is not None and (identity != self._identity or size < self._offset):
+        mtime = self._mtime()
+        if self._identity is not None and (identity != self._identity or size < self._offset
+                                           or self._rewritten(size, mtime)):
             self._clear()
             update.reset = True
         self._identity = identity
@@ -336,7 +361,28 @@ class TrainingDataReader:
                 base += start
                 carry = data[start:]
             self._offset = base  # an incomplete last line waits for its newline
+            self._edges = (*_edges(f, base), mtime)
         return update
+
+    def _mtime(self) -> int | None:
+        mtime = getattr(self.files, "mtime_ns", None)
+        return mtime(self.path) if mtime is not None else None
+
+    def _rewritten(self, size: int, mtime: int | None) -> bool:
+        """Whether the indexed bytes were changed in place (same file, not shorter): their
+        first and last bytes are compared when the modification time moved (or is too
+        recent to tell, or the file grew). File systems with no modification time
+        (``mtime_ns``) notice only a shorter or replaced file."""
+        head, tail, seen = self._edges
+        if not self._offset or mtime is None:
+            return False
+        if size == self._offset and mtime == seen and time.time_ns() - mtime > _RECENT_NS:
+            return False
+        with self.files.open(self.path) as f:
+            changed = _edges(f, self._offset) != (head, tail)
+        if not changed:
+            self._edges = (head, tail, mtime)
+        return changed
 
     def _index_line(self, data: bytes, start: int, end: int, offset: int, update: Update) -> None:
         self._line += 1
@@ -452,11 +498,10 @@ class TrainingDataReader:
 
     def get_step(self, step: int) -> dict[str, Any] | None:
         """The entry logged at ``step``, or None (also when its line turns out broken:
-        then it is listed in ``problems``)."""
+        then it is listed in ``problems``). The file is looked at first (a ``stat``), so a
+        rewritten file is read anew."""
+        self.refresh()
         info = self._by_step.get(step)
-        if info is None:
-            self.refresh()
-            info = self._by_step.get(step)
         if info is None:
             return None
         try:
