@@ -8,6 +8,8 @@ import json
 import logging
 import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -38,7 +40,7 @@ def logdir_server(tmp_path):
     handles = []
 
     def start(**kw):
-        h = start_in_thread(logdir=tmp_path, port=0, interval=0.1, **kw)
+        h = start_in_thread(**{"logdir": tmp_path, "port": 0, "interval": 0.1, **kw})
         handles.append(h)
         return h
 
@@ -314,3 +316,52 @@ def test_a_same_size_rewrite_in_place_is_noticed(tmp_path):
     assert (os.stat(path).st_ino, os.path.getsize(path)) == (inode, size)
     assert reader.get_step(1)["loss"] == 7.5
     assert [(s.step, s.loss) for s in reader.steps] == [(1, 7.5), (2, 2.5)]
+
+
+# -- arguments and idle cost ------------------------------------------------------------
+
+def serve_cli(*args: str, timeout: float = 30) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "seqviz_trackers.cli", "serve", *args],
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.mark.parametrize("flag, value, said", [
+    ("--port", "70000", "--port must be between 0 and 65535"),
+    ("--port", "-1", "--port must be between 0 and 65535"),
+    ("--interval", "nan", "--interval must be positive and finite"),
+    ("--interval", "inf", "--interval must be positive and finite"),
+    ("--interval", "1e-9", "--interval must be at least 0.01 s"),
+])
+def test_bad_port_and_interval_are_one_clear_line(tmp_path, flag, value, said):
+    proc = serve_cli("--file", str(tmp_path / "r.jsonl"), flag, value)
+    assert proc.returncode == 2
+    assert proc.stderr.startswith(f"seqviz serve: {said}") and proc.stderr.count("\n") == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_binding_every_address_says_the_host_check_is_off(tmp_path):
+    proc = subprocess.Popen([sys.executable, "-m", "seqviz_trackers.cli", "serve", "--file", str(tmp_path / "r.jsonl"),
+                             "--host", "0.0.0.0", "--port", "0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert "serving" in proc.stdout.readline()
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=30)
+    assert "Host header check is off on 0.0.0.0" in err
+
+
+def test_run_scans_back_off_while_nothing_changes(logdir_server):
+    root, start = logdir_server
+    write(root / "a.jsonl", 1)
+    h = start(interval=0.05)  # polls every 5 ms, scans from every 50 ms up to every MAX_SCAN_GAP s
+    runs = h.server.runs
+    scans = []
+    real = runs._discover
+    runs._discover = lambda: scans.append(1) or real()
+    ticks = h.server.ticks
+    wait_for(lambda: h.server.ticks >= ticks + 400, timeout=60, what="400 ticks")
+    assert len(scans) <= 8, f"{len(scans)} scans in 400 ticks (40 without a back-off)"
+    with connect(ws_url(h)) as ws:  # a new run is still found, and a new page sees every run at once
+        assert [r["run"] for r in recv(ws, "runs")["runs"]] == ["a"]
+        write(root / "b.jsonl", 2)
+        assert [r["run"] for r in recv(ws, "runs", timeout=30)["runs"]] == ["a", "b"]

@@ -193,8 +193,8 @@ class SeqVizServer:
 
     def __init__(self, runs: Runs, *, host: str = "127.0.0.1", port: int = 8765, interval: float = 0.25,
                  allow_origins: Iterable[str] = (), web_dir: Path = WEB_DIR):
-        if interval <= 0:
-            raise ValueError(f"interval must be positive, got {interval}")
+        if not (math.isfinite(interval) and interval > 0):
+            raise ValueError(f"interval must be positive and finite, got {interval}")
         self.runs = runs
         self.host = host
         self.port = port
