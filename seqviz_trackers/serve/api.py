@@ -3,7 +3,8 @@
 ``seqviz serve`` (HTTP beside its websocket) and the TensorBoard plugin both expose
 these under the same relative names, so the dashboard's fetch adapter works on both:
 
-- ``runs``                 -> ``{"runs": [{"run", "num_steps", "last_step"}]}``
+- ``runs``                 -> ``{"runs": [{"run", "num_steps", "last_step"}]}`` (+ ``"problems":
+                               [{"run", "message"}]`` when some run cannot be read)
 - ``steps?run=R``          -> ``{"run", "steps": [{"step", "loss", "perplexity", "timestamp"}],
                                "problems": [{"line", "message"}]}``
 - ``step?run=R&step=N``    -> the entry logged at step N (a JSON object in the schema)
@@ -13,7 +14,8 @@ these under the same relative names, so the dashboard's fetch adapter works on b
   :mod:`seqviz_trackers.dynamics.spikes` and ``docs/spikes.md``
 
 Each function returns data or raises :class:`NotFound` / :class:`BadRequest`; the
-back end turns those into a 404 / 400 with ``{"error": message}``. :data:`ROUTES` maps
+back end turns those into a 404 / 400 with ``{"error": message}`` (:func:`handle` does,
+and answers anything else, such as a file that cannot be read, with a 500 saying what). :data:`ROUTES` maps
 each route name to a function of ``(runs, query)``; a back end serves every entry of it,
 so a new route is added here once and every back end answers it.
 

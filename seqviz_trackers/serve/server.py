@@ -31,6 +31,11 @@ the live loop or the dynamics) is a step no more: every client watching its run 
 
 Each client has its own bounded send queue: a client that stops reading is
 disconnected (close code 1013) instead of stalling the others or growing memory.
+
+The event loop only moves messages: reading files happens in threads (the live loop's
+tailing and pushes in one, in order; the quick routes ``runs``/``steps``/``step`` in a
+pool beside the one of the dynamics routes), so a long dynamics build delays neither.
+A run whose file cannot be read is that run's problem (listed in ``runs``, logged once).
 """
 
 from __future__ import annotations
@@ -185,8 +190,9 @@ class SeqVizServer:
     Args:
         runs: the runs to serve (see :func:`make_runs`).
         host, port: where to listen (port 0 picks a free port).
-        interval: seconds between scans for new runs; appended lines are looked for
-            ten times as often (a ``stat`` call), so new steps arrive quickly.
+        interval: seconds between scans for new runs (backing off to :data:`MAX_SCAN_GAP`
+            while nothing changes); appended lines of the watched runs are looked for ten
+            times as often (a ``stat`` call), so new steps arrive quickly.
         allow_origins: extra ``Origin`` values allowed to open the websocket (``"*"``: any).
         web_dir: the folder served as static files.
     """
