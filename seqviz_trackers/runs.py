@@ -12,7 +12,7 @@ from typing import Any, Callable
 
 from .storage.jsonl import Files, TrainingDataReader
 
-__all__ = ["Runs", "NotFound", "BadRequest", "Query", "parse_step", "int_param", "required_int"]
+__all__ = ["Runs", "unreadable", "NotFound", "BadRequest", "Query", "parse_step", "int_param", "required_int"]
 
 #: A request's query parameters.
 Query = dict[str, str]
@@ -33,12 +33,17 @@ class Runs:
     is called on each :meth:`names` so runs that appear later are picked up.
     """
 
-    def __init__(self, discover: Callable[[], dict[str, str]] | None = None, files: Files | None = None):
+    def __init__(self, discover: Callable[[], dict[str, str]] | None = None, files: Files | None = None,
+                 readers: Callable[[str], TrainingDataReader] | None = None):
         self._discover = discover
         self._files = files
+        self._make_reader = readers
         self._paths: dict[str, str] = {}
         self._readers: dict[str, TrainingDataReader] = {}
         self._lock = threading.Lock()
+        #: ``{name: why}`` for places that look like runs but cannot be read at all (a folder
+        #: that cannot be searched); filled by ``discover``, shown by the ``runs`` route.
+        self.unlisted: dict[str, str] = {}
 
     def add(self, name: str, path: str | os.PathLike[str]) -> None:
         self._paths[name] = str(path)
@@ -56,10 +61,19 @@ class Runs:
                 self.names()
             if name not in self._paths:
                 raise NotFound(f"unknown run {name!r}")
+            path = self._paths[name]
+            if self._make_reader is not None:
+                return self._make_reader(path)
             reader = self._readers.get(name)
-            if reader is None or reader.path != self._paths[name]:
-                reader = self._readers[name] = TrainingDataReader(self._paths[name], files=self._files)
+            if reader is None or reader.path != path:
+                reader = self._readers[name] = TrainingDataReader(path, files=self._files)
             return reader
+
+
+def unreadable(exc: OSError) -> str:
+    """What a route or listing says about a run whose file cannot be read."""
+    where = f"{exc.filename}: " if exc.filename else ""
+    return f"cannot be read ({where}{exc.strerror or exc})"
 
 
 def parse_step(value: Any) -> int:

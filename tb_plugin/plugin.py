@@ -19,6 +19,7 @@ import logging
 import os
 import posixpath
 import threading
+from collections import OrderedDict
 from typing import Any, BinaryIO, Callable
 
 from tensorboard import plugin_util
@@ -30,7 +31,7 @@ from werkzeug import wrappers
 
 from seqviz_trackers.runs import Runs
 from seqviz_trackers.serve import api
-from seqviz_trackers.storage.jsonl import Files, LocalFiles, client_json
+from seqviz_trackers.storage.jsonl import Files, LocalFiles, TrainingDataReader, client_json
 
 from .writer import ASSET_NAME, PLUGIN_NAME
 
@@ -41,6 +42,10 @@ log = logging.getLogger(__name__)
 #: the shared dashboard, served as this plugin's static files
 WEB_DIR = api.WEB_DIR
 _PREFIX = f"/data/plugin/{PLUGIN_NAME}/"
+#: Experiment ids whose run lists are kept; older ones are rebuilt when asked again.
+MAX_EXPERIMENTS = 8
+#: Asset readers kept (each holds its file's index and, through it, the dynamics views).
+MAX_READERS = 1024
 
 
 class _GFileReader:
@@ -124,7 +129,10 @@ class SeqVizPlugin(base_plugin.TBPlugin):
         self._logdir = context.logdir or ""
         self._files = files_for(self._logdir)
         self._web_dir = os.path.realpath(web_dir if web_dir is not None else WEB_DIR)
-        self._runs: dict[str, Runs] = {}  # per experiment id, kept across requests
+        # Run lists per experiment id (any page may send requests naming a new id), the
+        # most recently used first out, and readers per asset file, shared by every id.
+        self._runs: OrderedDict[str, Runs] = OrderedDict()
+        self._readers: OrderedDict[str, TrainingDataReader] = OrderedDict()
         # One data request at a time: the request context below is shared through ``self``
         # (run discovery reads it), and a reader's ``problems`` are not kept under its lock.
         self._lock = threading.Lock()
@@ -153,16 +161,35 @@ class SeqVizPlugin(base_plugin.TBPlugin):
             name = run.run_name
             run_dir = self._logdir if name in (".", "") else _join(self._logdir, *name.split("/"))
             path = _join(run_dir, "plugins", PLUGIN_NAME, ASSET_NAME)
-            if self._files.stat(path) is not None:
-                out[name] = path
+            try:
+                if self._files.stat(path) is None:
+                    continue
+            except OSError:
+                pass  # there but unreadable: listed, and the ``runs`` route reports it as that run's problem
+            out[name] = path
         return out
 
     def runs(self, experiment_id: str = "") -> Runs:
-        """The :class:`~seqviz_trackers.serve.Runs` of one experiment (built once, then reused)."""
-        runs = self._runs.get(experiment_id)
+        """The :class:`~seqviz_trackers.serve.Runs` of one experiment: kept for the
+        :data:`MAX_EXPERIMENTS` ids used last; their readers are shared (:meth:`reader`)."""
+        runs = self._runs.pop(experiment_id, None)
         if runs is None:
-            runs = self._runs[experiment_id] = Runs(lambda: self.run_paths(experiment_id), files=self._files)
+            runs = Runs(lambda: self.run_paths(experiment_id), files=self._files, readers=self.reader)
+        self._runs[experiment_id] = runs
+        while len(self._runs) > MAX_EXPERIMENTS:
+            self._runs.popitem(last=False)
         return runs
+
+    def reader(self, path: str) -> TrainingDataReader:
+        """The one reader of an asset file, whatever experiment id asks (at most
+        :data:`MAX_READERS` are kept, the least recently used dropped first)."""
+        reader = self._readers.pop(path, None)
+        if reader is None:
+            reader = TrainingDataReader(path, files=self._files)
+        self._readers[path] = reader
+        while len(self._readers) > MAX_READERS:
+            self._readers.popitem(last=False)
+        return reader
 
     # -- data routes -----------------------------------------------------------
     def _data_app(self, route: str) -> Callable[..., Any]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +25,18 @@ def add_arguments(parser: Any) -> None:
                              "'null' for pages opened from a file, such as the original seq-viz dashboard); repeatable")
 
 
+#: Shortest --interval: appends are checked every interval / 10 seconds.
+MIN_INTERVAL = 0.01
+
+
 def run(args: Any) -> int:
-    if args.interval <= 0:
-        raise CommandError(f"--interval must be positive, got {args.interval}")
+    if not math.isfinite(args.interval) or args.interval <= 0:
+        raise CommandError(f"--interval must be positive and finite (seconds), got {args.interval}")
+    if args.interval < MIN_INTERVAL:
+        raise CommandError(f"--interval must be at least {MIN_INTERVAL} s (appends are checked 10x as often), "
+                           f"got {args.interval}")
+    if not 0 <= args.port <= 65535:
+        raise CommandError(f"--port must be between 0 and 65535 (0: any free port), got {args.port}")
     if args.logdir is not None and not Path(args.logdir).is_dir():
         raise CommandError(f"{args.logdir}: no such folder")
     if args.file is not None:
@@ -38,6 +48,8 @@ def run(args: Any) -> int:
     if not _is_loopback(args.host):
         say(args, f"warning: binding {args.host} makes your training data readable by anyone who can reach port "
                   f"{args.port}; the default 127.0.0.1 keeps it on this machine")
+        say(args, f"note: the Host header check is off on {args.host}: requests naming any host are answered; "
+                  f"websockets still need a page of this server or an --allow-origin")
     logging.basicConfig(level=logging.WARNING, format="seqviz serve: %(message)s")
     server = SeqVizServer(make_runs(args.file, args.logdir), host=args.host, port=args.port,
                           interval=args.interval, allow_origins=args.allow_origin)

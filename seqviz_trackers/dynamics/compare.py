@@ -11,7 +11,7 @@ from typing import Any, Callable, Hashable, Iterable, Sequence
 
 import numpy as np
 
-from ..format.entry import Candidate, Columns, by_position, candidates, columns, facts, is_num, sequence_key
+from ..format.entry import Candidate, by_position, candidates, columns, facts, is_num, sequence_key
 
 __all__ = ["DIVERGENCE", "compare", "js_topk_other", "logp", "sig", "sig_list", "token_context"]
 

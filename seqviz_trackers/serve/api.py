@@ -3,7 +3,8 @@
 ``seqviz serve`` (HTTP beside its websocket) and the TensorBoard plugin both expose
 these under the same relative names, so the dashboard's fetch adapter works on both:
 
-- ``runs``                 -> ``{"runs": [{"run", "num_steps", "last_step"}]}``
+- ``runs``                 -> ``{"runs": [{"run", "num_steps", "last_step"}]}`` (+ ``"problems":
+                               [{"run", "message"}]`` when some run cannot be read)
 - ``steps?run=R``          -> ``{"run", "steps": [{"step", "loss", "perplexity", "timestamp"}],
                                "problems": [{"line", "message"}]}``
 - ``step?run=R&step=N``    -> the entry logged at step N (a JSON object in the schema)
@@ -13,7 +14,8 @@ these under the same relative names, so the dashboard's fetch adapter works on b
   :mod:`seqviz_trackers.dynamics.spikes` and ``docs/spikes.md``
 
 Each function returns data or raises :class:`NotFound` / :class:`BadRequest`; the
-back end turns those into a 404 / 400 with ``{"error": message}``. :data:`ROUTES` maps
+back end turns those into a 404 / 400 with ``{"error": message}`` (:func:`handle` does,
+and answers anything else, such as a file that cannot be read, with a 500 saying what). :data:`ROUTES` maps
 each route name to a function of ``(runs, query)``; a back end serves every entry of it,
 so a new route is added here once and every back end answers it.
 
@@ -23,6 +25,7 @@ The dashboard's own files (:data:`WEB_DIR`) are served by every back end too, th
 
 from __future__ import annotations
 
+import logging
 import mimetypes
 import os
 from pathlib import Path
@@ -30,10 +33,12 @@ from typing import Any, Callable
 
 from ..dynamics.routes import DYNAMICS_ROUTES
 from ..dynamics.spikes import BATCH_ROUTES
-from ..runs import BadRequest, NotFound, Query, Runs, parse_step
+from ..runs import BadRequest, NotFound, Query, Runs, parse_step, unreadable
 
 __all__ = ["Runs", "NotFound", "BadRequest", "runs_impl", "steps_impl", "step_impl", "parse_step", "ROUTES", "handle",
            "WEB_DIR", "web_file", "content_type"]
+
+log = logging.getLogger(__name__)
 
 #: The dashboard's static files.
 WEB_DIR = Path(__file__).resolve().parent.parent / "web"
@@ -45,13 +50,19 @@ _CONTENT_TYPES = {
 
 
 def runs_impl(runs: Runs) -> dict[str, Any]:
-    """``{"runs": [{"run", "num_steps", "last_step"}]}``, runs with at least one step."""
-    out = []
+    """``{"runs": [{"run", "num_steps", "last_step"}]}``, runs with at least one step, and
+    ``"problems": [{"run", "message"}]`` when some run cannot be read (the others are listed)."""
+    out, problems = [], []
     for name in runs.names():
-        steps = runs.reader(name).steps
+        try:
+            steps = runs.reader(name).steps
+        except OSError as exc:
+            problems.append({"run": name, "message": unreadable(exc)})
+            continue
         if steps:
             out.append({"run": name, "num_steps": len(steps), "last_step": steps[-1].step})
-    return {"runs": out}
+    problems += [{"run": name, "message": why} for name, why in sorted(runs.unlisted.items())]
+    return {"runs": out, "problems": problems} if problems else {"runs": out}
 
 
 def steps_impl(runs: Runs, run: str | None) -> dict[str, Any]:
@@ -103,6 +114,12 @@ def handle(runs: Runs, route: str, query: Query) -> tuple[int, Any]:
         return 404, {"error": str(exc)}
     except BadRequest as exc:
         return 400, {"error": str(exc)}
+    except OSError as exc:  # that run's file: the other runs are not affected
+        name = query.get("run")
+        return 500, {"error": (f"run {name!r} " if name else "") + unreadable(exc)}
+    except Exception as exc:  # a fault on our side: one answer, never a dropped request
+        log.exception("route %r failed", route)
+        return 500, {"error": f"{route}: {type(exc).__name__}: {exc}"}
 
 
 def web_file(web_dir: str | os.PathLike[str], relative: str) -> Path | None:

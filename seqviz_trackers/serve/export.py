@@ -14,7 +14,6 @@ import json
 import re
 from functools import lru_cache
 from importlib import resources
-from pathlib import Path
 from typing import Any
 
 from ..storage.jsonl import client_json

@@ -31,6 +31,11 @@ the live loop or the dynamics) is a step no more: every client watching its run 
 
 Each client has its own bounded send queue: a client that stops reading is
 disconnected (close code 1013) instead of stalling the others or growing memory.
+
+The event loop only moves messages: reading files happens in threads (the live loop's
+tailing and pushes in one, in order; the quick routes ``runs``/``steps``/``step`` in a
+pool beside the one of the dynamics routes), so a long dynamics build delays neither.
+A run whose file cannot be read is that run's problem (listed in ``runs``, logged once).
 """
 
 from __future__ import annotations
@@ -41,15 +46,15 @@ import http
 import ipaddress
 import json
 import logging
+import math
 import os
-import sys
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from ..runs import Runs
+from ..runs import Runs, unreadable
 from ..storage.jsonl import StepInfo, TrainingDataReader, client_json
 from . import api
 
@@ -64,6 +69,12 @@ MAX_INCOMING = 64 * 1024
 QUEUE_LIMIT = 256
 #: Requests one websocket client may have in flight at once.
 INFLIGHT_LIMIT = 16
+#: Routes that read one line or an index: answered beside (never behind) the dynamics routes.
+QUICK_ROUTES = frozenset({"runs", "steps", "step"})
+#: Longest gap, in seconds, between scans for new runs when nothing changes.
+MAX_SCAN_GAP = 5.0
+#: Seconds a connection may take to send its HTTP request (a route may then take longer).
+REQUEST_TIMEOUT = 10.0
 LOOPBACK_NAMES = {"127.0.0.1", "localhost", "::1", "[::1]"}
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
        "connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'self'")
@@ -86,13 +97,26 @@ def make_runs(file: str | os.PathLike[str] | None = None, logdir: str | os.PathL
     root = Path(logdir)  # type: ignore[arg-type]
 
     def discover() -> dict[str, str]:
-        found = {}
-        for path in sorted(root.rglob("*.jsonl")):
-            if path.is_file():
-                found[path.relative_to(root).with_suffix("").as_posix()] = str(path)
+        """Every ``*.jsonl`` that is not a folder (a symlink loop or FIFO is listed, and its
+        reader says what is wrong); folders that cannot be searched go to ``runs.unlisted``."""
+        found, unlisted = {}, {}
+
+        def cannot_search(exc: OSError) -> None:
+            where = Path(exc.filename or root)
+            name = where.relative_to(root).as_posix() if where != root else "."
+            unlisted[name + "/"] = f"folder cannot be searched ({exc.strerror or exc})"
+
+        for folder, dirs, names in os.walk(root, onerror=cannot_search):
+            dirs.sort()
+            for name in names:
+                if name.endswith(".jsonl"):
+                    path = Path(folder, name)
+                    found[path.relative_to(root).with_suffix("").as_posix()] = str(path)
+        runs.unlisted = unlisted
         return found
 
-    return Runs(discover=discover)
+    runs = Runs(discover=discover)
+    return runs
 
 
 def _is_loopback(host: str) -> bool:
@@ -115,6 +139,23 @@ DASHBOARD, ORIGINAL = "dashboard", "original"
 WS_PATHS = {"/ws": DASHBOARD, "/": ORIGINAL}
 
 
+def _connection_class() -> Any:
+    from websockets.asyncio.server import ServerConnection
+
+    class Connection(ServerConnection):
+        """A connection that must send its request within :data:`REQUEST_TIMEOUT` (what
+        websockets' ``open_timeout`` did), without a limit on the time to answer it."""
+
+        async def handshake(self, *args: Any, **kwargs: Any) -> None:
+            done, _ = await asyncio.wait([self.request_rcvd, self.connection_lost_waiter],
+                                         timeout=REQUEST_TIMEOUT, return_when=asyncio.FIRST_COMPLETED)
+            if not done:
+                raise TimeoutError(f"no HTTP request within {REQUEST_TIMEOUT} s")  # the connection is dropped
+            await super().handshake(*args, **kwargs)
+
+    return Connection
+
+
 @dataclass(eq=False)
 class _Client:
     ws: Any
@@ -130,16 +171,17 @@ class SeqVizServer:
     Args:
         runs: the runs to serve (see :func:`make_runs`).
         host, port: where to listen (port 0 picks a free port).
-        interval: seconds between scans for new runs; appended lines are looked for
-            ten times as often (a ``stat`` call), so new steps arrive quickly.
+        interval: seconds between scans for new runs (backing off to :data:`MAX_SCAN_GAP`
+            while nothing changes); appended lines of the watched runs are looked for ten
+            times as often (a ``stat`` call), so new steps arrive quickly.
         allow_origins: extra ``Origin`` values allowed to open the websocket (``"*"``: any).
         web_dir: the folder served as static files.
     """
 
     def __init__(self, runs: Runs, *, host: str = "127.0.0.1", port: int = 8765, interval: float = 0.25,
                  allow_origins: Iterable[str] = (), web_dir: Path = WEB_DIR):
-        if interval <= 0:
-            raise ValueError(f"interval must be positive, got {interval}")
+        if not (math.isfinite(interval) and interval > 0):
+            raise ValueError(f"interval must be positive and finite, got {interval}")
         self.runs = runs
         self.host = host
         self.port = port
@@ -149,25 +191,39 @@ class SeqVizServer:
         self.clients: set[_Client] = set()
         self._tails: dict[str, TrainingDataReader] = {}
         self._run_names: list[str] = []
-        self._last_runs: list[dict[str, Any]] | None = None  # the last ``runs`` message broadcast
+        self._last_runs: dict[str, Any] | None = None  # the last ``runs`` message broadcast
+        self.ticks = 0  # polls of the watched runs so far
+        self._scan_gap = 10  # ticks between scans for new runs (grows while nothing changes)
+        self._next_scan = 10
+        self._unreadable: dict[str, str] = {}  # run -> why its file cannot be read (logged once)
         self._server: Any = None
         self._ticker: asyncio.Task[None] | None = None
-        # Route requests (HTTP and websocket) run one at a time in this thread: a big
-        # step being read and encoded never delays the live pushes of the event loop.
-        self._worker = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="seqviz-routes")
+        self._loop: asyncio.AbstractEventLoop | None = None
+        # Nothing that reads files runs on the event loop, which only moves messages:
+        # the live loop's work (tailing, run scans, pushes) runs in order in one thread,
+        # route requests in two pools, so that a long dynamics build never delays the
+        # quick routes (runs, steps, step) nor the live pushes.
+        self._live = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="seqviz-live")
+        self._quick = concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="seqviz-routes")
+        self._heavy = concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="seqviz-dynamics")
 
     # -- lifecycle ---------------------------------------------------------------
     async def start(self) -> None:
         """Bind and start serving; raises OSError when the port is taken."""
         from websockets.asyncio.server import serve
 
+        self._loop = asyncio.get_running_loop()
         self._server = await serve(
             self._connection, self.host, self.port, process_request=self._process_request,
             compression=None, max_size=MAX_INCOMING, max_queue=8, server_header="seqviz",
             logger=logging.getLogger("seqviz_trackers.serve.server.ws"),
+            # websockets' open_timeout also covers process_request, which answers the HTTP
+            # routes: a route slower than it would answer nothing. The wait for the request
+            # itself keeps a limit (REQUEST_TIMEOUT, in _Connection).
+            open_timeout=None, create_connection=_connection_class(),
         )
         self.port = self._server.sockets[0].getsockname()[1]
-        self._run_names = self._names()
+        self._run_names = await self._in_live(self._names)
         self._ticker = asyncio.create_task(self._tick_forever())
 
     async def stop(self) -> None:
@@ -176,7 +232,24 @@ class SeqVizServer:
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
-        self._worker.shutdown(wait=False, cancel_futures=True)
+        for pool in (self._live, self._quick, self._heavy):
+            pool.shutdown(wait=False, cancel_futures=True)
+
+    async def _in_live(self, fn: Any, *args: Any) -> Any:
+        """Run ``fn(*args)`` in the live loop's thread and wait for it."""
+        return await asyncio.get_running_loop().run_in_executor(self._live, fn, *args)
+
+    def _live_soon(self, fn: Any, *args: Any) -> None:
+        """Queue ``fn(*args)`` in the live loop's thread (its failure is logged, not raised)."""
+        def safely() -> None:
+            try:
+                fn(*args)
+            except Exception:
+                log.exception("while answering a websocket client")
+        try:
+            self._live.submit(safely)
+        except RuntimeError:  # shutting down
+            pass
 
     @property
     def url(self) -> str:
@@ -218,7 +291,7 @@ class SeqVizServer:
         return self._respond(status, (message + "\n").encode(), "text/plain")
 
     async def _answer(self, route: str, query: dict[str, str]) -> tuple[int, bytes]:
-        """``api.handle`` in the worker thread: (status, JSON in UTF-8). Lines it found broken
+        """``api.handle`` in a worker thread: (status, JSON in UTF-8). Lines it found broken
         are then made known to the live loop and its clients."""
         def work() -> tuple[int, bytes]:
             status, body = api.handle(self.runs, route, query)
@@ -226,11 +299,20 @@ class SeqVizServer:
                 return status, _dumps(body)
             except (TypeError, ValueError) as exc:
                 return 500, _dumps({"error": f"cannot encode the answer: {exc}"})
-        answer = await asyncio.get_running_loop().run_in_executor(self._worker, work)
-        self._share_problems()
+        pool = self._quick if route in QUICK_ROUTES else self._heavy
+        answer = await asyncio.get_running_loop().run_in_executor(pool, work)
+        self._live_soon(self._share_problems)
         return answer
 
     async def _process_request(self, connection: Any, request: Any) -> Any:
+        try:
+            return await self._http(request)
+        except Exception as exc:  # our fault, said as such (not as a failed websocket)
+            log.exception("while answering %s", request.path)
+            return self._error(500, f"internal error while answering {urlsplit(request.path).path}: "
+                                    f"{type(exc).__name__}: {exc}")
+
+    async def _http(self, request: Any) -> Any:
         host = request.headers.get("Host", "")
         if _is_loopback(self.host) and not self._host_ok(host):
             return self._error(403, f"unexpected Host header {host!r}: this server only answers loopback names")
@@ -272,24 +354,25 @@ class SeqVizServer:
         self.clients.add(client)
         sender = asyncio.create_task(self._sender(client))
         try:
-            query = dict(parse_qsl(parts.query))
-            wanted = query.get("run")
-            run = wanted if wanted in self._names() else self._default_run()
-            if client.feed == ORIGINAL:
-                self._watch_original(client, run)
-                async for message in ws:
-                    self._on_original_message(client, message)
-                return
-            self._send(client, {"type": "runs", "runs": self._runs_summary()})
-            self._watch(client, run)
+            await self._in_live(self._open, client, dict(parse_qsl(parts.query)).get("run"))
+            on_message = self._on_original_message if client.feed == ORIGINAL else self._on_message
             async for message in ws:
-                self._on_message(client, message)
+                on_message(client, message)
         except Exception as exc:  # a broken connection must not take the server down
             if not type(exc).__name__.startswith("ConnectionClosed"):
                 log.warning("websocket client failed: %s", exc)
         finally:
             self.clients.discard(client)
             sender.cancel()
+
+    def _open(self, client: _Client, wanted: str | None) -> None:
+        """A new client (in the live thread): what it is sent first, and the run it watches."""
+        run = wanted if wanted in self._names() else self._default_run()
+        if client.feed == ORIGINAL:
+            self._watch_original(client, run)
+        else:
+            self._send(client, self._runs_message())
+            self._watch(client, run)
 
     async def _sender(self, client: _Client) -> None:
         try:
@@ -302,8 +385,18 @@ class SeqVizServer:
             return
 
     def _send(self, client: _Client, obj: Any, text: bytes | None = None) -> None:
+        """Queue a message for ``client``, from any thread (encoded here, queued by the loop,
+        in the order of the calls)."""
+        text = text if text is not None else _dumps(obj)
+        assert self._loop is not None
         try:
-            client.queue.put_nowait(text if text is not None else _dumps(obj))
+            self._loop.call_soon_threadsafe(self._put, client, text)
+        except RuntimeError:  # the loop is closed: the server stopped
+            pass
+
+    def _put(self, client: _Client, text: bytes) -> None:
+        try:
+            client.queue.put_nowait(text)
         except asyncio.QueueFull:
             log.warning("dropping a client that stopped reading (%d messages queued)", QUEUE_LIMIT)
             self.clients.discard(client)
@@ -328,11 +421,7 @@ class SeqVizServer:
             return
         kind = request.get("type")
         if kind == "watch":
-            run = request.get("run")
-            if isinstance(run, str) and run in self._names():
-                self._watch(client, run)
-            else:
-                self._send(client, {"type": "error", "message": f"unknown run {run!r}"})
+            self._live_soon(self._watch_named, client, request.get("run"))
         elif kind == "get":
             params = request.get("params") or {}
             route = request.get("route")
@@ -348,6 +437,12 @@ class SeqVizServer:
                 asyncio.ensure_future(self._reply(client, rid, route, {str(k): str(v) for k, v in params.items()}))
         else:
             self._send(client, {"type": "error", "message": f"unknown message type {kind!r}"})
+
+    def _watch_named(self, client: _Client, run: Any) -> None:
+        if isinstance(run, str) and run in self._names():
+            self._watch(client, run)
+        else:
+            self._send(client, {"type": "error", "message": f"unknown run {run!r}"})
 
     async def _reply(self, client: _Client, rid: Any, route: str, query: dict[str, str]) -> None:
         try:
@@ -365,9 +460,9 @@ class SeqVizServer:
     def _watch_original(self, client: _Client, run: str | None) -> None:
         """An original-protocol client: the latest readable entry now, new steps as they come."""
         if run is not None:
-            self._poll_run(run)
+            self._poll(run)
         client.run = run
-        entry = self._latest_entry(run, self._tail(run)) if run is not None else None
+        entry = self._latest_entry(run, self._tail(run)) if run is not None and run not in self._unreadable else None
         if entry is not None:
             self._send(client, self._training_update(entry))
 
@@ -379,7 +474,10 @@ class SeqVizServer:
         if not isinstance(request, dict) or request.get("type") != "get_step":
             self._send(client, {"type": "error", "message": 'expected {"type": "get_step", "step": N}'})
             return
-        step = request.get("step")
+        self._live_soon(self._original_step, client, request.get("step"))
+
+    def _original_step(self, client: _Client, step: Any) -> None:
+        """Answer an original-protocol ``get_step`` (in the live thread)."""
         if client.run is None:
             self._send(client, {"type": "error", "message": "no run to read yet", "step": step})
             return
@@ -387,8 +485,15 @@ class SeqVizServer:
             self._send(client, {"type": "error", "message": f"step must be a non-negative integer, got {step!r}",
                                 "step": step})
             return
-        reader = self._tail(client.run)
-        entry = reader.get_step(step)
+        try:
+            reader = self.runs.reader(client.run)  # not the live loop's own: it announces what it indexes
+            entry = reader.get_step(step)
+        except OSError as exc:
+            self._send(client, {"type": "error", "message": f"run {client.run!r} {unreadable(exc)}", "step": step})
+            return
+        except LookupError:
+            self._send(client, {"type": "error", "message": f"run {client.run!r} is gone", "step": step})
+            return
         self._share_problems()
         if entry is None:
             broken = reader.problem_of(step)
@@ -399,10 +504,13 @@ class SeqVizServer:
 
     def _watch(self, client: _Client, run: str | None) -> None:
         if run is not None:
-            self._poll_run(run)  # announce pending appends to the clients already watching
+            self._poll(run)  # announce pending appends to the clients already watching
         client.run = run
         if run is None:
             self._send(client, {"type": "waiting", "message": "No run yet: waiting for a JSONL file to appear\u2026"})
+            return
+        if run in self._unreadable:
+            self._send(client, {"type": "waiting", "run": run, "message": self._unreadable[run]})
             return
         reader = self._tail(run)
         steps = reader.indexed()
@@ -426,6 +534,8 @@ class SeqVizServer:
         """The latest readable entry of ``run``; broken lines met on the way are shared."""
         try:
             return reader.latest()
+        except OSError:
+            return None  # the file cannot be read now: the live loop reports it
         finally:
             self._share_problems()
 
@@ -464,7 +574,7 @@ class SeqVizServer:
 
     def _default_run(self, names: list[str] | None = None) -> str | None:
         names = self._names() if names is None else names
-        with_steps = [n for n in names if self._poll_run(n) or self._tail(n).indexed()]
+        with_steps = [n for n in names if self._poll(n) or self._tail(n).indexed()]
         return (with_steps or names or [None])[0]
 
     def _tail(self, run: str) -> TrainingDataReader:
@@ -477,38 +587,68 @@ class SeqVizServer:
         return reader
 
     async def _tick_forever(self) -> None:
-        ticks = 0
         while True:
             await asyncio.sleep(self.interval / 10)
-            ticks += 1
-            try:
-                if ticks % 10 == 0:
-                    self._scan_runs()
-                for run in {c.run for c in self.clients if c.run is not None}:
-                    self._poll_run(run)
-            except Exception:  # keep tailing whatever one bad file does
-                log.exception("while checking the runs")
+            await self._in_live(self._tick)
 
-    def _runs_summary(self, names: list[str] | None = None) -> list[dict[str, Any]]:
-        """What the ``runs`` route says, from this loop's own readers."""
+    def _tick(self) -> None:
+        """One poll of the watched runs, and now and then a scan for new runs (in the live
+        thread). Scans back off while nothing changes: every ``interval`` at first, then
+        twice as long each time, up to :data:`MAX_SCAN_GAP` seconds."""
+        self.ticks += 1
+        try:
+            if self.ticks >= self._next_scan:
+                changed = self._scan_runs()
+                self._scan_gap = 10 if changed else min(self._scan_gap * 2, max(10, round(MAX_SCAN_GAP * 10 / self.interval)))
+                self._next_scan = self.ticks + self._scan_gap
+            for run in {c.run for c in list(self.clients) if c.run is not None}:
+                self._poll(run)
+        except Exception:  # keep tailing whatever one bad file does
+            log.exception("while checking the runs")
+
+    def _runs_message(self, names: list[str] | None = None) -> dict[str, Any]:
+        """The ``runs`` message: what the ``runs`` route says, from this loop's own readers."""
         out = []
         for name in self._names() if names is None else names:
-            self._poll_run(name)  # a stat call unless the file grew; news go to its watchers first
+            self._poll(name)  # a stat call unless the file grew; news go to its watchers first
             steps = self._tail(name).indexed()
-            if steps:
+            if steps and name not in self._unreadable:
                 out.append({"run": name, "num_steps": len(steps), "last_step": steps[-1].step})
-        return out
+        message: dict[str, Any] = {"type": "runs", "runs": out}
+        problems = [{"run": n, "message": m} for n, m in sorted({**self._unreadable, **self.runs.unlisted}.items())]
+        if problems:
+            message["problems"] = problems
+        return message
 
-    def _scan_runs(self) -> None:
+    def _scan_runs(self) -> bool:
+        """Look for new, changed and gone runs; True when something changed."""
         names = self._names()
-        summary = self._runs_summary(names)
-        if names != self._run_names or summary != self._last_runs:
+        message = self._runs_message(names)
+        changed = names != self._run_names or message != self._last_runs
+        if changed:
             self._run_names = names
-            self._last_runs = summary
-            self._broadcast(None, {"type": "runs", "runs": summary})
+            self._last_runs = message
+            self._broadcast(None, message)
         for client in list(self.clients):
             if client.run is None and names:
                 self._watch(client, self._default_run(names))
+        return changed
+
+    def _poll(self, run: str) -> bool:
+        """:meth:`_poll_run`, for a run whose file may not be readable: that is logged once
+        (and its watchers told), the other runs go on."""
+        try:
+            news = self._poll_run(run)
+        except OSError as exc:
+            why = f"run {run!r} {unreadable(exc)}"
+            if self._unreadable.get(run) != why:
+                self._unreadable[run] = why
+                log.warning("%s", why)
+                self._broadcast(run, {"type": "waiting", "run": run, "message": why})
+            return False
+        if self._unreadable.pop(run, None) is not None:
+            log.warning("run %r can be read again", run)
+        return news
 
     def _poll_run(self, run: str) -> bool:
         """Read what was appended to ``run`` and tell its watchers; True when something was new."""

@@ -15,7 +15,7 @@ Record layout: ``b"SVC1"``, two little-endian uint32 (header and body lengths), 
 header ``{"step", "offset", "length", "timestamp", "crc", "seqs": [{"key", "text", "n"}],
 "vocab": {"<id>": str}}``, then per sequence ``n`` × int32 position, float32 target
 probability, float32 loss, float32 entropy, int32 target rank and int64 top-1 id.
-``crc`` is the CRC-32 of the body, ``key`` the sequence's identity
+``crc`` is the CRC-32 of ``seqs`` and ``vocab`` (as compact JSON) followed by the body, ``key`` the sequence's identity
 (:func:`~seqviz_trackers.dynamics.sequence_key`), ``text`` a checksum of its tokens, and
 ``vocab`` holds the display strings of top-1 ids this writer has not recorded before.
 """
@@ -63,9 +63,15 @@ def encode_record(entry: dict[str, Any], offset: int, length: int, known: KnownI
         vocab.update((str(top), string) for top, string in known.new_strings(seq, cols).items())
     body = b"".join(bodies)
     header = json.dumps({"step": entry["step"], "offset": offset, "length": length, "timestamp": entry.get("timestamp"),
-                         "crc": zlib.crc32(body), "seqs": seqs, "vocab": vocab},
+                         "crc": checksum(seqs, vocab, body), "seqs": seqs, "vocab": vocab},
                         ensure_ascii=False, separators=(",", ":")).encode()
     return _PREFIX.pack(MAGIC, len(header), len(body)) + header + body
+
+
+def checksum(seqs: Any, vocab: Any, body: bytes) -> int:
+    """The ``crc`` of a record: its sequences, its display strings and its arrays."""
+    covered = json.dumps([seqs, vocab], ensure_ascii=False, separators=(",", ":")).encode("utf-8", "surrogatepass")
+    return zlib.crc32(body, zlib.crc32(covered))
 
 
 def decode_record(header: dict[str, Any], body: bytes) -> Record:
@@ -172,7 +178,10 @@ class ColumnsReader:
     def get(self, info: Any) -> Record | None:
         """The record of the line ``info`` (a :class:`~seqviz_trackers.storage.jsonl.StepInfo`), or None."""
         if info.offset not in self._index:
-            self._refresh()
+            try:
+                self._refresh()
+            except OSError:
+                return None  # no usable columns file: the line is parsed instead
         found = self._index.get(info.offset)
         if found is None:
             return None
@@ -184,6 +193,7 @@ class ColumnsReader:
             with self.files.open(self.path) as f:
                 f.seek(body)
                 data = f.read(blen)
-            return decode_record(header, data) if zlib.crc32(data) == header.get("crc") else None
+            good = checksum(header.get("seqs"), header.get("vocab"), data) == header.get("crc")
+            return decode_record(header, data) if good else None
         except (OSError, ValueError, KeyError, TypeError):
             return None

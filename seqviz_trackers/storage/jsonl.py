@@ -10,12 +10,15 @@ file grows, so ``get_step`` is one seek and one parse, however long the run.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import math
 import os
 import re
+import stat as stat_module
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, Iterator, Protocol
@@ -316,18 +319,57 @@ class Files(Protocol):
     def stat(self, path: str) -> tuple[int, Any] | None: ...
 
 
+#: Bytes compared at each end of the indexed part of a file to notice a rewrite in place.
+_EDGE = 64
+#: A modification time this recent (ns) may hide a rewrite (timestamps are coarse).
+_RECENT_NS = 2_000_000_000
+
+
+def _edges(f: BinaryIO, end: int) -> tuple[bytes, bytes]:
+    """The first and last :data:`_EDGE` bytes of ``f`` before ``end``."""
+    f.seek(0)
+    head = f.read(min(_EDGE, end))
+    f.seek(max(0, end - _EDGE))
+    return head, f.read(end - max(0, end - _EDGE))
+
+
 class LocalFiles:
-    """The local file system: ``stat`` gives (size, identity) or None when missing."""
+    """The local file system: ``stat`` gives (size, identity) or None when missing.
+
+    Only regular files are read: a folder, FIFO or device where a run's file should be
+    raises :class:`OSError` (opening a FIFO would wait for a writer forever)."""
 
     def open(self, path: str) -> BinaryIO:
-        return open(path, "rb")
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+        try:
+            _regular(os.fstat(fd).st_mode, path)
+            if hasattr(os, "set_blocking"):
+                os.set_blocking(fd, True)
+            return os.fdopen(fd, "rb")
+        except BaseException:
+            os.close(fd)
+            raise
 
     def stat(self, path: str) -> tuple[int, Any] | None:
         try:
             st = os.stat(path)
         except FileNotFoundError:
             return None
+        _regular(st.st_mode, path)
         return st.st_size, (st.st_dev, st.st_ino)
+
+    def mtime_ns(self, path: str) -> int | None:
+        """The modification time, for the fingerprint that notices a rewrite in place."""
+        try:
+            return os.stat(path).st_mtime_ns
+        except OSError:
+            return None
+
+
+def _regular(mode: int, path: str) -> None:
+    if not stat_module.S_ISREG(mode):
+        kind = "a folder" if stat_module.S_ISDIR(mode) else "not a regular file"
+        raise OSError(errno.EINVAL, kind, path)
 
 
 def _number(raw: bytes) -> float | None:
@@ -424,6 +466,7 @@ class TrainingDataReader:
         self._scanned = 0  # how far the file has been read (past _offset: no newline there)
         self._line = 0
         self._identity: Any = None
+        self._edges = (b"", b"", None)  # fingerprint of what is indexed: first, last bytes, mtime_ns
         self._by_step: dict[int, StepInfo] = {}
         self._sorted: list[StepInfo] | None = None
         self._problems: dict[int, Problem] = {}
@@ -445,7 +488,9 @@ class TrainingDataReader:
                 update.reset = True
             return update
         size, identity = stat
-        if self._identity is not None and (identity != self._identity or size < self._offset):
+        mtime = self._mtime()
+        if self._identity is not None and (identity != self._identity or size < self._offset
+                                           or self._rewritten(size, mtime)):
             self._clear()
             update.reset = True
         self._identity = identity
@@ -477,6 +522,7 @@ class TrainingDataReader:
                 self._offset = pos = end
                 f.seek(end)
             self._scanned = pos  # an incomplete last line waits for its newline
+            self._edges = (*_edges(f, self._offset), mtime)
         return update
 
     def _index_lines(self, data: bytes, base: int, update: Update) -> None:
@@ -488,6 +534,26 @@ class TrainingDataReader:
                 return
             self._index_line(data, start, nl, base + start, update)
             start = nl + 1
+
+    def _mtime(self) -> int | None:
+        mtime = getattr(self.files, "mtime_ns", None)
+        return mtime(self.path) if mtime is not None else None
+
+    def _rewritten(self, size: int, mtime: int | None) -> bool:
+        """Whether the indexed bytes were changed in place (same file, not shorter): their
+        first and last bytes are compared when the modification time moved (or is too
+        recent to tell, or the file grew). File systems with no modification time
+        (``mtime_ns``) notice only a shorter or replaced file."""
+        head, tail, seen = self._edges
+        if not self._offset or mtime is None:
+            return False
+        if size == self._offset and mtime == seen and time.time_ns() - mtime > _RECENT_NS:
+            return False
+        with self.files.open(self.path) as f:
+            changed = _edges(f, self._offset) != (head, tail)
+        if not changed:
+            self._edges = (head, tail, mtime)
+        return changed
 
     def _index_line(self, data: bytes, start: int, end: int, offset: int, update: Update) -> None:
         self._line += 1
@@ -605,11 +671,10 @@ class TrainingDataReader:
 
     def get_step(self, step: int) -> dict[str, Any] | None:
         """The entry logged at ``step``, or None (also when its line turns out broken:
-        then it is listed in ``problems``)."""
+        then it is listed in ``problems``). The file is looked at first (a ``stat``), so a
+        rewritten file is read anew."""
+        self.refresh()
         info = self._by_step.get(step)
-        if info is None:
-            self.refresh()
-            info = self._by_step.get(step)
         if info is None:
             return None
         try:
