@@ -22,7 +22,7 @@ Memory: the peak extra memory of capture (rows, and a capture step) over the log
 size (goal <= 0.25), in a fresh process per case: on CUDA ``max_memory_allocated``; on a
 CPU the growth of the process's peak resident size (``ru_maxrss``) across ``add`` +
 ``finish`` on logits made beforehand (with glibc's mmap threshold fixed at 64 KiB, so
-every large block counts).
+every large block counts; the largest of three processes).
 
 Cases: the ``seqviz demo`` model (GPT-2, 2 layers, n_embd 128, its own BPE vocabulary,
 batch 16 x 48 tokens) and a 2-layer GPT-2 (n_embd 128) at B=8, T=512, V=50257.
@@ -167,9 +167,12 @@ def memory(batch: int, length: int, vocab: int, mode: str) -> dict[str, Any]:
     # when freed, so the peak resident size follows them (glibc would otherwise raise the
     # threshold and serve them from memory freed earlier, e.g. by imports)
     env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"}
-    out = subprocess.run([sys.executable, __file__, "--memory-child", json.dumps([batch, length, vocab, mode])],
-                         capture_output=True, text=True, check=True, env=env)
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    runs = []
+    for _ in range(3):  # the largest of three: pages the kernel reclaims meanwhile (shared libraries) only lower it
+        out = subprocess.run([sys.executable, __file__, "--memory-child", json.dumps([batch, length, vocab, mode])],
+                             capture_output=True, text=True, check=True, env=env)
+        runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    return max(runs, key=lambda r: r["extra_bytes"])
 
 
 def main() -> None:
