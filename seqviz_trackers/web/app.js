@@ -183,7 +183,7 @@ export class Dashboard {
     this.warnBtn.hidden = true;
     this.warnBtn.addEventListener("click", () => { this.warnList.hidden = !this.warnList.hidden; });
 
-    this.batchBtn = el("button", "btn toggle batches-btn", "Batches");
+    this.batchBtn = el("button", "btn batches-btn", "Batches");
     this.batchBtn.title = "the training batches: rows by loss, spikes, tokens coloured by loss";
     this.batchBtn.hidden = true;
     this.batchBtn.addEventListener("click", () => (this.state.batch.open ? this.closeBatch() : this.openBatch(this.state.batch.step)));
