@@ -20,7 +20,7 @@ step-to-step noise of a whole training step do not blur.
 
 Memory: the peak extra memory of capture (rows, and a capture step) over the logits' own
 size (goal <= 0.25), in a fresh process per case: on CUDA ``max_memory_allocated``; on a
-CPU the growth of the process's peak resident size (``ru_maxrss``) across ``add`` +
+CPU the growth of the process's peak resident size (``VmHWM``) across ``add`` +
 ``finish`` on logits made beforehand (with glibc's mmap threshold fixed at 64 KiB, so
 every large block counts; the largest of three processes).
 
@@ -37,7 +37,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -133,6 +132,16 @@ def time_case(vocab: int, batch: int, length: int, steps: int, repeat: int) -> d
             "inside_rows_ratio": 1 + rows_in / base, "inside_every100_ratio": 1 + (99 * rows_in + cap_in) / (100 * base)}
 
 
+def peak_rss() -> int:
+    """This process's peak resident size in bytes (``VmHWM``: unlike ``ru_maxrss``, it does not
+    start from the peak of the process that forked this one)."""
+    with open("/proc/self/status", encoding="ascii") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmHWM in /proc/self/status")
+
+
 def memory_child(batch: int, length: int, vocab: int, mode: str) -> dict[str, Any]:
     """Peak extra memory of ``add`` + ``finish`` over logits made beforehand (run in a fresh process)."""
     torch.set_num_threads(1)
@@ -150,14 +159,14 @@ def memory_child(batch: int, length: int, vocab: int, mode: str) -> dict[str, An
         torch.cuda.reset_peak_memory_stats()
         before = torch.cuda.max_memory_allocated()
     else:
-        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        before = peak_rss()
     cap.add(logits, ids, ids, step=1)
     record = cap.finish(1)
     if cuda:
         torch.cuda.synchronize()
         extra = torch.cuda.max_memory_allocated() - before
     else:
-        extra = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before
+        extra = peak_rss() - before
     assert record is not None and (mode != "capture" or record["capture"] is not None)
     return {"mode": mode, "device": device, "logits_bytes": size, "extra_bytes": int(extra), "ratio": extra / size}
 
