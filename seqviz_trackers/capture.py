@@ -141,22 +141,30 @@ def row_loss_sums(logits: Any, valid: Any, next_target: Any) -> tuple[Any, Any]:
 
     ``logits`` is ``(B, T, V)``; ``valid`` / ``next_target`` as from
     :func:`~seqviz_trackers.convert.next_token_targets`, on the logits' device. Worked in
-    chunks of at most :data:`~seqviz_trackers.convert.CHUNK_BYTES` (and an eighth of a
-    row), so the extra memory stays a small part of the logits.
+    chunks of at most :data:`~seqviz_trackers.convert.CHUNK_BYTES` and an eighth of the
+    logits (whole rows at a time when they fit, else parts of a row), so the extra memory
+    stays a small part of the logits and small logits take a few calls, not one per row.
     """
     import torch
     import torch.nn.functional as F
 
     batch, length, vocab = logits.shape
-    per_row = max(1, min(CHUNK_BYTES // (4 * vocab), length // 8))
+    budget = max(1, min(CHUNK_BYTES // (4 * vocab), batch * length // 8))  # positions per chunk
     targets = next_target.masked_fill(~valid, -100)
     losses = torch.zeros(batch, length, dtype=torch.float32, device=logits.device)
     with torch.no_grad():
-        for b in range(batch):
-            for a in range(0, length, per_row):
-                x = logits[b, a:a + per_row]
-                losses[b, a:a + per_row] = F.cross_entropy(x.float(), targets[b, a:a + per_row],
-                                                            reduction="none", ignore_index=-100)
+        if budget >= length:
+            rows = budget // length
+            for b in range(0, batch, rows):
+                x = logits[b:b + rows]
+                losses[b:b + rows] = F.cross_entropy(x.reshape(-1, vocab).float(), targets[b:b + rows].reshape(-1),
+                                                     reduction="none", ignore_index=-100).view(x.shape[0], length)
+        else:
+            for b in range(batch):
+                for a in range(0, length, budget):
+                    x = logits[b, a:a + budget]
+                    losses[b, a:a + budget] = F.cross_entropy(x.float(), targets[b, a:a + budget],
+                                                              reduction="none", ignore_index=-100)
     return losses.double().sum(1), valid.sum(1)
 
 

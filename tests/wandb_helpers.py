@@ -40,7 +40,7 @@ def table_rows(run_dir: Path, key: str = "seqviz/tokens") -> list[list[Any]]:
     """Every row of the table files under ``files/media/table/<key>_<n>_*.table.json``, in log order."""
     folder = run_dir / "files" / "media" / "table" / Path(key).parent
     stem = Path(key).name
-    files = sorted(folder.glob(f"{stem}_*.table.json"), key=lambda p: int(p.name.split("_")[1]))
+    files = sorted(folder.glob(f"{stem}_*.table.json"), key=lambda p: int(p.name[len(stem) + 1:].split("_")[0]))
     rows: list[list[Any]] = []
     for path in files:
         data = json.loads(path.read_text("utf-8"))

@@ -14,6 +14,11 @@ Per step, one ``run.log`` call carries:
 - ``train/global_step``: the step, which ``seqviz/*`` charts use as their x axis,
   the convention of transformers' ``WandbCallback`` (the two can share one run).
 
+With training-batch capture on (``capture_train=``), each capture step (see
+``docs/spikes.md``) also logs ``seqviz/train_batches``: a ``wandb.Table`` of its captured
+rows (columns :data:`wandb_panel.tables.BATCH_COLUMNS`: step, row, row loss, text, kind),
+incremental like the token table.
+
 Every line received is also appended to ``<run folder>/seqviz/steps.jsonl``; on
 :meth:`WandbMirror.close` (or :meth:`WandbMirror.log_artifact`) that file and a
 consolidated token table go to W&B as an artifact of type ``seqviz``.
@@ -34,14 +39,15 @@ import wandb
 from seqviz_trackers.dynamics.tracks import evenly_spaced
 from seqviz_trackers.storage.jsonl import TrainingDataReader, encode_entry
 
-from .tables import COLUMNS, DTYPES, count_rows, entry_rows, step_scalars
+from .tables import BATCH_COLUMNS, BATCH_DTYPES, COLUMNS, DTYPES, batch_rows, count_rows, entry_rows, step_scalars
 
-__all__ = ["WandbMirror", "TOKENS_KEY", "DASHBOARD_KEY", "STEP_METRIC", "ARTIFACT_TYPE"]
+__all__ = ["WandbMirror", "TOKENS_KEY", "DASHBOARD_KEY", "TRAIN_BATCHES_KEY", "STEP_METRIC", "ARTIFACT_TYPE"]
 
 log = logging.getLogger("seqviz_trackers.wandb")
 
 TOKENS_KEY = "seqviz/tokens"
 DASHBOARD_KEY = "seqviz/dashboard"
+TRAIN_BATCHES_KEY = "seqviz/train_batches"
 STEP_METRIC = "train/global_step"
 ARTIFACT_TYPE = "seqviz"
 
@@ -97,6 +103,8 @@ class WandbMirror:
         self.last_html_bytes: int | None = None
         self._copy: Any = None
         self._table: Any = None
+        self._batch_table: Any = None
+        self.batch_rows_logged = 0
         self._history: list[dict[str, Any]] = []
         self._dynamics: Any = None      # a seqviz_trackers.dynamics.Dynamics, fed each step
         self._previous: dict[str, Any] | None = None  # the entry before, for the change since it
@@ -172,10 +180,30 @@ class WandbMirror:
         finally:
             self._drop_sent_rows()
 
-    def _drop_sent_rows(self) -> None:
+    def log_batch(self, record: dict[str, Any], line: bytes | None = None) -> None:
+        """Mirror one optimizer step's training-batch record: at a capture step, its captured
+        rows as ``seqviz/train_batches`` rows; other steps log nothing."""
+        run = self._active_run()
+        if run is None or self.disabled or not record.get("capture"):
+            return
+        rows = list(batch_rows(record))
+        if not rows:
+            return
+        try:
+            if self._batch_table is None:
+                self._batch_table = wandb.Table(columns=list(BATCH_COLUMNS), dtype=list(BATCH_DTYPES), log_mode="INCREMENTAL")
+            _add_rows(self._batch_table, iter(rows))
+            run.log({TRAIN_BATCHES_KEY: self._batch_table, STEP_METRIC: record["step"]})
+            self.batch_rows_logged += len(rows)
+        except Exception as exc:
+            self._fail(f"logging the training batch of step {record.get('step')}", exc)
+        finally:
+            self._drop_sent_rows(self._batch_table)
+
+    def _drop_sent_rows(self, table: Any = None) -> None:
         """Free the rows of the step just logged (or failed): an incremental table
         otherwise holds every row of the run in memory, though it uploads only new ones."""
-        table = self._table
+        table = self._table if table is None else table
         if hasattr(table, "_last_logged_idx"):
             table.data.clear()
             if table._last_logged_idx is not None:

@@ -13,7 +13,8 @@ from typing import Any, Iterator
 from seqviz_trackers.format.entry import facts
 from seqviz_trackers.storage.jsonl import finite_number
 
-__all__ = ["COLUMNS", "DTYPES", "TOP_N", "entry_rows", "count_rows", "step_scalars"]
+__all__ = ["COLUMNS", "DTYPES", "TOP_N", "entry_rows", "count_rows", "step_scalars",
+           "BATCH_COLUMNS", "BATCH_DTYPES", "BATCH_TEXT_CHARS", "batch_rows"]
 
 #: How many candidates each row carries.
 TOP_N = 5
@@ -94,3 +95,35 @@ def step_scalars(entry: dict[str, Any], prefix: str = "seqviz/") -> dict[str, fl
     if hits:
         out[prefix + "top1_accuracy"] = sum(hits) / len(hits)
     return out
+
+
+#: Columns of the training-batch table: one row per captured row of a capture step.
+BATCH_COLUMNS: list[str] = [
+    "step",      # int: the optimizer step
+    "row",       # int: the row's place in the step's batch (micro-batches and ranks in order)
+    "row_loss",  # float: the row's mean token loss
+    "text",      # str: the row's tokens, joined (at most BATCH_TEXT_CHARS characters)
+    "kind",      # str: "top" (among the highest losses) or "random" (the baseline)
+]
+BATCH_DTYPES: list[type] = [int, int, float, str, str]
+
+#: Longer row texts are cut to this many characters (ending in an ellipsis).
+BATCH_TEXT_CHARS = 2000
+
+
+def batch_rows(record: dict[str, Any]) -> Iterator[list[Any]]:
+    """One row (ordered as :data:`BATCH_COLUMNS`) per captured row of a training-batch record
+    (:class:`seqviz_trackers.capture.BatchCapture`), highest loss first; none when the
+    step has no per-token capture."""
+    capture = record.get("capture") or {}
+    meta = capture.get("metadata") or {}
+    rows, kinds, losses = meta.get("rows") or [], meta.get("kinds") or [], meta.get("row_loss") or []
+    found = []
+    for i, seq in enumerate(capture.get("sequences") or []):
+        text = "".join(seq.get("tokens") or [])
+        if len(text) > BATCH_TEXT_CHARS:
+            text = text[:BATCH_TEXT_CHARS - 1] + "\u2026"
+        loss = finite_number(losses[i]) if i < len(losses) else None
+        found.append([record["step"], rows[i] if i < len(rows) else i, loss, text, kinds[i] if i < len(kinds) else None])
+    found.sort(key=lambda r: -r[2] if r[2] is not None else float("inf"))
+    yield from found

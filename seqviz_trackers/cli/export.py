@@ -17,7 +17,7 @@ from typing import Any, Iterable
 from .main import CommandError, DataError, existing_file, report_problems, say
 from .. import dynamics
 from ..format.schema import SchemaValidationError, validate_entry
-from ..serve.export import dynamics_extra, export_html, runs_compare_extra
+from ..serve.export import batches_extra, dynamics_extra, export_html, runs_compare_extra
 from ..storage.jsonl import StepInfo, TrainingDataReader
 
 
@@ -88,6 +88,9 @@ def run(args: argparse.Namespace) -> int:
                   f"{'their lines are' if len(broken) > 1 else 'its line is'} not a valid step")
         status = 1
     extra = None if args.no_dynamics else _file_dynamics(args, reader, entries)
+    batches = batches_extra(reader)
+    if batches is not None:
+        extra = {**(extra or {}), **batches}
     out = Path(args.output) if args.output else path.with_suffix(".html")
     title = args.title or path.name
     if args.vs:

@@ -27,7 +27,7 @@ from ..runs import NotFound, Query, Runs, parse_step
 from ..storage.batches import batches_reader
 from ..storage.jsonl import TrainingDataReader
 
-__all__ = ["step_summaries", "batch_json", "spikes_json", "batches_route", "batch_route", "BATCH_ROUTES"]
+__all__ = ["step_summaries", "summary_json", "batch_json", "spikes_json", "batches_route", "batch_route", "BATCH_ROUTES"]
 
 #: The flags written right after a record's header (see capture.BatchCapture.finish).
 _FLAGS = re.compile(rb'"spike":(null|\{[^{}]*\}),"reason":(null|"[a-z_]+")')
@@ -208,13 +208,16 @@ def spikes_json(reader: TrainingDataReader, *, rows: int = 3, tokens: int = 5, t
     return {"num_steps": len(summaries), "detector": detector, "spikes": out}
 
 
-def batches_route(runs: Runs, query: Query) -> dict[str, Any]:
-    reader = batches_reader(runs.reader(query.get("run")))
+def summary_json(reader: TrainingDataReader) -> dict[str, Any]:
+    """Every step of a batches file: ``{"steps": [{"step", "loss", "spike", "captured"}], "spikes": [step, ...]}``."""
     summaries = step_summaries(reader)
-    return {"run": query.get("run"),
-            "steps": [{"step": s, "loss": loss, "spike": spike is not None, "captured": reason is not None}
+    return {"steps": [{"step": s, "loss": loss, "spike": spike is not None, "captured": reason is not None}
                       for s, loss, spike, reason in summaries],
             "spikes": [s for s, _l, spike, _r in summaries if spike is not None]}
+
+
+def batches_route(runs: Runs, query: Query) -> dict[str, Any]:
+    return {"run": query.get("run"), **summary_json(batches_reader(runs.reader(query.get("run"))))}
 
 
 def batch_route(runs: Runs, query: Query) -> dict[str, Any]:

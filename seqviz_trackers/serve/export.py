@@ -18,10 +18,11 @@ from typing import Any
 
 from ..storage.jsonl import client_json
 
-__all__ = ["export_html", "dashboard_bundle", "json_for_html", "dynamics_extra", "runs_compare_extra", "MODULES"]
+__all__ = ["export_html", "dashboard_bundle", "json_for_html", "dynamics_extra", "runs_compare_extra", "batches_extra",
+           "MODULES"]
 
 #: The dashboard's modules in dependency order (each imports only earlier ones).
-MODULES = ("util.js", "entry.js", "sources.js", "chart.js", "dynamics.js", "runcompare.js", "tokens.js", "detail.js", "app.js", "index.js")
+MODULES = ("util.js", "entry.js", "sources.js", "chart.js", "dynamics.js", "runcompare.js", "tokens.js", "batches.js", "detail.js", "app.js", "index.js")
 
 _IMPORT = re.compile(r'^import\s[^;]*\sfrom\s+"\./[\w.-]+\.js";\s*$', re.M)
 _EXPORT = re.compile(r"^export\s+(?=(?:async\s+)?(?:function|class|const|let)\b)", re.M)
@@ -228,3 +229,30 @@ def runs_compare_extra(reader_a: Any, reader_b: Any, entries: list[dict], names:
     steps = reader_b.steps
     return {"vs": {"run": names[1], "num_steps": len(steps), "last_step": steps[-1].step if steps else None,
                    "answers": answers, "dynamics": dynamics_extra(dynamics_for(reader_b), aligned, points=points)["dynamics"]}}
+
+
+def batches_extra(reader: Any, *, limit: int = 24) -> dict[str, Any] | None:
+    """The training batches of the run ``reader`` reads, for ``export_html(extra=...)``;
+    None when the run has none (no ``<run>.jsonl.batches`` beside it, or an empty one).
+
+    The inline adapter answers ``batches`` (every step's loss and the spikes: the chart's
+    line and marks) and ``batch`` at the steps carried: every spike, then the other steps
+    with a per-token capture, at most ``limit`` steps in all (the latest captured ones are
+    kept when there are more), so the page's size does not grow with the length of the run.
+
+    Returns:
+        ``{"train_batches": {"summary": {"steps", "spikes", "available": [step]}, "batch": {step: batch answer}}}``.
+    """
+    from ..dynamics.spikes import batch_json, summary_json
+    from ..storage.batches import batches_reader
+
+    breader = batches_reader(reader)
+    summary = summary_json(breader)
+    if not summary["steps"]:
+        return None
+    spikes = summary["spikes"][-limit:]
+    captured = [s["step"] for s in summary["steps"] if s["captured"] and not s["spike"]]
+    room = limit - len(spikes)
+    chosen = sorted(set(spikes) | set(captured[len(captured) - room:] if room > 0 else []))
+    batches = {str(step): batch_json(breader, step) for step in chosen}
+    return {"train_batches": {"summary": {**summary, "available": chosen}, "batch": batches}}

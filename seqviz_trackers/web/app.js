@@ -8,6 +8,7 @@ import { DetailPanel } from "./detail.js";
 import { boundText } from "./entry.js";
 import { ChangeList, changesByToken, CHANGE_TABS } from "./dynamics.js";
 import { RunCompare, runCompareHash } from "./runcompare.js";
+import { BatchView } from "./batches.js";
 
 const CACHE_SIZE = 24;
 const CACHE_TOKENS = 40000;
@@ -124,6 +125,8 @@ export class Dashboard {
       diff: null, diffError: null,
       // another run compared token by token with this one (runcompare.js)
       runCmp: runCompareHash(hash),
+      // the training batches view (batches.js): open, and the step shown (null: the latest spike)
+      batch: { open: hash.batch !== undefined, step: numberOrNull(hash.batch) },
     };
     this.scrollToSeq = hash.seq !== undefined;
     this.askedRun = hash.run || null;  // the run the address named (said when it is not there)
@@ -206,8 +209,13 @@ export class Dashboard {
     this.warnBtn.hidden = true;
     this.warnBtn.addEventListener("click", () => { this.warnList.hidden = !this.warnList.hidden; });
 
+    this.batchBtn = el("button", "btn batches-btn", "Batches");
+    this.batchBtn.title = "the training batches: rows by loss, spikes, tokens coloured by loss";
+    this.batchBtn.hidden = true;
+    this.batchBtn.addEventListener("click", () => (this.state.batch.open ? this.closeBatch() : this.openBatch(this.state.batch.step)));
+
     this.runCompare = new RunCompare(this);
-    bar.append(brand, this.runSelect, this.runCompare.control, stepBox, colour, ids, this.compareBtn, this.changesBtn, this.warnBtn, this.status);
+    bar.append(brand, this.runSelect, this.runCompare.control, stepBox, colour, ids, this.compareBtn, this.changesBtn, this.batchBtn, this.warnBtn, this.status);
 
     this.warnList = el("div", "warn-list");
     this.warnList.hidden = true;
@@ -215,7 +223,7 @@ export class Dashboard {
     this.banner.hidden = true;
 
     const charts = el("div", "charts");
-    this.lossChart = new LineChart({ label: "loss", color: "#00e5ff", onPick: (s) => this.pickStep(s) });
+    this.lossChart = new LineChart({ label: "loss", color: "#00e5ff", onPick: (s) => this.pickStep(s), onMark: (s) => this.openBatch(s) });
     this.pplChart = new LineChart({ label: "perplexity (log)", color: "#ff2bd6", log: true, onPick: (s) => this.pickStep(s) });
     this.info = el("div", "step-info");
     charts.append(this.lossChart.root, this.pplChart.root, this.info);
@@ -232,7 +240,10 @@ export class Dashboard {
     this.left = el("div", "left");
     this.seqsEl = el("div", "seqs");
     this.compareEl = el("div", "compare");
-    this.left.append(this.legend, this.runCompare.list, this.changeList.root, this.seqsEl, this.compareEl);
+    this.probeEl = el("div", "probe");
+    this.probeEl.append(this.legend, this.runCompare.list, this.changeList.root, this.seqsEl, this.compareEl);
+    this.batchView = new BatchView(this);
+    this.left.append(this.probeEl, this.batchView.root);
     this.detail = new DetailPanel({ onPickStep: (s) => this.goIndex(this.indexOfStep(s, true)) });
     main.append(this.left, this.detail.root);
     const foot = el("footer", "foot",
@@ -304,6 +315,8 @@ export class Dashboard {
   async loadRun(run) {
     this.source.watch(run);
     this.setRuns(this.state.runs);
+    this.batchView.setSummary(null);
+    this.updateBatches();
     let data;
     try {
       data = await this.source.get("steps", { run });
@@ -312,6 +325,7 @@ export class Dashboard {
       return;
     }
     if (run !== this.state.run) return;
+    this.loadBatches(run);
     this.setSteps(data.steps || [], data.problems || [], data.history || null);
     let index = this.state.steps.length - 1;
     if (this.state.wantStep !== null) {
@@ -364,6 +378,7 @@ export class Dashboard {
     } else if (ev.type === "steps") {
       const wasEmpty = !st.steps.length;
       this.setSteps(ev.steps || [], ev.problems || [], null);
+      if (this.ready) this.loadBatches(st.run);
       const last = st.steps.length - 1;
       if (last < 0) { this.showEmpty(); return; }
       if (!this.ready) return;  // the initial load decides where to go
@@ -441,12 +456,67 @@ export class Dashboard {
     return Math.abs(steps[a].step - step) <= Math.abs(steps[b].step - step) ? a : b;
   }
 
+  // -- training batches -------------------------------------------------------------
+  /** Ask for the run's training batches (their losses and spikes); the view, its button and
+   *  the chart's marks follow. A run without them (or a back end without the route) hides them. */
+  async loadBatches(run) {
+    if (this.batchesLoading) { this.batchesAgain = true; return; }
+    this.batchesLoading = true;
+    let summary = null;
+    try { summary = await this.source.get("batches", { run }); } catch (err) { summary = null; }
+    this.batchesLoading = false;
+    if (run !== this.state.run) return;
+    this.batchView.setSummary(summary);
+    this.updateBatches();
+    if (this.batchesAgain) { this.batchesAgain = false; this.loadBatches(run); }
+  }
+
+  /** The button, the chart's second line and spike marks, and the view, from the summary. */
+  updateBatches() {
+    const view = this.batchView;
+    const summary = view.available ? view.summary : null;
+    this.batchBtn.hidden = !summary;
+    this.lossChart.setSecond(summary ? summary.steps.map((s) => ({ step: s.step, value: s.loss })) : [], "training batches");
+    this.lossChart.setMarks(summary ? summary.spikes.map((s) => ({ step: s, title: `loss spike at step ${s}: open its training batch` })) : []);
+    const st = this.state;
+    const open = st.batch.open && Boolean(summary);
+    this.probeEl.hidden = open;
+    view.root.hidden = !open;
+    setPressed(this.batchBtn, open);
+    if (open && (!view.batch || view.batch.step !== view.pick(st.batch.step)) && !view.loading) {
+      const step = view.pick(st.batch.step);
+      if (step !== null) { view.loading = true; view.show(step).finally(() => { view.loading = false; }); }
+    }
+  }
+
+  /** Open the training batch of `step` (null: the latest spike, else the latest captured step). */
+  async openBatch(step) {
+    const st = this.state;
+    const view = this.batchView;
+    if (!view.available) return;
+    const want = view.pick(step);
+    st.batch = { open: true, step: want };
+    this.probeEl.hidden = true;
+    view.root.hidden = false;
+    setPressed(this.batchBtn, true);
+    this.saveHash();
+    if (want !== null) await view.show(want);
+  }
+
+  closeBatch() {
+    this.state.batch.open = false;
+    this.updateBatches();
+    this.showDetail();
+    this.saveHash();
+  }
+
   /** A click on the loss / perplexity chart: go to that step and list its tokens by how
    *  much their loss went up since the previous step (what caused a spike). */
   pickStep(step) {
     const i = this.indexOfStep(step, true);
     if (i < 0) return;
     const st = this.state;
+    if (st.batch.open) this.closeBatch();
     st.changeFrom = null;
     st.changes = { open: true, tab: "worsened", sort: null };
     setPressed(this.changesBtn, true);
@@ -782,6 +852,7 @@ export class Dashboard {
 
   showDetail() {
     const st = this.state;
+    if (st.batch.open && this.batchView.available) { this.batchView.showDetail(); return; }
     const entry = st.compare && st.sel.side === 1 ? st.compareEntry : st.entry;
     const seq = entry && entry.sequences ? entry.sequences[st.sel.seq || 0] : null;
     if (!seq || st.sel.index < 0 || st.sel.index >= (seq.tokens || []).length) { this.detail.show(null); return; }
@@ -892,6 +963,14 @@ export class Dashboard {
     const t = ev.target;
     if (ev.defaultPrevented || ev.ctrlKey || ev.metaKey || ev.altKey) return;
     if (t && (t.tagName === "INPUT" || t.tagName === "SELECT" || t.tagName === "TEXTAREA")) return;
+    if (this.state.batch.open && this.batchView.available && (ev.key === "ArrowLeft" || ev.key === "ArrowRight")) {
+      const view = this.batchView;
+      const at = view.batch ? view.batch.step : null;
+      const to = ev.key === "ArrowLeft" ? view.steps.filter((s) => s < at).pop() : view.steps.find((s) => s > at);
+      ev.preventDefault();
+      if (at !== null && to !== undefined) this.openBatch(to);
+      return;
+    }
     if (ev.key === "ArrowLeft") { ev.preventDefault(); this.goIndex(this.state.index - 1); }
     else if (ev.key === "ArrowRight") { ev.preventDefault(); this.goIndex(this.state.index + 1); }
   }
@@ -915,6 +994,7 @@ export class Dashboard {
       cmp: st.compare ? (st.compareStep ?? "") : undefined,
       from: st.changeFrom ?? undefined,
       changes: st.changes.open ? st.changes.tab : undefined,
+      batch: st.batch.open ? (st.batch.step ?? "") : undefined,
       ...this.runCompare.hash(),
     });
     if (hash === (location.hash || "#")) return;
@@ -936,6 +1016,9 @@ export class Dashboard {
     st.changes = view.changes;
     this.runCompare.applyHash(h);
     setPressed(this.compareBtn, st.compare);
+    const batchStep = numberOrNull(h.batch);
+    if (h.batch !== undefined && (!st.batch.open || batchStep !== st.batch.step)) this.openBatch(batchStep);
+    else if (h.batch === undefined && st.batch.open) this.closeBatch();
     this.scrollToSeq = true;
     const step = hashInt(h.step, null);
     if (h.run && h.run !== st.run) { this.followHashRun(h.run, step); return; }

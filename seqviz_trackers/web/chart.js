@@ -1,5 +1,7 @@
 // A small canvas line chart of one metric over steps. Clicking picks the nearest
 // point; the current step is marked. Canvas, not SVG: no namespace URLs in exports.
+// Optionally a second, faint line (the training batches' loss) and marks at given steps
+// (loss spikes): each mark is a button over the canvas that calls `onMark(step)`.
 // Its canvas helpers are shared with the sparkline (dynamics.js).
 
 import { el, fmtNum } from "./util.js";
@@ -31,10 +33,13 @@ export function themeColors(node) {
 }
 
 export class LineChart {
-  /** @param {{label:string, color:string, log?:boolean, onPick:(step:number)=>void}} opts */
+  /** @param {{label:string, color:string, log?:boolean, onPick:(step:number)=>void,
+   *            onMark?:(step:number)=>void}} opts */
   constructor(opts) {
     this.opts = opts;
     this.points = [];
+    this.second = [];   // the faint line: [{step, value}]
+    this.marks = [];    // [{step, title}]
     this.current = null;
     this.root = el("div", "chart");
     const head = el("div", "chart-head");
@@ -46,8 +51,12 @@ export class LineChart {
     this.canvas.setAttribute("aria-label", `${opts.label} over steps; click to go to a step`);
     this.tip = el("div", "chart-tip");
     this.tip.hidden = true;
+    this.secondLabel = el("span", "chart-second", "");
+    this.secondLabel.hidden = true;
+    this.title.append(this.secondLabel);
+    this.markLayer = el("div", "chart-marks");
     const body = el("div", "chart-body");
-    body.append(this.canvas, this.tip);
+    body.append(this.canvas, this.markLayer, this.tip);
     this.root.append(head, body);
     this.canvas.addEventListener("click", (ev) => {
       const hit = this.nearest(ev);
@@ -65,6 +74,20 @@ export class LineChart {
     this.draw();
   }
 
+  /** A second, faint line (label: its name in the chart's head); empty points remove it. */
+  setSecond(points, label) {
+    this.second = points.filter((p) => p.value !== null && p.value !== undefined && Number.isFinite(p.value) && (!this.opts.log || p.value > 0));
+    this.secondLabel.textContent = label ? ` + ${label}` : "";
+    this.secondLabel.hidden = !this.second.length;
+    this.draw();
+  }
+
+  /** Marks at steps: [{step, title}] (a button each, calling opts.onMark). */
+  setMarks(marks) {
+    this.marks = marks.slice();
+    this.draw();
+  }
+
   setCurrent(step) {
     if (step === this.current) return;
     this.current = step;
@@ -74,8 +97,8 @@ export class LineChart {
   frame() {
     const w = this.canvas.clientWidth, h = this.canvas.clientHeight;
     const pad = { l: 46, r: 10, t: 8, b: 18 };
-    const pts = this.points;
-    const xs = pts.map((p) => p.step);
+    const pts = this.points.concat(this.second);
+    const xs = pts.map((p) => p.step).concat(this.marks.map((m) => m.step));
     const ys = pts.map((p) => (this.opts.log ? Math.log10(p.value) : p.value));
     let x0 = Math.min(...xs), x1 = Math.max(...xs);
     let y0 = Math.min(...ys), y1 = Math.max(...ys);
@@ -119,13 +142,14 @@ export class LineChart {
     const view = canvasContext(this.canvas);
     if (!view) return;
     const { g, w, h } = view;
-    const { grid, muted, accent } = themeColors(this.root);
+    const { grid, muted, accent, yellow, red } = themeColors(this.root);
     g.font = "10px ui-monospace, SFMono-Regular, Menlo, Consolas, monospace";
     const cur = this.points.find((p) => p.step === this.current);
     this.value.textContent = cur ? fmtNum(cur.value, 4) : "";
-    if (!this.points.length) {
+    if (!this.points.length && !this.second.length) {
       g.fillStyle = muted;
       g.fillText("no data yet", 10, h / 2);
+      this.placeMarks(null);
       return;
     }
     const f = this.frame();
@@ -139,10 +163,30 @@ export class LineChart {
       g.beginPath(); g.moveTo(f.pad.l, Math.round(yy) + 0.5); g.lineTo(w - f.pad.r, Math.round(yy) + 0.5); g.stroke();
       g.fillText(fmtNum(this.opts.log ? Math.pow(10, v) : v, 3), 4, yy + 3);
     }
-    const first = this.points[0].step, last = this.points[this.points.length - 1].step;
+    const all = this.points.length ? this.points : this.second;
+    const first = Math.min(all[0].step, this.second.length ? this.second[0].step : Infinity);
+    const last = Math.max(all[all.length - 1].step, this.second.length ? this.second[this.second.length - 1].step : -Infinity);
     g.fillText(String(first), f.pad.l, h - 4);
     const lastLabel = String(last);
     g.fillText(lastLabel, w - f.pad.r - g.measureText(lastLabel).width, h - 4);
+    // the second line, faint, under the main one
+    if (this.second.length) {
+      g.strokeStyle = yellow;
+      g.globalAlpha = 0.45;
+      g.lineWidth = 1;
+      g.beginPath();
+      this.second.forEach((p, i) => (i ? g.lineTo(f.x(p.step), f.y(p.value)) : g.moveTo(f.x(p.step), f.y(p.value))));
+      g.stroke();
+      g.globalAlpha = 1;
+    }
+    // the marks: a red line across the chart (their buttons are placed over it)
+    g.strokeStyle = red;
+    g.lineWidth = 1;
+    for (const m of this.marks) {
+      const x = Math.round(f.x(m.step)) + 0.5;
+      g.beginPath(); g.moveTo(x, f.pad.t); g.lineTo(x, h - f.pad.b); g.stroke();
+    }
+    this.placeMarks(f);
     // the line, with a soft glow
     g.strokeStyle = this.opts.color;
     g.lineWidth = 1.6;
@@ -150,7 +194,7 @@ export class LineChart {
     g.shadowBlur = 6;
     g.beginPath();
     this.points.forEach((p, i) => (i ? g.lineTo(f.x(p.step), f.y(p.value)) : g.moveTo(f.x(p.step), f.y(p.value))));
-    g.stroke();
+    if (this.points.length) g.stroke();
     g.shadowBlur = 0;
     if (this.points.length <= 200) {
       g.fillStyle = this.opts.color;
@@ -167,5 +211,24 @@ export class LineChart {
       g.fillStyle = color;
       g.beginPath(); g.arc(x, f.y(p.value), 3.5, 0, Math.PI * 2); g.fill();
     }
+  }
+
+  /** One button per mark over the canvas (frame `f`; null: none shown). */
+  placeMarks(f) {
+    const layer = this.markLayer;
+    const want = f ? this.marks : [];
+    while (layer.childNodes.length > want.length) layer.lastChild.remove();
+    while (layer.childNodes.length < want.length) {
+      const b = el("button", "chart-mark", "\u25bc");
+      b.addEventListener("click", (ev) => { ev.stopPropagation(); if (this.opts.onMark) this.opts.onMark(Number(b.dataset.step)); });
+      layer.append(b);
+    }
+    want.forEach((m, i) => {
+      const b = layer.childNodes[i];
+      b.dataset.step = String(m.step);
+      b.title = m.title || `step ${m.step}`;
+      b.setAttribute("aria-label", b.title);
+      b.style.left = `${f.x(m.step)}px`;
+    });
   }
 }

@@ -177,7 +177,8 @@ export class WebSocketSource extends SourceBase {
 }
 
 /** Data inlined in the page (exports, the W&B panel): {title, entries, steps?, extra?}.
- *  `steps` is the loss history for the chart; `extra.dynamics` (written by
+ *  `steps` is the loss history for the chart; `extra.train_batches` (batches_extra) answers
+ *  batches and batch (at the steps it lists as available); `extra.dynamics` (written by
  *  seqviz_trackers.export.dynamics_extra) answers sequences / series / diff for the inlined
  *  steps; `extra.vs` (runs_compare_extra) answers compare_runs at those steps and the
  *  series of the run compared with (listed by `runs` as compare_only); other routes are
@@ -216,6 +217,13 @@ export class InlineSource extends SourceBase {
       return answer;
     }
     if (vs && route === "series" && params.run === vs.run) return inlineDynamics(vs.dynamics, vs.run, route, params);
+    const batches = this.data.extra && this.data.extra.train_batches;
+    if (batches && route === "batches") return { run: this.runName, ...batches.summary };
+    if (batches && route === "batch") {
+      const batch = batches.batch[String(params.step)];
+      if (!batch) throw new Error(`this page holds the training batches of steps ${batches.summary.available.join(", ")} only`);
+      return batch;
+    }
     const dyn = this.data.extra && this.data.extra.dynamics;
     if (dyn && (route === "sequences" || route === "series" || route === "diff")) return inlineDynamics(dyn, this.runName, route, params);
     const extra = own(this.data.extra, route);
