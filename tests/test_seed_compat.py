@@ -326,29 +326,21 @@ def stop(proc: subprocess.Popen) -> str:
 def test_original_websocket_client_gets_updates_and_steps(tmp_path, entries):
     """A client written as the original dashboard's: ``ws://host:port/``, ``training_update``
     messages, ``{"type": "get_step", "step": N}`` requests."""
-    import asyncio
-
-    import websockets
+    from websockets.sync.client import connect  # (a browser test's event loop may be running in this thread)
 
     path = tmp_path / "training_data.jsonl"
     path.write_text("".join(seed_line(e) for e in entries[:3]), encoding="utf-8")
     proc, url = serve_process(path)
-
-    async def client() -> list[dict]:
-        got = []
-        async with websockets.connect(url.replace("http://", "ws://")) as ws:
-            got.append(json.loads(await asyncio.wait_for(ws.recv(), 10)))          # the latest step, on connect
-            await ws.send(json.dumps({"type": "get_step", "step": 0}))
-            got.append(json.loads(await asyncio.wait_for(ws.recv(), 10)))          # step 0, on request
-            await ws.send(json.dumps({"type": "get_step", "step": 12345}))
-            got.append(json.loads(await asyncio.wait_for(ws.recv(), 10)))          # an error
-            with open(path, "a", encoding="utf-8") as f:                          # the trainer logs a step
-                f.write(seed_line(entries[3]))
-            got.append(json.loads(await asyncio.wait_for(ws.recv(), 20)))          # pushed as it comes
-        return got
-
     try:
-        latest, step0, error, pushed = asyncio.run(client())
+        with connect(url.replace("http://", "ws://")) as ws:
+            latest = json.loads(ws.recv(timeout=10))                                   # the latest step, on connect
+            ws.send(json.dumps({"type": "get_step", "step": 0}))
+            step0 = json.loads(ws.recv(timeout=10))                                    # step 0, on request
+            ws.send(json.dumps({"type": "get_step", "step": 12345}))
+            error = json.loads(ws.recv(timeout=10))                                    # an error
+            with open(path, "a", encoding="utf-8") as f:                               # the trainer logs a step
+                f.write(seed_line(entries[3]))
+            pushed = json.loads(ws.recv(timeout=20))                                   # pushed as it comes
     finally:
         err = stop(proc)
     assert latest == {**entries[2], "type": "training_update"}
