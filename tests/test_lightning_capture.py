@@ -131,3 +131,26 @@ def test_a_capture_module_whose_forward_never_runs_is_named(tmp_path, caplog):
     with pytest.raises(TypeError, match=r"capture_module=\.\.\.\) must be a torch.nn.Module or return one, got str"):
         trainer(tmp_path, max_steps=1, callbacks=[SeqVizCallback(capture_train=True, capture_module=lambda m: "x")]
                 ).fit(TinyLM(tok), loader(tok, batch_size=2))
+
+
+def test_ddp_two_ranks_rows_gathered_one_writer(tmp_path):
+    from pathlib import Path
+
+    from dist_helpers import torchrun
+
+    torchrun(Path(__file__).with_name("lightning_ddp_capture_script.py"), tmp_path)
+    reports = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert [r["world_size"] for r in reports] == [2, 2]
+    raw = (tmp_path / "viz.jsonl.batches").read_bytes()
+    recs = records(tmp_path / "viz.jsonl")
+    assert raw.count(b"\n") == len(recs) == 3 and [r["step"] for r in recs] == [1, 2, 3]  # one writer
+    seen = []
+    for r in recs:
+        # 2 ranks x 2 micro-batches x 2 rows, rank 0's first
+        assert r["rows"]["rank"] == [0, 0, 0, 0, 1, 1, 1, 1]
+        assert all(loss > 0 for loss in r["rows"]["loss"])
+        seen += r["rows"]["index"]
+    assert len(seen) == len(set(seen)) == 24  # the sampler splits the data: every example once, on one rank
+    meta = recs[1]["capture"]["metadata"]
+    losses = recs[1]["rows"]["loss"]
+    assert meta["rows"][:2] == sorted(range(8), key=lambda i: -losses[i])[:2] and meta["kinds"] == ["top", "top", "random"]
