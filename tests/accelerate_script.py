@@ -2,7 +2,10 @@
 CPU: ``Accelerator(cpu=True)``, gloo): a tiny
 causal LM trained a few steps with ``log_with=[SeqVizTracker, "tensorboard", "wandb"]``.
 Every process runs the probe forward every 2 steps and logs it, once through the tracker
-and once through the ``log_predictions`` helper; each process writes ``rank<N>.json``."""
+and once through the ``log_predictions`` helper. Every process hands every training batch's
+logits to ``log_batch`` (odd steps through the tracker, even ones through the helper), full
+capture every 3 steps, and closes the last step with ``finish_batch``. Each process writes
+``rank<N>.json``."""
 
 from __future__ import annotations
 
@@ -19,10 +22,12 @@ from accelerate import Accelerator  # noqa: E402
 
 from plain_loop_helpers import TinyLM, get_batch, token_stream, tokenizer  # noqa: E402
 import seqviz_trackers.convert  # noqa: E402
-from seqviz_trackers.integrations.accelerate import SeqVizTracker, log_predictions  # noqa: E402
+from seqviz_trackers.capture import CaptureOptions  # noqa: E402
+from seqviz_trackers.integrations.accelerate import SeqVizTracker, finish_batch, log_batch, log_predictions  # noqa: E402
 
 STEPS = 6
 PROBE_EVERY = 2
+CAPTURE = CaptureOptions(every=3, top_rows=1, random_rows=1)
 
 
 def main(out: Path) -> None:
@@ -39,7 +44,8 @@ def main(out: Path) -> None:
     tok = tokenizer()
     data = token_stream(tok)
     windows = [get_batch(data, i, batch=1) for i in range(16)]
-    dataset = torch.utils.data.TensorDataset(torch.cat([x for x, _ in windows]), torch.cat([y for _, y in windows]))
+    dataset = torch.utils.data.TensorDataset(torch.cat([x for x, _ in windows]), torch.cat([y for _, y in windows]),
+                                             torch.arange(len(windows)))
     loader = torch.utils.data.DataLoader(dataset, batch_size=2, shuffle=False)
     torch.manual_seed(0)
     model = TinyLM(len(tok))
@@ -49,9 +55,13 @@ def main(out: Path) -> None:
 
     returned, forwards, step = [], 0, 0
     while step < STEPS:
-        for x, y in loader:
+        for x, y, idx in loader:
             step += 1
             logits = model(x)
+            if step % 2:  # the training forward's logits, on every process (row losses are gathered)
+                tracker.log_batch(logits, x, step=step, example_index=idx, tokenizer=tok, capture=CAPTURE)
+            else:
+                log_batch(accelerator, logits, x, step=step, example_index=idx, tokenizer=tok, capture=CAPTURE)
             loss = F.cross_entropy(logits.flatten(0, 1), y.flatten())
             accelerator.backward(loss)
             opt.step()
@@ -71,7 +81,9 @@ def main(out: Path) -> None:
                 returned.append(None if entry is None else entry["step"])
             if step == STEPS:
                 break
-    report = {"rank": rank, "num_processes": accelerator.num_processes, "returned": returned, "forwards": forwards}
+    last = finish_batch(accelerator)  # every process, before end_training (main process only)
+    report = {"rank": rank, "num_processes": accelerator.num_processes, "returned": returned, "forwards": forwards,
+              "last_batch": last["step"], "last_rows": last["rows"]["rank"]}
     if accelerator.is_main_process:
         report["tensorboard_dir"] = accelerator.get_tracker("tensorboard", unwrap=True).get_logdir()
         report["wandb_dir"] = str(Path(accelerator.get_tracker("wandb", unwrap=True).dir).parent)

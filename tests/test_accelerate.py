@@ -20,7 +20,7 @@ from dist_helpers import free_port, quiet_env  # noqa: E402
 from tb_helpers import TensorBoardProcess, wait_for  # noqa: E402
 from wandb_helpers import artifacts, history, offline_env  # noqa: E402
 from seqviz_trackers.format.schema import validate_entry  # noqa: E402
-from seqviz_trackers.integrations.accelerate import SeqVizTracker, log_predictions  # noqa: E402
+from seqviz_trackers.integrations.accelerate import SeqVizTracker, log_batch, log_predictions  # noqa: E402
 
 SCRIPT = Path(__file__).with_name("accelerate_script.py")
 P = "/data/plugin/seqviz"
@@ -68,6 +68,32 @@ def test_main_process_writes_whole_lines_at_the_probe_steps(launched):
     tb_dir = Path(reports[0]["tensorboard_dir"])
     assert tb_dir == out / "accel"
     assert (tb_dir / "plugins" / "seqviz" / "steps.jsonl").read_bytes() == raw
+
+
+@pytest.mark.slow
+def test_every_process_logs_batches_and_the_main_process_writes_both_ranks_rows(launched):
+    out, reports = launched
+    assert reports[0]["last_batch"] == reports[1]["last_batch"] == 6  # finish_batch: the same record on each
+    assert reports[0]["last_rows"] == reports[1]["last_rows"] == [0, 0, 1, 1]
+    recs = [json.loads(line) for line in (out / "seqviz.jsonl.batches").read_text().splitlines()]
+    assert [r["step"] for r in recs] == [1, 2, 3, 4, 5, 6]  # one writer: each step once
+    seen = []
+    for r in recs:
+        rows = r["rows"]
+        assert rows["rank"] == [0, 0, 1, 1]  # batch 2 per process, gathered in rank order
+        assert all(l > 0 for l in rows["loss"]) and rows["tokens"] == [15] * 4
+        seen += rows["index"]
+        assert len(set(rows["index"])) == 4  # each process its own rows
+    assert sorted(seen[:16]) == list(range(16))  # the first epoch (4 steps x 4 rows): every example once
+    assert [r["reason"] for r in recs] == [None, None, "scheduled", None, None, "scheduled"]
+    for r in (recs[2], recs[5]):
+        meta = r["capture"]["metadata"]
+        assert meta["kinds"] == ["top", "random"] and meta["source"] == "train_batch"
+        assert meta["rows"][0] == max(range(4), key=lambda i: r["rows"]["loss"][i])  # top row over both ranks
+        validate_entry(r["capture"])
+    # the TensorBoard mirror keeps the same lines beside its asset
+    tb_dir = Path(reports[0]["tensorboard_dir"])
+    assert (tb_dir / "plugins" / "seqviz" / "steps.jsonl.batches").read_bytes() == (out / "seqviz.jsonl.batches").read_bytes()
 
 
 @pytest.mark.slow
@@ -150,6 +176,24 @@ def test_tracker_follows_the_accelerator_and_forced_choices(tmp_path, fresh_stat
     forced = SeqVizTracker(tmp_path / "c.jsonl", tensorboard=True)
     with pytest.raises(ValueError, match=r"tensorboard=True\): the Accelerator has no 'tensorboard' tracker"):
         forced.log_predictions(torch.randn(1, 4, 10), torch.tensor([[1, 2, 3, 4]]), None, 1)
+
+
+def test_one_process_log_batch_and_end_training_close_the_last_step(tmp_path, fresh_state):
+    from accelerate import Accelerator
+
+    seqviz = SeqVizTracker(tmp_path / "a.jsonl")
+    accelerator = Accelerator(cpu=True, log_with=[seqviz], project_dir=str(tmp_path))
+    accelerator.init_trackers("run")
+    ids = torch.tensor([[1, 2, 3, 4], [4, 3, 2, 1]])
+    for step in (1, 2):
+        for _micro in range(2):
+            log_batch(accelerator, torch.randn(2, 4, 10), ids, step=step, capture=1)
+    accelerator.end_training()  # one process: finishing the tracker closes step 2
+    recs = [json.loads(line) for line in (tmp_path / "a.jsonl.batches").read_text().splitlines()]
+    assert [r["step"] for r in recs] == [1, 2]
+    assert all(len(r["rows"]["loss"]) == 4 and r["reason"] == "scheduled" for r in recs)
+    with pytest.raises(ValueError, match=r"holds no SeqVizTracker.*before logging batches"):
+        log_batch(Accelerator(cpu=True), torch.randn(1, 4, 10), ids[:1], step=1)
 
 
 def test_importing_the_integration_needs_no_transformers():

@@ -19,7 +19,7 @@ import torch
 
 from ..convert import tensor_to_training_entry
 
-__all__ = ["BATCH_KEYS", "ACCEPTED_BATCHES", "tokenizer_of", "examples", "probe_from_texts", "probe_from_batch",
+__all__ = ["BATCH_KEYS", "ACCEPTED_BATCHES", "tokenizer_of", "batch_fields", "examples", "probe_from_texts", "probe_from_batch",
            "logits_of", "device_of", "probe_forward", "probe_entry", "mirror_target"]
 
 BATCH_KEYS = ("input_ids", "attention_mask", "labels")
@@ -70,16 +70,21 @@ def probe_from_texts(tokenizer: Any, texts: Sequence[str]) -> dict[str, Any]:
     return {"input_ids": ids, "attention_mask": mask, "names": [f"probe[{i}]" for i in range(len(rows))]}
 
 
+def batch_fields(batch: Any, extra: Sequence[str] = ()) -> dict[str, Any] | None:
+    """The :data:`BATCH_KEYS` (and ``extra`` keys) a collated batch holds, as they are (no
+    copy); see :data:`ACCEPTED_BATCHES`. None when it has no token ids in an accepted place."""
+    if isinstance(batch, (tuple, list)):
+        first = batch[0] if batch else None
+        return {"input_ids": first} if isinstance(first, torch.Tensor) else None
+    if hasattr(batch, "get") and batch.get("input_ids") is not None:
+        return {k: batch[k] for k in (*BATCH_KEYS, *extra) if batch.get(k) is not None}
+    return None
+
+
 def probe_from_batch(batch: Any, prefix: str, limit: int | None = None) -> dict[str, Any] | None:
     """The probe set in a collated batch (see :data:`ACCEPTED_BATCHES`), on the host, at most
     ``limit`` rows; None when the batch has no token ids in an accepted place."""
-    if isinstance(batch, (tuple, list)):
-        first = batch[0] if batch else None
-        found = {"input_ids": first} if isinstance(first, torch.Tensor) else None
-    elif hasattr(batch, "get") and batch.get("input_ids") is not None:
-        found = {k: batch[k] for k in BATCH_KEYS if batch.get(k) is not None}
-    else:
-        found = None
+    found = batch_fields(batch)
     if found is None:
         return None
     probe = {k: torch.as_tensor(v).cpu()[:limit] for k, v in found.items()}

@@ -1,4 +1,4 @@
-"""🤗 Accelerate integration: :class:`SeqVizTracker` and :func:`log_predictions`.
+"""🤗 Accelerate integration: :class:`SeqVizTracker`, :func:`log_predictions` and :func:`log_batch`.
 
 >>> from seqviz_trackers.integrations.accelerate import SeqVizTracker, log_predictions
 >>> accelerator = Accelerator(log_with=[SeqVizTracker("runs/x/seqviz.jsonl"), "tensorboard"], project_dir="runs")
@@ -16,19 +16,30 @@ Face callback does.
 Only the main process converts and writes; the others return at once. The forward pass
 that makes the logits is the caller's: run it on every process, which sharded models
 (FSDP, DeepSpeed ZeRO-3) need, since each process holds only a shard of the weights.
+
+The training batches (``docs/spikes.md``): :func:`log_batch` hands the logits of each
+training micro-batch to :meth:`SeqVizLogger.log_batch
+<seqviz_trackers.logger.SeqVizLogger.log_batch>`. Unlike the probe, it must be called on
+*every* process: each step's row losses are gathered from all of them. After the last
+step, call :func:`finish_batch` on every process, before ``accelerator.end_training()``
+(which finishes the trackers on the main process only).
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from typing import Any
 
 from accelerate.tracking import GeneralTracker
 
+from ..capture import _dist
 from ..logger import SeqVizLogger, global_rank
 
-__all__ = ["SeqVizTracker", "log_predictions"]
+__all__ = ["SeqVizTracker", "log_predictions", "log_batch", "finish_batch"]
+
+log = logging.getLogger("seqviz_trackers")
 
 
 def _starting_accelerator(tracker: "SeqVizTracker") -> Any:
@@ -122,9 +133,30 @@ class SeqVizTracker(GeneralTracker):
             options.setdefault("model_name", self.model_name)
         return self._open().log_predictions(logits, input_ids, tokenizer, step, loss, **options)
 
+    def log_batch(self, logits: Any, input_ids: Any, labels: Any = None, *, step: int, **options: Any) -> None:
+        """One training micro-batch of optimizer step ``step``, from the logits its forward
+        already computed: :meth:`SeqVizLogger.log_batch <seqviz_trackers.logger.SeqVizLogger.log_batch>`
+        (``options``: ``attention_mask``, ``example_index``, ``tokenizer``, ``capture``).
+
+        Call it on every process, for every micro-batch (the row losses are gathered from
+        all of them; the main process writes ``<output_file>.batches``); after the last step,
+        :meth:`finish_batch` on every process.
+        """
+        self._open().log_batch(logits, input_ids, labels, step=step, **options)
+
+    def finish_batch(self) -> dict[str, Any] | None:
+        """Close the step :meth:`log_batch` is collecting and write it (every process calls it)."""
+        return self._logger.finish_batch() if self._logger is not None else None
+
     def finish(self) -> None:
         """Close the file and the mirrors (``accelerator.end_training()``)."""
         if self._logger is not None:
+            capture = self._logger.capture
+            if capture is not None and capture.pending is not None and _dist() is not None:
+                # end_training finishes trackers on the main process only: gathering here would hang
+                log.warning("seqviz: the rows of step %s are not written: call finish_batch(accelerator) on every "
+                            "process before accelerator.end_training()", capture.pending)
+                self._logger.capture = None
             self._logger.close()
             self._logger = None
 
@@ -138,10 +170,24 @@ class SeqVizTracker(GeneralTracker):
         return choice or None
 
     def _open(self) -> SeqVizLogger:
+        if self._logger is None and global_rank() != 0:  # writes nothing there: no mirrors to look for
+            self._logger = SeqVizLogger(self.output_file, validate=self.validate)
         if self._logger is None:
             self._logger = SeqVizLogger(self.output_file, tensorboard=self._mirror(self.tensorboard, "tensorboard"),
                                         wandb=self._mirror(self.wandb, "wandb"), validate=self.validate)
         return self._logger
+
+
+def _tracker_of(accelerator: Any, what: str) -> SeqVizTracker:
+    """The :class:`SeqVizTracker` of ``accelerator``: among its started trackers (main process)
+    or its ``log_with`` (every process)."""
+    for tracker in (*accelerator.trackers, *(getattr(accelerator, "log_with", None) or ())):
+        if isinstance(tracker, SeqVizTracker):
+            if tracker.accelerator is None and accelerator.is_main_process:
+                tracker.accelerator = accelerator
+            return tracker
+    raise ValueError("the Accelerator holds no SeqVizTracker: pass Accelerator(log_with=[SeqVizTracker(...), ...]) "
+                     f"and call accelerator.init_trackers(...) before {what}")
 
 
 def log_predictions(accelerator: Any, logits: Any, input_ids: Any, tokenizer: Any, step: int, loss: Any = None,
@@ -157,10 +203,25 @@ def log_predictions(accelerator: Any, logits: Any, input_ids: Any, tokenizer: An
     """
     if not accelerator.is_main_process:
         return None
-    tracker = next((t for t in accelerator.trackers if isinstance(t, SeqVizTracker)), None)
-    if tracker is None:
-        raise ValueError("the Accelerator holds no SeqVizTracker: pass Accelerator(log_with=[SeqVizTracker(...), ...]) "
-                         "and call accelerator.init_trackers(...) before logging predictions")
-    if tracker.accelerator is None:
-        tracker.accelerator = accelerator
-    return tracker.log_predictions(logits, input_ids, tokenizer, step, loss, **options)
+    return _tracker_of(accelerator, "logging predictions").log_predictions(logits, input_ids, tokenizer, step, loss,
+                                                                          **options)
+
+
+def log_batch(accelerator: Any, logits: Any, input_ids: Any, labels: Any = None, *, step: int, **options: Any) -> None:
+    """One training micro-batch through the :class:`SeqVizTracker` of ``accelerator``
+    (:meth:`SeqVizTracker.log_batch`). Call it on every process, for every micro-batch: the
+    row losses are gathered from all of them, and the main process writes.
+
+    >>> out = model(batch["input_ids"])                       # the training forward
+    >>> log_batch(accelerator, out, batch["input_ids"], step=step, tokenizer=tok)
+
+    Raises:
+        ValueError: the accelerator holds no ``SeqVizTracker``, or the shapes do not match.
+    """
+    _tracker_of(accelerator, "logging batches").log_batch(logits, input_ids, labels, step=step, **options)
+
+
+def finish_batch(accelerator: Any) -> dict[str, Any] | None:
+    """Close the step :func:`log_batch` is collecting (every process, after the last step,
+    before ``accelerator.end_training()``); the step's record, or None."""
+    return _tracker_of(accelerator, "logging batches").finish_batch()

@@ -11,6 +11,10 @@ the module's device, inside the trainer's precision context (so ``bf16-mixed`` r
 probe under the same autocast as training). Every rank joins the forward (sharded models
 need it); global rank 0 alone writes.
 
+With ``capture_train=`` it also keeps the training batches (``docs/spikes.md``): a forward
+hook on the module that produces the logits hands over the logits the training forward
+already computed (no second forward); the rows' token ids and labels come from the batch.
+
 Works with ``lightning`` 2.x (``import lightning.pytorch as L``) and with the standalone
 ``pytorch_lightning`` package, whichever is installed (``lightning`` first).
 """
@@ -30,8 +34,10 @@ try:
 except ImportError:  # the standalone package
     import pytorch_lightning as pl  # type: ignore[no-redef]
 
+from ..capture import capture_options
 from ..logger import SeqVizLogger
-from ._probe import ACCEPTED_BATCHES, examples, mirror_target, probe_entry, probe_forward, probe_from_batch, \
+from ._capture import ForwardCapture
+from ._probe import ACCEPTED_BATCHES, batch_fields, examples, mirror_target, probe_entry, probe_forward, probe_from_batch, \
     probe_from_texts, tokenizer_of
 
 __all__ = ["SeqVizCallback"]
@@ -112,6 +118,18 @@ class SeqVizCallback(pl.Callback):
         wandb: None follows ``trainer.loggers`` (a ``WandbLogger``: its run, at
             ``trainer.global_step``); True / False forces it on (the logger's run, else the active
             ``wandb.run``) / off; a run object is used as is.
+        capture_train: also keep the training batches, from the logits of the training forward
+            (no second forward; see ``docs/spikes.md``): every optimizer step the loss of every
+            row (summed over ``accumulate_grad_batches`` micro-batches, gathered from every
+            rank), and at capture steps the per-token view of the highest-loss and some random
+            rows, in ``<output_file>.batches``. True, an int (full capture every N steps), a
+            dict or :class:`~seqviz_trackers.capture.CaptureOptions`, as for the Hugging Face
+            callback. The rows' ``input_ids`` / ``labels`` / ``attention_mask`` (and example
+            index, key ``idx``) come from the training batch, in the shapes accepted for a
+            probe set (a tuple: its first item, the input ids, are the targets).
+        capture_module: the module whose forward returns the logits (a tensor, or an output
+            with ``.logits``), or ``capture_module(pl_module) -> module``. None: the
+            LightningModule's ``model`` attribute when it is a module, else the LightningModule.
         **convert_options: ``top_k`` (candidates kept per position, default 20) and
             ``model_name`` (stored in each entry's metadata; default: the module's class name).
 
@@ -133,6 +151,8 @@ class SeqVizCallback(pl.Callback):
         output_file: str | os.PathLike[str] | None = None,
         tensorboard: Any = None,
         wandb: Any = None,
+        capture_train: Any = None,
+        capture_module: torch.nn.Module | Callable[[Any], torch.nn.Module] | None = None,
         **convert_options: Any,
     ):
         if num_probe_examples < 1:
@@ -156,6 +176,11 @@ class SeqVizCallback(pl.Callback):
         self.wandb = wandb
         self.convert_options = {"top_k": 20, **convert_options}
         self.probe_forwards = 0
+        self.capture_train = capture_options(capture_train)
+        self.capture_module = capture_module
+        self._train_capture: ForwardCapture | None = None
+        self._step_at_start = 0
+        self._forwards_at_start = 0
         self._tokenizer: Any = None
         self._probe: dict[str, Any] | None = None
         self._logger: SeqVizLogger | None = None
@@ -177,8 +202,49 @@ class SeqVizCallback(pl.Callback):
             tb = _logger_of(trainer, "TensorBoardLogger")
             self.output_file = Path(tb.log_dir if tb is not None else trainer.default_root_dir) / "seqviz.jsonl"
 
+    def on_train_start(self, trainer: Any, pl_module: Any) -> None:
+        if self.capture_train is None:
+            return
+        module = self.capture_module
+        if module is None:
+            inner = getattr(pl_module, "model", None)
+            module = inner if isinstance(inner, torch.nn.Module) else pl_module
+        elif not isinstance(module, torch.nn.Module):
+            module = module(pl_module)
+        if not isinstance(module, torch.nn.Module):
+            raise TypeError(f"SeqVizCallback(capture_module=...) must be a torch.nn.Module or return one, "
+                            f"got {type(module).__name__}")
+        self._train_capture = ForwardCapture(self.capture_train, self._tokenizer, lambda: trainer.global_step + 1)
+        self._train_capture.attach(module)
+
+    def on_train_batch_start(self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int) -> None:
+        capture = self._train_capture
+        if capture is None:
+            return
+        fields = batch_fields(batch, (capture.capture.options.index_key,))
+        if fields is None:
+            capture.warn_once("batch", f"seqviz: capture_train: a training batch (a {type(batch).__name__}) "
+                               f"is not one of {ACCEPTED_BATCHES}; the token ids are taken from the "
+                               f"capture module's forward arguments")
+        capture.use_batch(fields)
+        self._step_at_start = trainer.global_step
+        self._forwards_at_start = capture.forwards
+
     def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
         step = trainer.global_step
+        capture = self._train_capture
+        if capture is not None:
+            capture.use_batch(None)
+            if capture.forwards == self._forwards_at_start:
+                capture.warn_once("no-forward", f"seqviz: capture_train: the forward of the capture module "
+                                   f"({type(capture.module).__name__}) did not run in training_step; pass "
+                                   f"SeqVizCallback(capture_module=...) the module that returns the logits")
+            if step != self._step_at_start:  # an optimizer step was taken: close it (every rank gathers)
+                record = capture.finish(step)
+                if record is not None and trainer.is_global_zero:
+                    self._open(trainer)
+                    assert self._logger is not None
+                    self._logger.log_batch_record(record)
         if self.every_n_steps and step > 0 and step % self.every_n_steps == 0:
             self._log_probe(trainer, pl_module, "train_step")
 
@@ -186,7 +252,13 @@ class SeqVizCallback(pl.Callback):
         if self.probe_on_validation and not trainer.sanity_checking:
             self._log_probe(trainer, pl_module, "validation")
 
+    def on_train_end(self, trainer: Any, pl_module: Any) -> None:
+        if self._train_capture is not None:
+            self._train_capture.detach()
+            self._train_capture = None
+
     def teardown(self, trainer: Any, pl_module: Any, stage: str) -> None:
+        self.on_train_end(trainer, pl_module)
         self.close()
 
     def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
