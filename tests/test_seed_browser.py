@@ -79,7 +79,36 @@ def check_predictions_shown(page, entry):
     assert detail.locator(".mini-col.hit").count() == 0
     legend = page.locator(".legend-below")
     expect(legend).to_contain_text("below top-20")
+    check_bound_sparkline(page, len(STEPS))
     assert not page.js_errors
+
+
+#: CSS pixels of the sparkline's canvas that are drawn on, inside the p(target) band and
+#: right of the axis labels (rows 8..52 of its 96, x from 32): empty when nothing is drawn
+P_BAND_INK = """c => {
+  const g = c.getContext("2d"), sx = c.width / c.clientWidth, sy = c.height / c.clientHeight;
+  const x0 = Math.round(32 * sx), y0 = Math.round(8 * sy), w = c.width - x0, h = Math.round(44 * sy);
+  const d = g.getImageData(x0, y0, w, h).data;
+  let n = 0;
+  for (let i = 3; i < d.length; i += 4) if (d[i] > 0) n++;
+  return n;
+}"""
+
+
+def check_bound_sparkline(page, steps: int):
+    """The selected token's target is below the top 20 at every step: its "Over the run"
+    sparkline draws the bound (a hatched strip in the p and the rank band, labelled) and
+    says it is only a bound."""
+    spark = page.locator(".detail .spark")
+    expect(spark).to_have_attribute("data-bound", str(steps), timeout=15000)
+    expect(spark.locator(".spark-bound")).to_contain_text(
+        f"below the top 20 at {steps} of {steps} steps drawn: hatched = only a bound, rank > 20, p < p\u2082\u2080")
+    assert "below the top 20" in spark.locator("canvas").get_attribute("aria-label")
+    canvas = spark.locator("canvas")
+    page.wait_for_function(f"() => ({P_BAND_INK})(document.querySelector('.detail .spark canvas')) > 100", timeout=15000)
+    box = canvas.bounding_box()
+    canvas.hover(position={"x": box["width"] - 9, "y": 30})
+    expect(spark.locator(".chart-tip")).to_have_text(re.compile(r"step \d+ \u00b7 p < \d.*% \u00b7 rank > 20"))
 
 
 def test_served_dashboard_shows_a_seed_file(page, seed_file, tmp_path):

@@ -236,7 +236,9 @@ export class InlineSource extends SourceBase {
  *  {points, at_step: {step: [seq]}, tracks: {seq: {seq, name, label, num_steps, steps,
  *   p1000: [per position: [p(target) in thousandths, per step]], target_rank: [...],
  *   learned_at: [per position], learned_at_top5: [...], times_forgotten: [...],
- *   forgotten: [[pos, step, since, last_top1], the latest]}}, diffs: {b: diff}} */
+ *   forgotten: [[pos, step, since, last_top1], the latest],
+ *   plt1000?, rank_gt?: [per position: the bound of a target outside the candidates, per step]}},
+ *  diffs: {b: diff}} */
 function inlineDynamics(dyn, run, route, params) {
   const tracks = dyn.tracks || {};
   if (route === "sequences") {
@@ -255,6 +257,8 @@ function inlineDynamics(dyn, run, route, params) {
       run, seq: t.seq, name: t.name, pos, token: null, target: { id: null, token: null },
       steps: t.steps, target_prob: t.p1000[pos].map((v) => (v === null ? null : v / 1000)), target_rank: t.target_rank[pos],
       loss: none, entropy: none, top1: none, top1_tokens: {},
+      rank_gt: t.rank_gt ? t.rank_gt[pos] : none,
+      p_lt: t.plt1000 ? t.plt1000[pos].map((v) => (v === null ? null : v / 1000)) : none,
       learned_at: t.learned_at[pos], learned_at_top5: t.learned_at_top5[pos],
       forgotten: (t.forgotten || []).filter((f) => f[0] === pos).map((f) => ({ step: f[1], since: f[2], last_top1: f[3] })),
       times_forgotten: t.times_forgotten ? t.times_forgotten[pos] : undefined,
