@@ -71,7 +71,7 @@ export class FetchSource extends SourceBase {
   }
   async poll() {
     if (!this.run) {
-      try { this.emit({ type: "runs", runs: (await this.get("runs")).runs }); } catch (err) { /* next time */ }
+      try { const r = await this.get("runs"); this.emit({ type: "runs", runs: r.runs, problems: r.problems || [] }); } catch (err) { /* next time */ }
       return;
     }
     try {
@@ -86,9 +86,9 @@ export class FetchSource extends SourceBase {
         this.lastKey = key;
       }
       if (this.wantRuns) {
-        const runs = (await this.get("runs")).runs;
-        const runsKey = JSON.stringify(runs);
-        if (runsKey !== this.lastRunsKey) { this.lastRunsKey = runsKey; this.emit({ type: "runs", runs }); }
+        const { runs, problems = [] } = await this.get("runs");
+        const runsKey = JSON.stringify([runs, problems]);
+        if (runsKey !== this.lastRunsKey) { this.lastRunsKey = runsKey; this.emit({ type: "runs", runs, problems }); }
       }
     } catch (err) {
       this.emit({ type: "status", state: "disconnected", text: "Offline \u2014 retrying" });
