@@ -1,7 +1,9 @@
 """Files of the original seq-viz tool (see :mod:`seed_files`) in the one dashboard, in
-headless Chromium: served by ``seqviz serve`` and exported by ``seqviz export``. Their
-predictions show as ours do (colours, top-1 guesses, mean p(target)); a target outside
-the 20 logged candidates shows "rank > 20" and the below-top-20 shade."""
+headless Chromium: served by ``seqviz serve``, exported by ``seqviz export``, in the
+TensorBoard tab of a real ``tensorboard`` over the TensorBoard mirror of such a run, and
+in the W&B HTML panel. Their predictions show as ours do (colours, top-1 guesses, mean
+p(target)); a target outside the 20 logged candidates shows "rank > 20", the
+below-top-20 shade, and its sparkline draws that bound, labelled."""
 
 from __future__ import annotations
 
@@ -36,9 +38,11 @@ def seed_file(tmp_path_factory):
     return write_seed_file(tmp_path_factory.mktemp("seedweb") / "training_data.jsonl", STEPS)
 
 
-def check_predictions_shown(page, entry):
-    """What the page shows of ``entry`` (the step on screen): a colour per predicted token,
-    the top-1 guess under it, a mean p(target), and the below-top-20 token on click."""
+def check_predictions_shown(page, entry, errors=None):
+    """What ``page`` (a page, or the frame of the TensorBoard tab) shows of ``entry`` (the
+    step on screen): a colour per predicted token, the top-1 guess under it, a mean
+    p(target), and the below-top-20 token on click. ``errors``: the page's script errors
+    (default ``page.js_errors``)."""
     seqs = page.locator(".seq")
     expect(seqs).to_have_count(len(entry["sequences"]))
     for s, seq in enumerate(entry["sequences"]):
@@ -79,7 +83,36 @@ def check_predictions_shown(page, entry):
     assert detail.locator(".mini-col.hit").count() == 0
     legend = page.locator(".legend-below")
     expect(legend).to_contain_text("below top-20")
-    assert not page.js_errors
+    check_bound_sparkline(page, len(STEPS))
+    assert not (page.js_errors if errors is None else errors)
+
+
+#: CSS pixels of the sparkline's canvas that are drawn on, inside the p(target) band and
+#: right of the axis labels (rows 8..52 of its 96, x from 32): empty when nothing is drawn
+P_BAND_INK = """c => {
+  const g = c.getContext("2d"), sx = c.width / c.clientWidth, sy = c.height / c.clientHeight;
+  const x0 = Math.round(32 * sx), y0 = Math.round(8 * sy), w = c.width - x0, h = Math.round(44 * sy);
+  const d = g.getImageData(x0, y0, w, h).data;
+  let n = 0;
+  for (let i = 3; i < d.length; i += 4) if (d[i] > 0) n++;
+  return n;
+}"""
+
+
+def check_bound_sparkline(page, steps: int):
+    """The selected token's target is below the top 20 at every step: its "Over the run"
+    sparkline draws the bound (a hatched strip in the p and the rank band, labelled) and
+    says it is only a bound."""
+    spark = page.locator(".detail .spark")
+    expect(spark).to_have_attribute("data-bound", str(steps), timeout=15000)
+    expect(spark.locator(".spark-bound")).to_contain_text(
+        f"below the top 20 at {steps} of {steps} steps drawn: hatched = only a bound, rank > 20, p < p\u2082\u2080")
+    assert "below the top 20" in spark.locator("canvas").get_attribute("aria-label")
+    canvas = spark.locator("canvas")
+    page.wait_for_function(f"() => ({P_BAND_INK})(document.querySelector('.detail .spark canvas')) > 100", timeout=15000)
+    box = canvas.bounding_box()
+    canvas.hover(position={"x": box["width"] - 9, "y": 30})
+    expect(spark.locator(".chart-tip")).to_have_text(re.compile(r"step \d+ \u00b7 p < \d.*% \u00b7 rank > 20"))
 
 
 def test_served_dashboard_shows_a_seed_file(page, seed_file, tmp_path):
@@ -102,3 +135,49 @@ def test_exported_page_shows_a_seed_file(page, seed_file, tmp_path, capsys):
     expect(page.locator(".step-label")).to_have_text("step 300")
     entry = json.loads(seed_file.read_text("utf-8").splitlines()[-1])
     check_predictions_shown(page, entry)
+
+
+@pytest.mark.slow
+def test_tensorboard_tab_shows_a_seed_run(page, seed_file, tmp_path):
+    """A seed file logged through the TensorBoard mirror, in the seqviz tab of a real TensorBoard."""
+    pytest.importorskip("tensorboard")
+    from seqviz_trackers import SeqVizLogger
+    from tb_helpers import TensorBoardProcess
+    from test_tb_browser import _open_tab
+
+    entries = [json.loads(line) for line in seed_file.read_text("utf-8").splitlines()]
+    with SeqVizLogger(tensorboard=tmp_path / "logs" / "seed") as logger:
+        for entry in entries:
+            logger.log_step(entry)
+    proc = TensorBoardProcess(tmp_path / "logs", load_fast=True, log_path=tmp_path / "tb.log")
+    try:
+        frame = _open_tab(page, proc.url)
+        frame.wait_for_selector(".tok", timeout=30_000)
+        expect(frame.locator(".step-label")).to_have_text("step 300", timeout=15_000)
+        check_predictions_shown(frame, entries[-1], page.js_errors)
+    finally:
+        proc.stop()
+
+
+def test_wandb_panel_shows_a_seed_step(page, seed_file, tmp_path, monkeypatch):
+    """A seed file logged through the W&B mirror (offline): the last step's HTML panel, opened from disk."""
+    wandb = pytest.importorskip("wandb")
+    from seqviz_trackers import SeqVizLogger
+    from wandb_helpers import html_files, init_run, offline_env, run_folder
+
+    offline_env(monkeypatch, tmp_path)
+    entries = [json.loads(line) for line in seed_file.read_text("utf-8").splitlines()]
+    run = init_run(mode="offline", dir=str(tmp_path))
+    try:
+        with SeqVizLogger(tmp_path / "steps.jsonl", wandb=run) as logger:
+            for entry in entries:
+                logger.log_step(entry)
+    finally:
+        run.finish()
+        wandb.teardown()
+    files = html_files(run_folder(run))
+    assert len(files) == len(entries)
+    page.goto(files[-1].resolve().as_uri())
+    page.wait_for_selector(".tok", timeout=15000)
+    expect(page.locator(".step-label")).to_have_text("step 300")
+    check_predictions_shown(page, entries[-1])

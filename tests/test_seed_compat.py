@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from seed_files import EOS, VOCAB, in_top20, seed_entry, seed_line, write_seed_file
+from seed_files import EOS, HARD_EVERY, LENGTH, VOCAB, in_top20, seed_entry, seed_line, write_seed_file
 from seqviz_trackers.cli.main import main as seqviz
 from seqviz_trackers.format.entry import facts
 from seqviz_trackers.storage.jsonl import TrainingDataReader
@@ -292,10 +292,75 @@ def test_tensorboard_dynamics_routes_derive_p_and_rank(tb_app, entries):
                 if f.prob is not None:
                     assert got == pytest.approx(f.prob, rel=1e-3)
             assert series["top1"] == [q["top_20"][0]["token_id"] for q in preds]
+            assert series["rank_gt"] == [facts(q).rank_gt for q in preds]  # 20 where the rank is null
+            assert [x is None for x in series["p_lt"]] == [facts(q).p_lt is None for q in preds]
     learned = tb_app.get(f"{p}/learned?run=seed").json
     assert learned["num_steps"] == 4 and any(a is not None for s in learned["sequences"] for a in s["learned_at"])
     diff = tb_app.get(f"{p}/diff?run=seed&a=0&b=300&limit=100").json
     assert any(r["rank_gt_a"] == 20 and r["p_lt_a"] for r in diff["learned"])
+
+
+def series_of_every_token(path: Path) -> dict[tuple[int, int], dict]:
+    from seqviz_trackers.serve.api import Runs, handle
+
+    runs = Runs()
+    runs.add("seed", path)
+    out = {}
+    for track in handle(runs, "sequences", {"run": "seed"})[1]["sequences"]:
+        seq = track["seq"]
+        for pos in range(track["num_positions"]):
+            status, body = handle(runs, "series", {"run": "seed", "seq": str(seq), "pos": str(pos)})
+            assert status == 200, body
+            out[seq, pos] = body
+    return out
+
+
+def test_series_carries_the_bound_of_an_absent_target(tmp_path, entries):
+    """``series`` of a target outside the top 20: p and rank stay null (unknown), and
+    ``rank_gt`` / ``p_lt`` say what is known, the same read from the JSONL, from the columns
+    cache, and when an old-layout cache lies beside the file (it is not used)."""
+    from seqviz_trackers.format.entry import facts
+    from seqviz_trackers.storage import columns as columns_file
+    from seqviz_trackers.storage.jsonl import TrainingDataWriter
+
+    plain = write_seed_file(tmp_path / "plain.jsonl", STEPS)
+    cached = tmp_path / "cached.jsonl"
+    with TrainingDataWriter(cached) as writer:
+        for entry in entries:
+            writer.write_step(entry)
+    reader = TrainingDataReader(cached)
+    cache = columns_file.ColumnsReader(str(cached), reader.files)
+    records = [cache.get(info) for info in reader.steps]
+    assert all(r is not None for r in records)
+    assert any(cols.rank_gt is not None for r in records for _, _, cols in r[1])
+    old = tmp_path / "old.jsonl"
+    old.write_bytes(cached.read_bytes())
+    (tmp_path / "old.jsonl.cols").write_bytes(Path(f"{cached}.cols").read_bytes().replace(b"SVC2", b"SVC1"))
+    assert columns_file.ColumnsReader(str(old), TrainingDataReader(old).files).get(reader.steps[1]) is None
+
+    absent = 0
+    for path in (plain, cached, old):
+        for (seq, pos), body in series_of_every_token(path).items():
+            fs = [facts(e["sequences"][seq]["predictions"][pos]) for e in entries]
+            assert body["target_rank"] == [f.rank for f in fs]
+            assert body["rank_gt"] == [f.rank_gt for f in fs]
+            for got, f in zip(body["p_lt"], fs):
+                assert (got is None) == (f.p_lt is None) and (got is None or got == pytest.approx(f.p_lt, rel=1e-3))
+            for got, f in zip(body["target_prob"], fs):
+                assert (got is None) == (f.prob is None)
+            if all(f.prob is None for f in fs):
+                absent += 1
+                assert all(r == 20 for r in body["rank_gt"]) and all(0 < p < 0.05 for p in body["p_lt"])
+    assert absent == 3 * 2 * ((LENGTH - 1) // HARD_EVERY)
+
+
+def test_series_of_our_own_files_has_no_bound(tmp_path):
+    from factories import write_run
+    from seed_files import TEXTS
+
+    path = write_run(tmp_path / "ours.jsonl", [0, 10, 20], texts=TEXTS)
+    for body in series_of_every_token(path).values():
+        assert set(body["rank_gt"]) == {None} and set(body["p_lt"]) == {None}
 
 
 # -- 7. the original websocket feed at the root path ------------------------------------------------

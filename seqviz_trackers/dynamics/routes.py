@@ -64,6 +64,8 @@ def series_json(reader: Any, seq: int, pos: int, points: int | None = None) -> d
          "steps": [int],                        # steps where the sequence was logged
          "target_prob": [float|null], "target_rank": [int|null], "loss": [float|null],
          "entropy": [float|null], "top1": [int|null],   # null: not predicted / unknown at that step
+         "rank_gt": [int|null], "p_lt": [float|null],   # the target is not among that step's n logged
+                                                        # candidates: rank > n and p < p_n (else null)
          "top1_tokens": {"<id>": str},          # display strings of the ids in top1
          "learned_at": int|null, "learned_at_top5": int|null,
          "forgotten": [{"step", "since", "last_top1"}],
@@ -87,6 +89,7 @@ def series_json(reader: Any, seq: int, pos: int, points: int | None = None) -> d
             rows = np.array(sorted(keep))
         present = track.present[rows, pos]
         top1 = [int(t) if ok and t >= 0 else None for t, ok in zip(track.top1[rows, pos].tolist(), present.tolist())]
+        none = [None] * len(top1)
         return {
             "seq": seq, "name": track.name, "pos": pos,
             "token": track.tokens[pos] if pos < len(track.tokens) else None,
@@ -97,6 +100,8 @@ def series_json(reader: Any, seq: int, pos: int, points: int | None = None) -> d
             "loss": sig_list(track.loss[rows, pos]),
             "entropy": sig_list(track.entropy[rows, pos]),
             "top1": top1,
+            "rank_gt": none if track.rank_gt is None else [r if r >= 1 else None for r in track.rank_gt[rows, pos].tolist()],
+            "p_lt": none if track.p_lt is None else sig_list(track.p_lt[rows, pos]),
             "top1_tokens": {str(t): dyn.vocab.get(t) for t in sorted({t for t in top1 if t is not None})},
             "learned_at": since1 if since1 >= 0 else None,
             "learned_at_top5": since5 if since5 >= 0 else None,

@@ -31,6 +31,9 @@ class _Track:
 
     ARRAYS = {"prob": (np.float32, np.nan), "loss": (np.float32, np.nan), "entropy": (np.float32, np.nan),
               "rank": (np.int32, 0), "top1": (np.int64, -1), "present": (np.bool_, False)}
+    #: the bound of a target outside the logged candidates (see Columns.rank_gt / p_lt):
+    #: kept only once a step of the track has one (None before)
+    BOUND = {"rank_gt": (np.int32, 0), "p_lt": (np.float32, np.nan)}
     STATE = {"target": (np.int64, -2), "top1_now": (np.bool_, False), "since1": (np.int64, -1),
              "since5": (np.int64, -1), "last_seen": (np.int64, -1), "times_forgotten": (np.int32, 0)}
 
@@ -47,6 +50,8 @@ class _Track:
         self.row_of: dict[int, int] = {}
         for field, (dtype, fill) in self.ARRAYS.items():
             setattr(self, field, np.full((8, 0), fill, dtype=dtype))
+        self.rank_gt: np.ndarray | None = None
+        self.p_lt: np.ndarray | None = None
         for field, (dtype, fill) in self.STATE.items():
             setattr(self, field, np.full(0, fill, dtype=dtype))
 
@@ -60,7 +65,7 @@ class _Track:
             steps = np.zeros(new_cap, dtype=np.int64)
             steps[:self.n] = self.steps[:self.n]
             self.steps = steps
-        for field, (dtype, fill) in self.ARRAYS.items():
+        for field, (dtype, fill) in self._arrays():
             old = getattr(self, field)
             arr = np.full((new_cap, new_width), fill, dtype=dtype)
             arr[:self.n, :self.width] = old[:self.n, :self.width]
@@ -72,6 +77,11 @@ class _Track:
             setattr(self, field, arr)
         self.target_str.extend([None] * (new_width - self.width))
         self.width = new_width
+
+    def _arrays(self) -> list[tuple[str, tuple[Any, Any]]]:
+        """The per-step arrays kept: :attr:`ARRAYS`, and :attr:`BOUND` once there is one."""
+        bound = list(self.BOUND.items()) if self.p_lt is not None else []
+        return list(self.ARRAYS.items()) + bound
 
     def _at(self, cols: Columns) -> Any:
         return slice(0, len(cols)) if cols.contiguous else cols.pos  # a slice is much cheaper than fancy indexing
@@ -88,6 +98,12 @@ class _Track:
         self.rank[row, at] = cols.rank
         self.top1[row, at] = cols.top1
         self.present[row, at] = True
+        if cols.rank_gt is not None and cols.p_lt is not None:
+            if self.p_lt is None:
+                for field, (dtype, fill) in self.BOUND.items():
+                    setattr(self, field, np.full(self.prob.shape, fill, dtype=dtype))
+            self.rank_gt[row, at] = cols.rank_gt
+            self.p_lt[row, at] = cols.p_lt
         self.n += 1
 
         # learned-when state, at the predicted positions only

@@ -192,6 +192,8 @@ class Columns:
     the most likely token id (-1 when no candidates were logged); ``target`` is the
     target token id (None when not read: a step's targets are read once per text, see
     :func:`targets`); ``index`` is the prediction's index in the ``predictions`` list.
+    ``rank_gt`` / ``p_lt`` hold :class:`Facts`' bound where the target is not among the
+    logged candidates (0 / NaN elsewhere), or are None when no prediction is bounded.
     """
 
     pos: np.ndarray
@@ -203,6 +205,8 @@ class Columns:
     target: np.ndarray | None
     index: np.ndarray
     contiguous: bool = False  # positions are exactly 0, 1, ..., len - 1
+    rank_gt: np.ndarray | None = None
+    p_lt: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.pos)
@@ -240,12 +244,15 @@ def columns(seq: dict[str, Any]) -> Columns:
     if n and not cols.contiguous and (cols.pos.min() < 0 or cols.pos.max() >= limit):
         keep = (cols.pos >= 0) & (cols.pos < limit)
         cols = Columns(*(None if getattr(cols, f) is None else getattr(cols, f)[keep]
-                         for f in ("pos", "prob", "rank", "loss", "entropy", "top1", "target", "index")))
+                         for f in ("pos", "prob", "rank", "loss", "entropy", "top1", "target", "index")),
+                       rank_gt=None if cols.rank_gt is None else cols.rank_gt[keep],
+                       p_lt=None if cols.p_lt is None else cols.p_lt[keep])
     return cols
 
 
 def _columns_slow(preds: list[Any]) -> Columns:
     rows = []
+    bounds = []
     for index, pred in enumerate(preds):
         if not isinstance(pred, dict) or not is_int(pred.get("position")):
             continue
@@ -253,13 +260,17 @@ def _columns_slow(preds: list[Any]) -> Columns:
         rows.append((pred["position"], math.nan if f.prob is None else f.prob, f.rank or 0,
                      math.nan if f.loss is None else f.loss, math.nan if f.entropy is None else f.entropy,
                      f.top[0][0] if f.top else -1, f.target, index))
+        bounds.append((f.rank_gt or 0, math.nan if f.p_lt is None else f.p_lt))
     if not rows:
         e = np.zeros(0)
         i = np.zeros(0, dtype=np.int64)
         return Columns(i, e, i, e, e, i, i, i)
     pos, prob, rank, loss, entropy, top1, target, index = (np.array(c) for c in zip(*rows))
+    rank_gt, p_lt = (np.array(c) for c in zip(*bounds))
+    bounded = bool(rank_gt.any())
     return Columns(pos.astype(np.int64), prob.astype(np.float64), rank.astype(np.int64), loss.astype(np.float64),
-                   entropy.astype(np.float64), top1.astype(np.int64), target.astype(np.int64), index.astype(np.int64))
+                   entropy.astype(np.float64), top1.astype(np.int64), target.astype(np.int64), index.astype(np.int64),
+                   rank_gt=rank_gt.astype(np.int64) if bounded else None, p_lt=p_lt.astype(np.float64) if bounded else None)
 
 
 def targets(seq: dict[str, Any]) -> dict[int, tuple[int, str | None]]:

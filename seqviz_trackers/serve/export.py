@@ -162,7 +162,9 @@ def dynamics_extra(dyn: Any, entries: list[dict], diffs: dict[int, dict] | None 
         points: steps kept per series (at least 2).
 
     Returns:
-        ``{"dynamics": {"points", "at_step": {step: [seq]}, "tracks": {seq: {...}}, "diffs": {b: diff}}}``.
+        ``{"dynamics": {"points", "at_step": {step: [seq]}, "tracks": {seq: {...}}, "diffs": {b: diff}}}``;
+        a track with targets outside the logged candidates also has ``plt1000`` / ``rank_gt``
+        (per position, per step: the bound p < p_lt in thousandths rounded up, rank > rank_gt).
     """
     import numpy as np
 
@@ -196,6 +198,13 @@ def dynamics_extra(dyn: Any, entries: list[dict], diffs: dict[int, dict] | None 
             "times_forgotten": t.times_forgotten.tolist(),
             "forgotten": mine[:, [1, 2, 3, 4]].tolist(),   # (pos, step, since, last_top1), the latest
         }
+        if t.p_lt is not None and t.rank_gt is not None:  # targets outside the logged candidates: their bound
+            p_lt = t.p_lt[rows, :width].T
+            up = np.where(np.isnan(p_lt), -1, np.ceil(np.nan_to_num(p_lt) * 1000)).astype(int)  # up: p < p_lt stays true
+            tracks[str(number)].update({
+                "plt1000": [[v if v >= 0 else None for v in vs] for vs in up.tolist()],
+                "rank_gt": [[r if r >= 1 else None for r in rs] for rs in t.rank_gt[rows, :width].T.tolist()],
+            })
     slim = {}
     for b, d in (diffs or {}).items():
         slim[str(b)] = {**d, "per_token": [{k: part[k] for k in ("seq", "index_b", "positions", "delta_logp")}

@@ -195,7 +195,7 @@ class SeqVizServer:
         self.ticks = 0  # polls of the watched runs so far
         self._scan_gap = 10  # ticks between scans for new runs (grows while nothing changes)
         self._next_scan = 10
-        self._unreadable: dict[str, str] = {}  # run -> why its file cannot be read (logged once)
+        self._unreadable: dict[str, str] = {}  # run -> why its file cannot be read (logged once), as unreadable() says it
         self._server: Any = None
         self._ticker: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -510,7 +510,7 @@ class SeqVizServer:
             self._send(client, {"type": "waiting", "message": "No run yet: waiting for a JSONL file to appear\u2026"})
             return
         if run in self._unreadable:
-            self._send(client, {"type": "waiting", "run": run, "message": self._unreadable[run]})
+            self._send(client, {"type": "waiting", "run": run, "message": f"run {run!r} {self._unreadable[run]}"})
             return
         reader = self._tail(run)
         steps = reader.indexed()
@@ -640,11 +640,11 @@ class SeqVizServer:
         try:
             news = self._poll_run(run)
         except OSError as exc:
-            why = f"run {run!r} {unreadable(exc)}"
+            why = unreadable(exc)  # as the runs route says it; the run is named where it is not beside it
             if self._unreadable.get(run) != why:
                 self._unreadable[run] = why
-                log.warning("%s", why)
-                self._broadcast(run, {"type": "waiting", "run": run, "message": why})
+                log.warning("run %r %s", run, why)
+                self._broadcast(run, {"type": "waiting", "run": run, "message": f"run {run!r} {why}"})
             return False
         if self._unreadable.pop(run, None) is not None:
             log.warning("run %r can be read again", run)

@@ -11,10 +11,14 @@ its line (same offset, length, step and timestamp) and its checksum; otherwise, 
 the columns file is missing, damaged or deleted, readers parse the line itself. The file
 may be deleted at any time; the next writer starts a new one.
 
-Record layout: ``b"SVC1"``, two little-endian uint32 (header and body lengths), a JSON
-header ``{"step", "offset", "length", "timestamp", "crc", "seqs": [{"key", "text", "n"}],
+Record layout: ``b"SVC2"``, two little-endian uint32 (header and body lengths), a JSON
+header ``{"step", "offset", "length", "timestamp", "crc", "seqs": [{"key", "text", "n", "bound"?}],
 "vocab": {"<id>": str}}``, then per sequence ``n`` × int32 position, float32 target
-probability, float32 loss, float32 entropy, int32 target rank and int64 top-1 id.
+probability, float32 loss, float32 entropy, int32 target rank and int64 top-1 id, and,
+when its ``bound`` is true (a target outside the logged candidates, see
+:class:`~seqviz_trackers.format.entry.Columns`), ``n`` × int32 ``rank_gt`` and float32 ``p_lt``.
+Records of an earlier layout (``b"SVC1"``, without the bound) are not read: their lines
+are parsed, and a writer resuming the run starts the file again.
 ``crc`` is the CRC-32 of ``seqs`` and ``vocab`` (as compact JSON) followed by the body, ``key`` the sequence's identity
 (:func:`~seqviz_trackers.dynamics.sequence_key`), ``text`` a checksum of its tokens, and
 ``vocab`` holds the display strings of top-1 ids this writer has not recorded before.
@@ -35,10 +39,12 @@ from ..format.entry import Columns, KnownIds, columns, sequence_key, text_checks
 __all__ = ["SUFFIX", "ColumnsWriter", "ColumnsReader", "Record", "encode_record", "decode_record"]
 
 SUFFIX = ".cols"
-MAGIC = b"SVC1"
+MAGIC = b"SVC2"
 _PREFIX = struct.Struct("<4sII")
 #: (dtype, Columns field) of the body's arrays, in order
 _ARRAYS = (("<i4", "pos"), ("<f4", "prob"), ("<f4", "loss"), ("<f4", "entropy"), ("<i4", "rank"), ("<i8", "top1"))
+#: the arrays that follow them in a sequence whose ``bound`` is true
+_BOUND = (("<i4", "rank_gt"), ("<f4", "p_lt"))
 
 #: One step of a columns file: its step number, per sequence (key, text checksum,
 #: :class:`~seqviz_trackers.dynamics.Columns`), and new top-1 display strings.
@@ -57,9 +63,10 @@ def encode_record(entry: dict[str, Any], offset: int, length: int, known: KnownI
             continue
         cols = columns(seq)
         key = sequence_key(seq)
+        bound = cols.rank_gt is not None and cols.p_lt is not None
         seqs.append({"key": [key[0], list(key[1]) if isinstance(key[1], tuple) else key[1]],
-                     "text": text_checksum(seq), "n": len(cols)})
-        bodies.extend(np.ascontiguousarray(getattr(cols, f), dtype=d).tobytes() for d, f in _ARRAYS)
+                     "text": text_checksum(seq), "n": len(cols), **({"bound": True} if bound else {})})
+        bodies.extend(np.ascontiguousarray(getattr(cols, f), dtype=d).tobytes() for d, f in _ARRAYS + (_BOUND if bound else ()))
         vocab.update((str(top), string) for top, string in known.new_strings(seq, cols).items())
     body = b"".join(bodies)
     header = json.dumps({"step": entry["step"], "offset": offset, "length": length, "timestamp": entry.get("timestamp"),
@@ -80,14 +87,14 @@ def decode_record(header: dict[str, Any], body: bytes) -> Record:
     for seq in header["seqs"]:
         n = int(seq["n"])
         arrays = {}
-        for dtype, field in _ARRAYS:
+        for dtype, field in _ARRAYS + (_BOUND if seq.get("bound") is True else ()):
             arrays[field] = np.frombuffer(body, dtype=dtype, count=n, offset=at)  # ValueError when too short
             at += arrays[field].nbytes
         pos = arrays["pos"]
         index = np.arange(n)
         contiguous = bool((pos == index).all())
         cols = Columns(index if contiguous else pos.astype(np.int64), arrays["prob"], arrays["rank"], arrays["loss"],
-                       arrays["entropy"], arrays["top1"], None, index, contiguous)
+                       arrays["entropy"], arrays["top1"], None, index, contiguous, arrays.get("rank_gt"), arrays.get("p_lt"))
         kind, value = seq["key"]
         out.append(((kind, tuple(value) if isinstance(value, list) else value), int(seq["text"]), cols))
     return int(header["step"]), out, {int(k): v for k, v in header["vocab"].items()}

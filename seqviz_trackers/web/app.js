@@ -111,7 +111,7 @@ export class Dashboard {
     this.options = options;
     const hash = readHash(location.hash);
     this.state = {
-      runs: [], run: hash.run || null,
+      runs: [], runProblems: [], run: hash.run || null,
       steps: [], history: null, problems: [],
       index: -1, entry: null,
       metric: hashMetric(hash) || defaultMetric(hash),
@@ -256,9 +256,10 @@ export class Dashboard {
   // -- data flow ------------------------------------------------------------------
   async start() {
     try {
-      const runs = (await this.source.get("runs")).runs || [];
+      const listing = await this.source.get("runs");
+      const runs = listing.runs || [];
       if (runs.length && !this.hasRun(runs, this.state.run)) this.state.run = this.firstRun(runs);
-      this.setRuns(runs);
+      this.setRuns(runs, listing.problems || []);
       if (this.askedRun && this.state.run !== this.askedRun) this.sayNoRun(this.askedRun, this.state.run);
       if (this.state.run) await this.loadRun(this.state.run);
       else this.showBanner("Waiting for the first step\u2026", "wait");
@@ -279,23 +280,38 @@ export class Dashboard {
     return first ? first.run : null;
   }
 
-  /** The address named a run that is not there: say so (`shown`, the first run, is shown instead). */
+  /** The address named a run that is not there, or that cannot be read: say so (`shown`,
+   *  the first run, is shown instead). */
   sayNoRun(name, shown) {
-    const instead = shown === null ? "" : `: showing \u201c${shown}\u201d instead`;
-    this.showBanner(`There is no run \u201c${name}\u201d here${instead}.`, "info", 10000);
+    const instead = shown === null ? "" : `: showing \u201c${visibleName(shown)}\u201d instead`;
+    const problem = this.state.runProblems.find((p) => p.run === name);
+    const what = problem ? `Run \u201c${visibleName(name)}\u201d cannot be read (${problem.message})` : `There is no run \u201c${visibleName(name)}\u201d here`;
+    this.showBanner(`${what}${instead}.`, "info", 10000);
   }
 
-  setRuns(runs) {
+  /** The runs of a `runs` answer (or message), and its `problems`: runs that cannot be
+   *  read, listed in the selector as unavailable (a disabled option, the reason as its title). */
+  setRuns(runs, problems = this.state.runProblems) {
     this.state.runs = runs;
+    this.state.runProblems = problems;
     this.runCompare.setRuns(runs);
+    const bad = new Map(problems.map((p) => [p.run, p.message]));
     const names = runs.filter((r) => !r.compare_only).map((r) => r.run);
-    if (this.state.run && !names.includes(this.state.run)) names.unshift(this.state.run);
-    const current = [...this.runSelect.options].map((o) => o.value).join("\u0000");
-    if (current !== names.join("\u0000")) {
-      this.runSelect.replaceChildren(...names.map((n) => { const o = el("option", "", visibleName(n)); o.value = n; o.title = n; return o; }));
+    if (this.state.run && !names.includes(this.state.run) && !bad.has(this.state.run)) names.unshift(this.state.run);
+    const all = names.concat([...bad.keys()].filter((n) => !names.includes(n)));
+    const key = all.map((n) => (bad.has(n) ? `${n}\u0001${bad.get(n)}` : n)).join("\u0000");
+    if (this.runsKey !== key) {
+      this.runsKey = key;
+      this.runSelect.replaceChildren(...all.map((n) => {
+        const o = el("option", bad.has(n) ? "run-unavailable" : "", visibleName(n) + (bad.has(n) ? " (cannot be read)" : ""));
+        o.value = n;
+        o.title = bad.has(n) ? bad.get(n) : n;
+        o.disabled = bad.has(n);
+        return o;
+      }));
     }
     if (this.state.run) this.runSelect.value = this.state.run;
-    this.runSelect.hidden = names.length <= 1;
+    this.runSelect.hidden = all.length <= 1;
     const title = this.options.title || (names.length === 1 ? names[0] : "");
     this.titleEl.textContent = visibleName(title);
     this.titleEl.title = title;
@@ -362,7 +378,7 @@ export class Dashboard {
       return;
     }
     if (ev.type === "runs") {
-      this.setRuns(ev.runs || []);
+      this.setRuns(ev.runs || [], ev.problems || []);
       if (this.ready && this.runCompare.stale()) this.refresh();  // the other run grew
       if (this.ready && !st.run && ev.runs && ev.runs.length) this.chooseRun(ev.runs[0].run);
       return;
@@ -1034,8 +1050,9 @@ export class Dashboard {
   async followHashRun(name, step) {
     let runs = this.state.runs;
     if (!this.hasRun(runs, name)) {
-      try { runs = (await this.source.get("runs")).runs || []; } catch (err) { /* the list we have */ }
-      this.setRuns(runs);
+      let problems = this.state.runProblems;
+      try { const listing = await this.source.get("runs"); runs = listing.runs || []; problems = listing.problems || []; } catch (err) { /* the list we have */ }
+      this.setRuns(runs, problems);
     }
     const run = this.hasRun(runs, name) ? name : this.firstRun(runs);
     if (run !== name) this.sayNoRun(name, run);

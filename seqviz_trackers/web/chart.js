@@ -29,6 +29,7 @@ export function themeColors(node) {
   return {
     grid: v("--grid", "#1d2944"), muted: v("--muted", "#7f8bab"), cyan: v("--cyan", "#00e5ff"), accent: v("--accent", "#ff2bd6"),
     green: v("--green", "#3dffa2"), red: v("--red", "#ff5577"), yellow: v("--yellow", "#ffe45c"),
+    below: v("--below", "#ff285a"),  // a target below the logged candidates (the tokens' hatched shade)
   };
 }
 

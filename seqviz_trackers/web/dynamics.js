@@ -5,6 +5,7 @@
 
 import { el, fmtNum, fmtPct, visibleToken, visibleName } from "./util.js";
 import { canvasContext, themeColors } from "./chart.js";
+import { boundText } from "./entry.js";
 
 /** A diff row's p(target) and rank at one step: "< 0.8%" / "> 20" when the target is
  *  outside the logged candidates (the route's p_lt_* / rank_gt_*). */
@@ -47,8 +48,21 @@ export function signed(x, digits = 2) {
 
 // -- the sparkline ------------------------------------------------------------------------
 
+/** Per step of a `series` answer: the bound of p(target) (p_lt) where p is unknown, and of
+ *  the rank (rank_gt) where the rank is unknown (the target is not among the logged
+ *  candidates), else null. */
+function seriesBounds(s) {
+  const pLt = s.p_lt || [], rankGt = s.rank_gt || [];
+  return {
+    p: s.steps.map((_, i) => (s.target_prob[i] === null && pLt[i] !== null && pLt[i] !== undefined ? pLt[i] : null)),
+    rank: s.steps.map((_, i) => (s.target_rank[i] === null && rankGt[i] ? rankGt[i] : null)),
+  };
+}
+
 /** One token's target probability (top band) and rank (bottom band, log scale, rank 1 on
- *  top) over the logged steps; learned-at step and forgetting steps marked. Click: go there. */
+ *  top) over the logged steps; learned-at step and forgetting steps marked. Where the
+ *  target is not among the logged candidates, the bound (p < p_n, rank > n) is drawn as a
+ *  hatched strip with a dashed edge, labelled, never as a value. Click: go there. */
 export class Sparkline {
   /** @param {{onPick:(step:number)=>void}} opts */
   constructor(opts) {
@@ -78,7 +92,13 @@ export class Sparkline {
     this.overlay = overlay && overlay.series && overlay.series.steps && overlay.series.steps.length ? overlay : null;
     this.hoverIndex = -1;
     const s = series;
-    this.canvas.setAttribute("aria-label", `target probability and rank over ${s.steps.length} steps`);
+    this.bounds = seriesBounds(s);
+    const nBound = this.bounds.rank.filter((r) => r !== null).length;
+    const n = this.bounds.rank.find((r) => r !== null);
+    this.boundLabel = n ? boundText(n) : "";
+    this.root.dataset.bound = String(nBound);
+    this.canvas.setAttribute("aria-label", `target probability and rank over ${s.steps.length} steps`
+      + (nBound ? `; below the top ${n} at ${nBound} of them (${this.boundLabel})` : ""));
     this.root.dataset.learnedAt = s.learned_at === null ? "" : String(s.learned_at);
     const facts = [];
     const learned = el("div", "spark-learned");
@@ -90,6 +110,11 @@ export class Sparkline {
     }
     facts.push(learned);
     if (s.learned_at_top5 !== null && s.learned_at_top5 !== undefined) facts.push(el("div", "faint", `in the top 5 from step ${s.learned_at_top5}`));
+    if (nBound) {
+      const pKnown = this.bounds.p.every((p) => p === null);
+      facts.push(el("div", "spark-bound", `below the top ${n} at ${nBound} of ${s.steps.length} steps drawn: hatched = only a bound, `
+        + (pKnown ? `rank > ${n}` : this.boundLabel)));
+    }
     if (this.overlay) {
       const o = this.overlay, at = o.series.learned_at;
       learned.prepend(el("span", "spark-run-a", `${o.own}: `));
@@ -119,6 +144,7 @@ export class Sparkline {
     const pTop = 6, pBot = Math.round(h * 0.58), rTop = pBot + 10, rBot = h - 6;
     let maxRank = 10;
     for (const s of all) for (const r of s.target_rank) if (r && r > maxRank) maxRank = r;
+    for (const r of this.bounds.rank) if (r && 5 * r > maxRank) maxRank = 5 * r;  // room below "rank > n"
     const logMax = Math.log10(maxRank);
     return {
       w, h, pad, pTop, pBot, rTop, rBot, maxRank,
@@ -144,8 +170,9 @@ export class Sparkline {
     const s = this.series;
     const f = this.frame();
     this.tip.hidden = false;
-    const rank = s.target_rank[i];
-    this.tip.textContent = `step ${s.steps[i]} \u00b7 p ${fmtPct(s.target_prob[i])} \u00b7 rank ${rank ?? "\u2013"}`;
+    const rank = s.target_rank[i], pLt = this.bounds.p[i], rankGt = this.bounds.rank[i];
+    const p = pLt !== null ? `< ${fmtPct(pLt)}` : fmtPct(s.target_prob[i]);
+    this.tip.textContent = `step ${s.steps[i]} \u00b7 p ${p} \u00b7 rank ${rank ?? (rankGt ? `> ${rankGt}` : "\u2013")}`;
     this.tip.style.left = `${Math.min(Math.max(0, f.x(s.steps[i]) - 60), f.w - 170)}px`;
     this.draw();
   }
@@ -155,7 +182,7 @@ export class Sparkline {
     const view = s ? canvasContext(this.canvas) : null;
     if (!view) return;
     const { g, w, h } = view;
-    const { grid, muted, cyan, accent, green, red, yellow } = themeColors(this.root);
+    const { grid, muted, cyan, accent, green, red, yellow, below } = themeColors(this.root);
     const f = this.frame();
     g.font = "9px ui-monospace, SFMono-Regular, Menlo, Consolas, monospace";
     g.lineWidth = 1;
@@ -203,14 +230,54 @@ export class Sparkline {
       line(o.series.target_prob, f.yp, yellow, o.series.steps, [4, 3]);
       line(o.series.target_rank, f.yr, yellow, o.series.steps, [1, 3]);
     }
+    const bp = this.bounds.p, br = this.bounds.rank;
+    this.drawBound(g, f, bp, f.yp, f.pBot, below, this.boundLabel.replace(/^rank > \d+, /, ""));
+    this.drawBound(g, f, br, f.yr, f.rBot, below, this.boundLabel.replace(/, p < .*/, ""));
     line(s.target_prob, f.yp, cyan);
     line(s.target_rank, f.yr, accent);
     for (const [i, color] of [[this.hoverIndex, muted], [s.steps.indexOf(this.current), yellow]]) {
       if (i === undefined || i < 0) continue;
       const x = f.x(s.steps[i]);
       g.fillStyle = color;
-      if (s.target_prob[i] !== null) { g.beginPath(); g.arc(x, f.yp(s.target_prob[i]), 3, 0, Math.PI * 2); g.fill(); }
-      if (s.target_rank[i] !== null) { g.beginPath(); g.arc(x, f.yr(s.target_rank[i]), 3, 0, Math.PI * 2); g.fill(); }
+      const p = s.target_prob[i] ?? bp[i], r = s.target_rank[i] ?? br[i];
+      if (p !== null) { g.beginPath(); g.arc(x, f.yp(p), 3, 0, Math.PI * 2); g.fill(); }
+      if (r !== null) { g.beginPath(); g.arc(x, f.yr(r), 3, 0, Math.PI * 2); g.fill(); }
+    }
+  }
+
+  /** The bound `values` (per step, null where there is none) in one band: per run of
+   *  consecutive bounded steps, a hatched strip from the bound (`y(value)`, at least 4 px
+   *  tall) to the band's `floor`, its edge dashed; `label` once, above the first run. */
+  drawBound(g, f, values, y, floor, color, label) {
+    const s = this.series;
+    let labelled = false;
+    for (let i = 0; i < values.length; i++) {
+      if (values[i] === null) continue;
+      let j = i;
+      while (j + 1 < values.length && values[j + 1] !== null) j++;
+      const x0 = f.x(s.steps[i]) - 3, x1 = f.x(s.steps[j]) + 3;
+      const ys = values.slice(i, j + 1).map((v) => Math.min(y(v), floor - 4));
+      const top = Math.min(...ys);
+      g.save();
+      g.beginPath(); g.rect(x0, top, x1 - x0, floor - top); g.clip();
+      g.globalAlpha = 0.18; g.fillStyle = color; g.fillRect(x0, top, x1 - x0, floor - top);
+      g.globalAlpha = 0.7; g.strokeStyle = color; g.lineWidth = 1;
+      g.beginPath();
+      for (let k = x0 - (floor - top); k < x1; k += 4) { g.moveTo(k, floor); g.lineTo(k + (floor - top), top); }
+      g.stroke();
+      g.restore();
+      g.strokeStyle = color; g.lineWidth = 1.5; g.setLineDash([3, 2]);
+      g.beginPath();
+      ys.forEach((yy, k) => { const px = k === 0 ? x0 : k === ys.length - 1 ? x1 : f.x(s.steps[i + k]); if (k) g.lineTo(px, yy); else g.moveTo(px, yy); });
+      if (ys.length === 1) g.lineTo(x1, ys[0]);
+      g.stroke(); g.setLineDash([]); g.lineWidth = 1;
+      if (!labelled && label) {
+        const tw = g.measureText(label).width;
+        g.fillStyle = color;
+        g.fillText(label, Math.min(Math.max(f.pad.l, x0), f.w - f.pad.r - tw), top - 3);
+        labelled = true;
+      }
+      i = j;
     }
   }
 }

@@ -71,7 +71,7 @@ export class FetchSource extends SourceBase {
   }
   async poll() {
     if (!this.run) {
-      try { this.emit({ type: "runs", runs: (await this.get("runs")).runs }); } catch (err) { /* next time */ }
+      try { const r = await this.get("runs"); this.emit({ type: "runs", runs: r.runs, problems: r.problems || [] }); } catch (err) { /* next time */ }
       return;
     }
     try {
@@ -86,9 +86,9 @@ export class FetchSource extends SourceBase {
         this.lastKey = key;
       }
       if (this.wantRuns) {
-        const runs = (await this.get("runs")).runs;
-        const runsKey = JSON.stringify(runs);
-        if (runsKey !== this.lastRunsKey) { this.lastRunsKey = runsKey; this.emit({ type: "runs", runs }); }
+        const { runs, problems = [] } = await this.get("runs");
+        const runsKey = JSON.stringify([runs, problems]);
+        if (runsKey !== this.lastRunsKey) { this.lastRunsKey = runsKey; this.emit({ type: "runs", runs, problems }); }
       }
     } catch (err) {
       this.emit({ type: "status", state: "disconnected", text: "Offline \u2014 retrying" });
@@ -236,7 +236,9 @@ export class InlineSource extends SourceBase {
  *  {points, at_step: {step: [seq]}, tracks: {seq: {seq, name, label, num_steps, steps,
  *   p1000: [per position: [p(target) in thousandths, per step]], target_rank: [...],
  *   learned_at: [per position], learned_at_top5: [...], times_forgotten: [...],
- *   forgotten: [[pos, step, since, last_top1], the latest]}}, diffs: {b: diff}} */
+ *   forgotten: [[pos, step, since, last_top1], the latest],
+ *   plt1000?, rank_gt?: [per position: the bound of a target outside the candidates, per step]}},
+ *  diffs: {b: diff}} */
 function inlineDynamics(dyn, run, route, params) {
   const tracks = dyn.tracks || {};
   if (route === "sequences") {
@@ -255,6 +257,8 @@ function inlineDynamics(dyn, run, route, params) {
       run, seq: t.seq, name: t.name, pos, token: null, target: { id: null, token: null },
       steps: t.steps, target_prob: t.p1000[pos].map((v) => (v === null ? null : v / 1000)), target_rank: t.target_rank[pos],
       loss: none, entropy: none, top1: none, top1_tokens: {},
+      rank_gt: t.rank_gt ? t.rank_gt[pos] : none,
+      p_lt: t.plt1000 ? t.plt1000[pos].map((v) => (v === null ? null : v / 1000)) : none,
       learned_at: t.learned_at[pos], learned_at_top5: t.learned_at_top5[pos],
       forgotten: (t.forgotten || []).filter((f) => f[0] === pos).map((f) => ({ step: f[1], since: f[2], last_top1: f[3] })),
       times_forgotten: t.times_forgotten ? t.times_forgotten[pos] : undefined,
