@@ -305,6 +305,42 @@ def test_http_serves_dashboard_and_every_route(served, monkeypatch):
         assert recv(ws, "response", id=1)["body"] == {"echo": {"b": "2"}}
 
 
+def test_steps_after_answers_only_new_steps_and_a_version_that_notices_resets(served):
+    path, start = served
+    write(path, 1, 2, 3)
+    h = start()
+
+    def steps(query: str) -> dict:
+        status, body = get(h, f"/steps?run=run{query}")
+        assert status == 200, body
+        return json.loads(body)
+
+    full = steps("")
+    assert [s["step"] for s in full["steps"]] == [1, 2, 3] and full["num_steps"] == 3 and "after" not in full
+    version = full["version"]
+    write(path, 4, 5)
+    new = steps("&after=3")
+    assert new["after"] == 3 and [s["step"] for s in new["steps"]] == [4, 5]
+    assert new["num_steps"] == 5 and new["version"] == version
+    assert steps("&after=5")["steps"] == [] and [s["step"] for s in steps("&after=-1")["steps"]] == [1, 2, 3, 4, 5]
+    assert [s["step"] for s in steps("&after=0")["steps"]] == [1, 2, 3, 4, 5]
+    for bad in ("x", "-2", "1.5"):
+        status, body = get(h, f"/steps?run=run&after={bad}")
+        assert status == 400 and "after must be" in json.loads(body)["error"]
+
+    write(path, 5)  # step 5 logged again: the steps held before are not all still right
+    again = steps("&after=5")
+    assert again["steps"] == [] and again["num_steps"] == 5 and again["version"] != version
+    version = again["version"]
+    path.write_bytes(line(1) + line(9))  # truncated and rewritten: two steps again
+    reset = steps("&after=5")
+    assert [s["step"] for s in reset["steps"]] == [9] and reset["num_steps"] == 2 and reset["version"] != version
+    with connect(ws_url(h)) as ws:  # the websocket's own requests answer it too
+        ws.send(json.dumps({"type": "get", "id": 1, "route": "steps", "params": {"run": "run", "after": 1}}))
+        body = recv(ws, "response", id=1)["body"]
+        assert [s["step"] for s in body["steps"]] == [9] and body["version"] == reset["version"]
+
+
 def test_bad_messages_are_answered_and_huge_ones_close(served):
     path, start = served
     write(path, 1)

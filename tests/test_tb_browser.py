@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
@@ -94,9 +95,46 @@ def test_token_history_sparkline_in_the_tab(tensorboard, page):
     assert page.js_errors == [], page.js_errors
 
 
+def _steps_requests(page) -> list[dict[str, list[str]]]:
+    """The query of every ``steps`` request the page sends from now on (the list fills as it runs)."""
+    seen: list[dict[str, list[str]]] = []
+
+    def record(request):
+        url = urlsplit(request.url)
+        if url.path.endswith("/data/plugin/seqviz/steps"):
+            seen.append(parse_qs(url.query))
+
+    page.on("request", record)
+    return seen
+
+
+def _until(page, fn, timeout_ms: int = 30_000) -> bool:
+    """Poll ``fn()`` while Playwright runs (its events are delivered only inside its calls)."""
+    for _ in range(timeout_ms // 200):
+        if fn():
+            return True
+        page.wait_for_timeout(200)
+    return bool(fn())
+
+
 def test_step_logged_while_open_appears(tensorboard, page):
+    """A step logged while the tab is open appears; the polls ask only for the steps past the
+    last one the tab holds (``steps?after=N``), not the whole list each time, until the list
+    changed otherwise (a step logged again)."""
+    seen = _steps_requests(page)
     frame = _open_tab(page, tensorboard.url)
     frame.wait_for_selector(".tok", timeout=30_000)
+    # the polls go on from the last step held: 150 until a later one appears
+    assert _until(page, lambda: any(q.get("after") == ["150"] for q in seen)), seen
     mirror_run(tensorboard.root / "demo", [151], texts=EARLY)  # training goes on
     frame.wait_for_function("() => /\\b151\\b/.test(document.body.innerText)", timeout=20_000)
+    assert _until(page, lambda: any(q.get("after") == ["151"] for q in seen)), seen
+    assert all(q.get("run") == ["demo"] for q in seen), seen
+    full = len([q for q in seen if "after" not in q])
+    assert full <= 2, f"the whole list was asked for again: {seen}"  # the page's own load, the first poll
+
+    # step 151 logged again (its loss changed): the version changes, and the tab asks for the whole list
+    polled = len(seen)
+    mirror_run(tensorboard.root / "demo", [151], texts=LATEST)
+    assert _until(page, lambda: any("after" not in q for q in seen[polled:])), seen[polled:]
     assert page.js_errors == [], page.js_errors

@@ -156,6 +156,26 @@ def test_steps_logged_while_open_appear_and_runs_object_is_kept(tmp_path):
     assert plugin.runs("") is runs and runs.reader("live") is reader, "index kept across requests"
 
 
+def test_steps_after_serves_new_steps_and_notices_a_rewritten_asset(tmp_path):
+    mirror_run(tmp_path / "live", range(3))
+    client, _, _ = wsgi_app(tmp_path)
+    full = client.get(f"{P}/steps?run=live").json
+    assert full["num_steps"] == 3 and [s["step"] for s in full["steps"]] == [0, 1, 2]
+
+    mirror_run(tmp_path / "live", range(3, 6))
+    new = client.get(f"{P}/steps?run=live&after=2").json
+    assert [s["step"] for s in new["steps"]] == [3, 4, 5] and new["after"] == 2
+    assert new["num_steps"] == 6 and new["version"] == full["version"]
+    assert client.get(f"{P}/steps?run=live&after=5").json["steps"] == []
+    r = client.get(f"{P}/steps?run=live&after=last")
+    assert r.status_code == 400 and "after must be an integer" in r.json["error"]
+
+    path = asset_path(tmp_path / "live")
+    path.write_bytes(b"".join(path.read_bytes().splitlines(keepends=True)[:2]))  # cut back to steps 0, 1
+    cut = client.get(f"{P}/steps?run=live&after=5").json
+    assert cut["steps"] == [] and cut["num_steps"] == 2 and cut["version"] != full["version"]
+
+
 # -- static files ------------------------------------------------------------------
 
 @pytest.fixture

@@ -6,7 +6,13 @@ these under the same relative names, so the dashboard's fetch adapter works on b
 - ``runs``                 -> ``{"runs": [{"run", "num_steps", "last_step"}]}`` (+ ``"problems":
                                [{"run", "message"}]`` when some run cannot be read)
 - ``steps?run=R``          -> ``{"run", "steps": [{"step", "loss", "perplexity", "timestamp"}],
-                               "problems": [{"line", "message"}]}``
+                               "problems": [{"line", "message"}], "num_steps", "version"}``
+- ``steps?run=R&after=N``  -> the same with only the steps numbered above N in ``steps`` (and
+                               ``"after": N``); ``num_steps`` still counts every step. A client that
+                               keeps the list polls with ``after=`` its last step, and asks for the
+                               whole list again when ``version`` changed (the file was truncated or
+                               replaced, a step logged again or found broken) or when the steps it
+                               holds plus the new ones are not ``num_steps``
 - ``step?run=R&step=N``    -> the entry logged at step N (a JSON object in the schema)
 - ``sequences``, ``series``, ``diff``, ``learned``, ``compare_runs`` -> training dynamics, see
   :mod:`seqviz_trackers.dynamics.routes` and ``docs/dynamics.md``
@@ -33,7 +39,7 @@ from typing import Any, Callable
 
 from ..dynamics.routes import DYNAMICS_ROUTES
 from ..dynamics.spikes import BATCH_ROUTES
-from ..runs import BadRequest, NotFound, Query, Runs, parse_step, unreadable
+from ..runs import BadRequest, NotFound, Query, Runs, int_param, parse_step, unreadable
 
 __all__ = ["Runs", "NotFound", "BadRequest", "runs_impl", "steps_impl", "step_impl", "parse_step", "ROUTES", "handle",
            "WEB_DIR", "web_file", "content_type"]
@@ -65,15 +71,20 @@ def runs_impl(runs: Runs) -> dict[str, Any]:
     return {"runs": out, "problems": problems} if problems else {"runs": out}
 
 
-def steps_impl(runs: Runs, run: str | None) -> dict[str, Any]:
-    """``{"run", "steps": [...], "problems": [...]}`` for one run, from its index."""
+def steps_impl(runs: Runs, run: str | None, after: int | None = None) -> dict[str, Any]:
+    """``{"run", "steps": [...], "problems": [...], "num_steps", "version"}`` for one run, from
+    its index; with ``after`` (a step number, or -1) only the steps numbered above it, and
+    ``"after"``. ``num_steps`` and ``version`` tell a client holding the earlier steps whether
+    they are still the run's steps (see the module's docstring)."""
     reader = runs.reader(run)
-    steps = reader.steps
-    return {
-        "run": run,
-        "steps": [s.to_json() for s in steps],
-        "problems": [p.to_json() for p in reader.problems],
-    }
+    reader.refresh()
+    steps, total, version = reader.indexed_after(after)
+    out: dict[str, Any] = {"run": run}
+    if after is not None:
+        out["after"] = after
+    out.update(steps=[s.to_json() for s in steps], problems=[p.to_json() for p in reader.problems],
+               num_steps=total, version=version)
+    return out
 
 
 def step_impl(runs: Runs, run: str | None, step: Any) -> dict[str, Any]:
@@ -92,7 +103,7 @@ def step_impl(runs: Runs, run: str | None, step: Any) -> dict[str, Any]:
 #: route name -> function(runs, query) returning JSON-ready data.
 ROUTES: dict[str, Callable[[Runs, Query], Any]] = {
     "runs": lambda runs, q: runs_impl(runs),
-    "steps": lambda runs, q: steps_impl(runs, q.get("run")),
+    "steps": lambda runs, q: steps_impl(runs, q.get("run"), int_param(q, "after", low=-1)),
     "step": lambda runs, q: step_impl(runs, q.get("run"), q.get("step")),
 }
 

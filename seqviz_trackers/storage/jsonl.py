@@ -10,6 +10,7 @@ file grows, so ``get_step`` is one seek and one parse, however long the run.
 
 from __future__ import annotations
 
+import bisect
 import errno
 import json
 import logging
@@ -472,6 +473,9 @@ class TrainingDataReader:
         self._problems: dict[int, Problem] = {}
         self._verified: set[int] = set()  # lines read whole and found good
         self._demoted: list[Problem] = []  # steps found broken since the last take_demoted()
+        # what ``version`` says: a new token per start over, a count of changes other than new steps
+        self._token = os.urandom(4).hex()
+        self._changes = 0
 
     # -- index -----------------------------------------------------------------
     def refresh(self) -> Update:
@@ -575,6 +579,8 @@ class TrainingDataReader:
             info = StepInfo(entry["step"], self._line, offset, end - start, finite_number(entry.get("loss")),
                             finite_number(entry.get("perplexity")), finite_number(entry.get("timestamp")))
             self._verified.add(self._line)
+        if info.step in self._by_step:
+            self._changes += 1  # a step logged again: its earlier line no longer counts
         self._by_step[info.step] = info
         self._sorted = None
         update.new.append(info)
@@ -593,6 +599,25 @@ class TrainingDataReader:
             if self._sorted is None:
                 self._sorted = sorted(self._by_step.values(), key=lambda s: s.step)
             return self._sorted
+
+    @property
+    def version(self) -> str:
+        """Changes whenever the step list changed other than by new steps being indexed: the
+        file was read anew (truncated or replaced), a step was logged again, or a step's line
+        turned out broken. While it stays the same, the steps seen earlier are still the steps,
+        and only what was indexed since has to be asked for (the ``steps?after=`` route)."""
+        with self._lock:
+            return f"{self._token}.{self._changes}"
+
+    def indexed_after(self, step: int | None) -> tuple[list[StepInfo], int, str]:
+        """``(steps, num_steps, version)``, taken together, without looking at the file:
+        the indexed steps numbered above ``step`` (all of them when None), sorted, found by a
+        binary search; how many steps are indexed in all; and :attr:`version`."""
+        with self._lock:
+            steps = self.indexed()
+            if step is not None:
+                steps = steps[bisect.bisect_right(steps, step, key=lambda s: s.step):]
+            return steps, len(self._by_step), self.version
 
     @property
     def problems(self) -> list[Problem]:
@@ -624,6 +649,7 @@ class TrainingDataReader:
             if self._by_step.get(info.step) is info:
                 del self._by_step[info.step]
                 self._sorted = None
+                self._changes += 1
             if info.line not in self._problems:
                 self._demoted.append(problem)
             self._problems[info.line] = problem

@@ -36,7 +36,9 @@ class SourceBase {
 }
 
 /** Plain HTTP GETs against `base` (the folder the dashboard is served from);
- *  polls `steps` so new steps show up without a reload. */
+ *  polls `steps` so new steps show up without a reload: after the first answer, only the
+ *  steps past the last one it holds (`steps?after=N`), and the whole list again when the
+ *  answer's `version` or `num_steps` says the steps it holds are not the run's any more. */
 export class FetchSource extends SourceBase {
   constructor(base, { pollMs = 3000 } = {}) {
     super();
@@ -44,6 +46,8 @@ export class FetchSource extends SourceBase {
     this.pollMs = pollMs;
     this.timer = null;
     this.lastKey = null;
+    this.known = null;  // {run, steps, version}: the watched run's step list as last polled
+    this.busy = false;
   }
   async get(route, params = {}) {
     const url = new URL(route, this.base);
@@ -68,21 +72,41 @@ export class FetchSource extends SourceBase {
   watch(run) {
     this.run = run;
     this.lastKey = null;
+    this.known = null;
+  }
+  /** The watched run's steps and problems now: the steps past the known ones added to them,
+   *  or the whole list when there are none known or they changed otherwise. */
+  async pollSteps(run) {
+    const known = this.known && this.known.run === run && this.known.steps.length ? this.known : null;
+    if (known) {
+      const data = await this.get("steps", { run, after: known.steps[known.steps.length - 1].step });
+      const steps = data.steps || [];
+      if (data.version === known.version && known.steps.length + steps.length === data.num_steps) {
+        return { steps: steps.length ? known.steps.concat(steps) : known.steps, problems: data.problems || [], version: data.version };
+      }
+    }
+    const data = await this.get("steps", { run });
+    return { steps: data.steps || [], problems: data.problems || [], version: data.version };
   }
   async poll() {
     if (!this.run) {
       try { const r = await this.get("runs"); this.emit({ type: "runs", runs: r.runs, problems: r.problems || [] }); } catch (err) { /* next time */ }
       return;
     }
+    if (this.busy) return;  // the previous poll is still waiting for its answer
+    const run = this.run;
+    this.busy = true;
     try {
-      const data = await this.get("steps", { run: this.run });
+      const data = await this.pollSteps(run);
+      if (run !== this.run) return;  // watch() moved on while this was asked
+      this.known = { run, steps: data.steps, version: data.version };
       const last = data.steps.length ? data.steps[data.steps.length - 1] : null;
-      const key = `${data.steps.length}:${last && last.step}:${data.problems.length}`;
+      const key = `${data.version}:${data.steps.length}:${last && last.step}:${data.problems.length}`;
       if (this.lastStatus && this.lastStatus.state !== "polling") this.emitPolling();
       if (key !== this.lastKey) {
         // also the first poll after watch(): a step written between the dashboard's own
         // `steps` request and this poll would otherwise never be announced
-        this.emit({ type: "steps", run: this.run, steps: data.steps, problems: data.problems });
+        this.emit({ type: "steps", run, steps: data.steps, problems: data.problems });
         this.lastKey = key;
       }
       if (this.wantRuns) {
@@ -92,6 +116,8 @@ export class FetchSource extends SourceBase {
       }
     } catch (err) {
       this.emit({ type: "status", state: "disconnected", text: "Offline \u2014 retrying" });
+    } finally {
+      this.busy = false;
     }
   }
   close() { clearInterval(this.timer); this.timer = null; }
