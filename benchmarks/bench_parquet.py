@@ -9,7 +9,8 @@ would compress unrealistically well). The run is written with ``TrainingDataWrit
 the columns file is there too) to a temporary folder; about 1.6 GB for 1,000 x 4 x 512.
 
 Printed, all from this one run: JSONL bytes; Parquet bytes with and without the top-k
-column and their ratio to the JSONL (goal <= 0.15 with top-k); the export times (top-k:
+column (with top-k: the token file plus its vocabulary file) and their ratio to the JSONL
+(goal <= 0.15 with top-k); the export times (top-k:
 every line parsed; without: from the columns file); the compressed bytes of each column
 (summed over the row groups, from the file's metadata); a DuckDB ``GROUP BY step`` over
 the file. ``--run FILE`` keeps the generated run there (and reuses it when it exists).
@@ -149,7 +150,9 @@ def main() -> None:
             assert result.rows == rows, (result.rows, rows)
             results[top_k] = out
             goal = "  (goal <= 0.15)" if top_k else ""
-            print(f"parquet {label:14} {result.bytes / 1e6:8.1f} MB = {result.bytes / size:.3f} of the JSONL{goal}; "
+            total = result.bytes + result.vocab_bytes
+            words = f" with its vocabulary file ({result.vocab_bytes / 1e6:.2f} MB)" if result.vocab_path else ""
+            print(f"parquet {label:14} {total / 1e6:8.1f} MB{words} = {total / size:.3f} of the JSONL{goal}; "
                   f"export {seconds:.1f} s (CPU {cpu:.1f} s, {seconds / args.steps * 1e3:.1f} ms/step), "
                   f"{result.row_groups} row groups")
             print_column_sizes(out, size)
