@@ -70,6 +70,7 @@ ROWS_PER_GROUP = 1 << 20
 _STRINGS = ("name", "token", "target", "top1")
 _UNKNOWN_TARGET = -2
 _INT32 = 1 << 31
+_MARKED = 1 << 24
 
 
 def require_pyarrow() -> Any:
@@ -108,21 +109,28 @@ def _topk_type(pa: Any) -> Any:
 
 
 class _Vocab:
-    """The display string of every candidate id seen, learnt a batch of candidates at a time."""
+    """The display string of every candidate id seen, learnt a batch of candidates at a time
+    (ids under 2**24 are marked in a bool array indexed by id, the rare others in the dict)."""
 
     def __init__(self) -> None:
         self.strings: dict[int, str] = {}
-        self.known = np.zeros(0, dtype=np.int64)  # sorted
+        self.marks = np.zeros(0, dtype=bool)
 
     def learn(self, ids: np.ndarray, strings: list[Any]) -> None:
-        uniq, first = np.unique(ids, return_index=True)
-        new = ~np.isin(uniq, self.known, assume_unique=True)
-        if not new.any():
-            return
-        for cid, at in zip(uniq[new].tolist(), first[new].tolist()):
-            if isinstance(strings[at], str):
-                self.strings[cid] = strings[at]
-        self.known = np.union1d(self.known, uniq[new])
+        small = (ids >= 0) & (ids < _MARKED)
+        new = ~small
+        if small.any():
+            hi = int(ids[small].max())
+            if hi >= len(self.marks):
+                grown = np.zeros(max(hi + 1, 2 * len(self.marks)), dtype=bool)
+                grown[:len(self.marks)] = self.marks
+                self.marks = grown
+            new[small] = ~self.marks[ids[small]]
+            self.marks[ids[small]] = True
+        for at in np.flatnonzero(new).tolist():
+            string = strings[at]
+            if isinstance(string, str):
+                self.strings.setdefault(int(ids[at]), string)
 
     def table(self) -> "pyarrow.Table":
         pa = require_pyarrow()
