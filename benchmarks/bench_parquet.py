@@ -9,10 +9,13 @@ would compress unrealistically well). The run is written with ``TrainingDataWrit
 the columns file is there too) to a temporary folder; about 1.6 GB for 1,000 x 4 x 512.
 
 Printed, all from this one run: JSONL bytes; Parquet bytes with and without the top-k
-column and their ratio to the JSONL (goal <= 0.15 with top-k); the export times (top-k:
-every line parsed; without: from the columns file); a DuckDB ``GROUP BY step`` over the file.
+column (with top-k: the token file plus its vocabulary file) and their ratio to the JSONL
+(goal <= 0.15 with top-k); the export times (top-k:
+every line parsed; without: from the columns file); the compressed bytes of each column
+(summed over the row groups, from the file's metadata); a DuckDB ``GROUP BY step`` over
+the file. ``--run FILE`` keeps the generated run there (and reuses it when it exists).
 
-    python benchmarks/bench_parquet.py [--steps 1000] [--seqs 4] [--positions 512]
+    python benchmarks/bench_parquet.py [--steps 1000] [--seqs 4] [--positions 512] [--run FILE]
 """
 
 from __future__ import annotations
@@ -87,11 +90,33 @@ def make_entry(step: int, rng: np.random.Generator, vocab: list[str], base_ids: 
             "sequences": sequences, "metadata": {"model_name": "bench", "vocab_size": VOCAB, "top_k": K}}
 
 
+def column_sizes(path: str) -> dict[str, int]:
+    """Compressed bytes of each column (leaf path) of a Parquet file, summed over its row groups."""
+    import pyarrow.parquet as pq
+
+    meta = pq.ParquetFile(path).metadata
+    sizes: dict[str, int] = {}
+    for g in range(meta.num_row_groups):
+        group = meta.row_group(g)
+        for c in range(group.num_columns):
+            col = group.column(c)
+            sizes[col.path_in_schema] = sizes.get(col.path_in_schema, 0) + col.total_compressed_size
+    return sizes
+
+
+def print_column_sizes(path: str, jsonl_bytes: int) -> None:
+    sizes = column_sizes(path)
+    total = sum(sizes.values())
+    for name, size in sorted(sizes.items(), key=lambda kv: -kv[1]):
+        print(f"    {name:28} {size / 1e6:9.2f} MB  {size / total:6.1%}  {size / jsonl_bytes:.4f} of the JSONL")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=1000)
     ap.add_argument("--seqs", type=int, default=4)
     ap.add_argument("--positions", type=int, default=512)
+    ap.add_argument("--run", help="use this JSONL file (written first if it does not exist; kept afterwards)")
     args = ap.parse_args()
     rng = np.random.default_rng(0)
     vocab = vocabulary(rng)
@@ -102,15 +127,16 @@ def main() -> None:
     rows = args.steps * args.seqs * args.positions
 
     with tempfile.TemporaryDirectory(prefix="seqviz-bench-") as tmp:
-        path = os.path.join(tmp, "steps.jsonl")
+        path = args.run or os.path.join(tmp, "steps.jsonl")
         started = time.perf_counter()
-        with TrainingDataWriter(path, validate=False) as writer:
-            for step in range(args.steps):
-                entry = make_entry(step, rng, vocab, base_ids, learn_at, zipf)
-                writer.write_line(encode_entry(entry, validate=False), entry)
-                if step % 100 == 99:
-                    print(f"  writing the run: {step + 1}/{args.steps} steps, {time.perf_counter() - started:.0f} s",
-                          file=sys.stderr)
+        if not os.path.exists(path):
+            with TrainingDataWriter(path, validate=False) as writer:
+                for step in range(args.steps):
+                    entry = make_entry(step, rng, vocab, base_ids, learn_at, zipf)
+                    writer.write_line(encode_entry(entry, validate=False), entry)
+                    if step % 100 == 99:
+                        print(f"  writing the run: {step + 1}/{args.steps} steps, "
+                              f"{time.perf_counter() - started:.0f} s", file=sys.stderr)
         size = os.path.getsize(path)
         print(f"run: {args.steps} steps x {args.seqs} sequences x {args.positions} positions = {rows:,} rows; "
               f"JSONL {size / 1e9:.3f} GB (written in {time.perf_counter() - started:.0f} s)")
@@ -124,9 +150,12 @@ def main() -> None:
             assert result.rows == rows, (result.rows, rows)
             results[top_k] = out
             goal = "  (goal <= 0.15)" if top_k else ""
-            print(f"parquet {label:14} {result.bytes / 1e6:8.1f} MB = {result.bytes / size:.3f} of the JSONL{goal}; "
+            total = result.bytes + result.vocab_bytes
+            words = f" with its vocabulary file ({result.vocab_bytes / 1e6:.2f} MB)" if result.vocab_path else ""
+            print(f"parquet {label:14} {total / 1e6:8.1f} MB{words} = {total / size:.3f} of the JSONL{goal}; "
                   f"export {seconds:.1f} s (CPU {cpu:.1f} s, {seconds / args.steps * 1e3:.1f} ms/step), "
                   f"{result.row_groups} row groups")
+            print_column_sizes(out, size)
 
         try:
             import duckdb

@@ -49,9 +49,11 @@ def run(tmp_path_factory) -> tuple[Path, Path]:
     return path, folder
 
 
-def run_python(path: Path) -> dict:
-    scope = {"df": TrainingDataReader(path).to_pandas()}
-    for code in blocks("python")[1:]:                # the first block shows how to load df
+def run_python(path: Path, folder: Path, monkeypatch) -> dict:
+    """The Python blocks in ``folder`` (which holds the export), after the first (which shows how to load df)."""
+    monkeypatch.chdir(folder)
+    scope = {"df": TrainingDataReader(path).to_pandas(), "pd": pd}
+    for code in blocks("python")[1:]:
         exec(code, scope)
     return scope
 
@@ -63,12 +65,12 @@ def run_sql(folder: Path) -> list:
 
 
 def test_the_doc_has_three_recipes_in_both_languages():
-    assert len(blocks("python")) == 4 and len(blocks("sql")) == 3
+    assert len(blocks("python")) == 5 and len(blocks("sql")) == 4
 
 
-def test_learning_curve_of_one_token(run):
+def test_learning_curve_of_one_token(run, monkeypatch):
     path, folder = run
-    scope = run_python(path)
+    scope = run_python(path, folder, monkeypatch)
     curve = scope["curve"]
     expected = {}
     for entry in TrainingDataReader(path).read_all():
@@ -85,7 +87,7 @@ def test_learning_curve_of_one_token(run):
         assert got_sql[key] == pytest.approx(prob, rel=1e-6)
 
 
-def test_tokens_by_learned_at_agree_with_the_dynamics(run):
+def test_tokens_by_learned_at_agree_with_the_dynamics(run, monkeypatch):
     path, folder = run
     dyn = Dynamics()
     for entry in TrainingDataReader(path).read_all():
@@ -96,7 +98,7 @@ def test_tokens_by_learned_at_agree_with_the_dynamics(run):
             if at >= 0:
                 expected[(s, int(pos))] = int(at)
     assert 5 < len(expected) and len(set(expected.values())) > 3      # positions learned at several steps
-    final = run_python(path)["final"]
+    final = run_python(path, folder, monkeypatch)["final"]
     got_py = {(s, p): int(v) for (s, p), v in final.learned_at.items()}
     got_sql = {(r[0], r[1]): r[4] for r in run_sql(folder)[1]}
     assert got_py == expected
@@ -104,7 +106,7 @@ def test_tokens_by_learned_at_agree_with_the_dynamics(run):
     assert list(final.learned_at) == sorted(final.learned_at)
 
 
-def test_loss_by_token_frequency(run):
+def test_loss_by_token_frequency(run, monkeypatch):
     path, folder = run
     last = TrainingDataReader(path).get_latest()
     preds = [p for seq in last["sequences"] for p in seq["predictions"]]
@@ -114,10 +116,26 @@ def test_loss_by_token_frequency(run):
     expected = {}
     for p in preds:
         expected.setdefault(count[p["target_token_str"]], []).append(-np.log(p["target_prob"]))
-    by_freq = run_python(path)["by_freq"]
+    by_freq = run_python(path, folder, monkeypatch)["by_freq"]
     sql = {r[0]: (r[1], r[2]) for r in run_sql(folder)[2]}
     assert sorted(by_freq.index) == sorted(expected) == sorted(sql)
     for freq, losses in expected.items():
         assert by_freq.loc[freq, "mean"] == pytest.approx(np.mean(losses), rel=1e-4, abs=1e-4)
         assert by_freq.loc[freq, "size"] == len(losses) == sql[freq][1]
         assert sql[freq][0] == pytest.approx(np.mean(losses), rel=1e-4, abs=1e-4)
+
+
+def test_candidates_as_text_from_the_vocabulary(run, monkeypatch):
+    path, folder = run
+    last = TrainingDataReader(path).get_latest()
+    expected = [(s, p["position"], p["target_token_str"], k, string, prob)
+                for s, seq in enumerate(last["sequences"]) for p in sorted(seq["predictions"], key=lambda p: p["position"])
+                for k, (_id, string, prob) in enumerate(p["top_k"][:5], 1)]
+    top5 = run_python(path, folder, monkeypatch)["top5"]
+    got_py = [(r.sequence, r.position, r.target, r.k, r.candidate, r.prob) for r in top5.itertuples()]
+    got_py.sort(key=lambda r: r[:2] + (r[3],))
+    got_sql = run_sql(folder)[3]
+    assert len(expected) > 20
+    for got in (got_py, got_sql):
+        assert [r[:5] for r in got] == [r[:5] for r in expected]
+        assert all(g[5] == pytest.approx(e[5], rel=1e-6) for g, e in zip(got, expected))

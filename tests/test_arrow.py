@@ -41,6 +41,7 @@ def test_one_row_per_prediction_with_the_logged_values(run):
     logged = entries(run)
     assert table.num_rows == sum(len(s["predictions"]) for e in logged for s in e["sequences"])
     rows = table.to_pylist()
+    vocab = dict(zip(*TrainingDataReader(run).vocab_table().to_pydict().values()))
     at = 0
     for entry in logged:
         for index, seq in enumerate(entry["sequences"]):
@@ -55,11 +56,12 @@ def test_one_row_per_prediction_with_the_logged_values(run):
                 assert row["entropy"] == f32(pred["entropy"]) and row["target_rank"] == pred["target_rank"]
                 assert row["correct"] == pred["correct"]
                 assert (row["top1_id"], row["top1"]) == tuple(pred["top_k"][0][:2])
-                assert [(c["id"], c["token"], c["prob"]) for c in row["top_k"]] == [
+                assert [(c["id"], vocab[c["id"]], c["prob"]) for c in row["top_k"]] == [
                     (i, s, f32(p)) for i, s, p in pred["top_k"]]
     # strings are dictionary-encoded, numbers float32
     assert pa.types.is_dictionary(table.schema.field("token").type)
     assert table.schema.field("target_prob").type == pa.float32()
+    assert table.schema.field("top_k").type.value_type.field("id").type == pa.int32()
 
 
 def test_without_top_k_the_columns_file_is_read_and_gives_the_same_table(run, tmp_path, monkeypatch):
@@ -99,13 +101,55 @@ def test_parquet_read_with_duckdb_matches_the_jsonl(run, tmp_path, capsys):
         want.append((entry["step"], sum(losses) / len(losses), len(losses)))
     assert [(s, n) for s, _, n in got] == [(s, n) for s, _, n in want]
     assert all(math.isclose(a, b, rel_tol=1e-6) for (_, a, _), (_, b, _) in zip(got, want))
-    # the top-k list column, as DuckDB sees it
-    top = duckdb.sql(f"SELECT top_k[1].token, top1 FROM '{out}' LIMIT 5").fetchall()
-    assert all(a == b for a, b in top)
+    # the top-k list column, as DuckDB sees it, with its strings from the vocabulary beside the file
+    vocab = tmp_path / "tokens.vocab.parquet"
+    top = duckdb.sql(f"SELECT v.token, t.top1, t.top_k[1].id, t.top1_id FROM '{out}' t "
+                     f"JOIN '{vocab}' v ON v.id = t.top_k[1].id").fetchall()
+    assert len(top) == sum(n for *_, n in got) and all(a == b and c == d for a, b, c, d in top)
     # the file holds the same table as to_arrow(), zstd-compressed
     assert pq.read_table(out).equals(TrainingDataReader(run).to_arrow())
     meta = pq.ParquetFile(out).metadata
     assert meta.row_group(0).column(0).compression == "ZSTD"
+
+
+def test_candidates_joined_with_the_vocabulary_in_duckdb_are_the_logged_ones(run, tmp_path):
+    """Every candidate's id, string and p round-trip through the Parquet file and its vocabulary."""
+    duckdb = pytest.importorskip("duckdb")
+    out = tmp_path / "tokens.parquet"
+    result = write_parquet(TrainingDataReader(run), out)
+    assert result.vocab_path == tmp_path / "tokens.vocab.parquet" and result.vocab_rows > 0
+    got = duckdb.sql(f"""
+        SELECT t.step, t.sequence, t.position, t.k, t.c.id, v.token, t.c.prob
+        FROM (SELECT step, sequence, position, unnest(top_k) AS c, generate_subscripts(top_k, 1) AS k
+              FROM '{out}') t
+        JOIN '{result.vocab_path}' v ON v.id = t.c.id
+        ORDER BY t.step, t.sequence, t.position, t.k""").fetchall()
+    want = [(entry["step"], index, pred["position"], k, cid, string, f32(p))
+            for entry in entries(run) for index, seq in enumerate(entry["sequences"])
+            for pred in sorted(seq["predictions"], key=lambda p: p["position"])
+            for k, (cid, string, p) in enumerate(pred["top_k"], 1)]
+    assert got == want
+    vocab = pq.read_table(result.vocab_path)
+    assert vocab.schema == pa.schema([("id", pa.int32()), ("token", pa.string())])
+    assert vocab.equals(TrainingDataReader(run).vocab_table())
+    assert vocab.column("id").to_pylist() == sorted({r[4] for r in want})
+    meta = pq.ParquetFile(out).metadata.row_group(0)
+    encodings = {meta.column(j).path_in_schema: meta.column(j).encodings for j in range(meta.num_columns)}
+    assert "RLE_DICTIONARY" in encodings["top_k.list.element.prob"]
+    assert "BYTE_STREAM_SPLIT" in encodings["top_k.list.element.id"]
+
+
+def test_ids_too_large_for_int32_are_null(tmp_path):
+    path = tmp_path / "big.jsonl"
+    entry = {"step": 1, "sequences": [{"tokens": ["a", "b"], "token_ids": [1, 2**31], "predictions": [
+        {"position": 0, "target_token_id": 2**31, "target_token_str": "b", "top_k": [[2**31, "b", 0.75], [7, "c", 0.25]]},
+    ]}]}
+    with TrainingDataWriter(path, validate=False) as writer:
+        writer.write_step(entry)
+    row = TrainingDataReader(path).to_arrow().to_pylist()[0]
+    assert (row["token_id"], row["target_id"], row["top1_id"]) == (1, None, None)
+    assert [c["id"] for c in row["top_k"]] == [None, 7]
+    assert TrainingDataReader(path).vocab_table().to_pylist() == [{"id": 7, "token": "c"}]
 
 
 def test_row_groups_hold_whole_step_ranges(run, tmp_path):

@@ -29,8 +29,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     which.add_argument("--all", action="store_true", help="include every step (the page grows with the run)")
     parser.add_argument("--format", choices=("html", "parquet"), default="html",
                         help="html: one dashboard page (default); parquet: every prediction as a table, "
-                             "one row per step, sequence and position (needs pyarrow; default: every step)")
-    parser.add_argument("--no-top-k", action="store_true", help="parquet: leave out the top-k candidate lists")
+                             "one row per step, sequence and position, and the candidates' strings beside it in "
+                             "NAME.vocab.parquet (needs pyarrow; default: every step)")
+    parser.add_argument("--no-top-k", action="store_true", help="parquet: leave out the top-k candidate lists (and the vocabulary)")
     parser.add_argument("-o", "--output", help="the file to write (default: FILE with .html or .parquet)")
     parser.add_argument("--title", help="title shown on the page (default: the file name)")
     parser.add_argument("--vs", metavar="B.jsonl",

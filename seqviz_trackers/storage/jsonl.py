@@ -771,6 +771,13 @@ class TrainingDataReader:
 
         return token_dataframe(self, top_k=top_k)
 
+    def vocab_table(self) -> Any:
+        """The display string of every candidate id (the ``top_k`` column holds ids) as a
+        ``pyarrow.Table`` of ``id`` and ``token``; ``.to_pandas()`` for pandas. Needs pyarrow."""
+        from .arrow import vocab_table
+
+        return vocab_table(self)
+
     def get_summary(self) -> dict[str, Any]:
         """Counts, loss and perplexity figures over the steps, after :meth:`verify` (so a
         broken line is never counted). Beside our keys it carries the original reader's:
