@@ -16,6 +16,7 @@ from functools import lru_cache
 from importlib import resources
 from typing import Any
 
+from ..format.view import step_view
 from ..storage.jsonl import client_json
 
 __all__ = ["export_html", "dashboard_bundle", "json_for_html", "dynamics_extra", "runs_compare_extra", "batches_extra",
@@ -92,7 +93,7 @@ def _html_safe(text: str) -> str:
 
 
 def export_html(entries: list[dict], *, steps: list[dict] | None = None, title: str | None = None,
-                extra: dict | None = None, lines: list[bytes] | None = None) -> str:
+                extra: dict | None = None) -> str:
     """One self-contained HTML page showing ``entries`` (a step selector among them).
 
     Args:
@@ -101,11 +102,11 @@ def export_html(entries: list[dict], *, steps: list[dict] | None = None, title: 
             (default: taken from ``entries``). Only the entries themselves can be opened.
         title: shown in the page's title and header.
         extra: any JSON the page carries; the dashboard answers other routes from it.
-        lines: the entries' JSONL lines as :func:`~seqviz_trackers.storage.jsonl.encode_entry` made
-            them, put in the page as they are instead of encoding the entries again.
 
     Returns:
-        The HTML text. Its size grows with ``entries`` (plus a few bytes per history step).
+        The HTML text. The entries are in it as step views with their candidates in columns
+        (:func:`seqviz_trackers.format.view.step_view` with ``with_candidates``), about half
+        the bytes of their JSONL lines; its size grows with them (plus a few bytes per history step).
 
     Raises:
         ValueError: an entry is not an object with an integer ``step``, or the data is not JSON.
@@ -124,10 +125,7 @@ def export_html(entries: list[dict], *, steps: list[dict] | None = None, title: 
         data["steps"] = history
     if extra is not None:
         data["extra"] = extra
-    if lines is None:
-        entries_text = _json_text(list(entries))
-    else:
-        entries_text = "[" + ",".join(line.decode("utf-8").rstrip("\n") for line in lines) + "]"
+    entries_text = _json_text([step_view(entry, with_candidates=True) for entry in entries])
     data_text = '{"entries":' + entries_text + "," + _json_text(data)[1:]
     page_title = html.escape(title or "seqviz export").replace("/", "&#47;")
     css = _dashboard_css()
