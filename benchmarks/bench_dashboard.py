@@ -3,11 +3,16 @@
 4 sequences x 2,048 tokens (top-20 each) are exported to a page; the page is opened
 from disk and we time, inside the page, (a) the first render and (b) switching to
 another step (entry already in the page), each up to the next painted frame.
-Targets: first render <= 200 ms, step switch <= 100 ms. For reference it also
-times a step switch under ``seqviz serve`` where the entry is fetched over the
-websocket and parsed first (no target).
+Targets: first render <= 200 ms, step switch <= 100 ms. It also times a step switch
+under ``seqviz serve`` where the step is fetched over the websocket and parsed first:
+as the dashboard asks for it (its step view, ``step?view=1``, no candidates; target
+<= 300 ms cold) and, for comparison in the same run, the whole logged entry (the
+dashboard made to drop ``view``), and asking for one prediction's candidates (a click).
+``--sizes`` adds the bytes of a step at 4 x 512 tokens: the logged entry, its view, an
+exported page of 2 steps and a W&B panel (built as ``WandbMirror`` builds it, after
+``--panel-steps`` steps so its series are full), each before (logged entries inlined) and now.
 
-    .venv/bin/python benchmarks/bench_dashboard.py [--seqs 4] [--tokens 2048] [--repeat 5]
+    .venv/bin/python benchmarks/bench_dashboard.py [--seqs 4] [--tokens 2048] [--repeat 5] [--sizes]
 """
 
 from __future__ import annotations
@@ -34,6 +39,20 @@ MEASURE_SWITCH = """async (index) => {
   return { total: performance.now() - t0, render: t.renderMs };
 }"""
 
+FULL_ENTRIES = """() => {
+  // the dashboard as before step views: every step fetched as the whole logged entry
+  const source = window.seqvizDashboard.source;
+  const get = source.get.bind(source);
+  source.get = (route, params = {}) => { const { view, ...rest } = params; return get(route, route === "step" ? rest : params); };
+}"""
+
+MEASURE_CANDIDATES = """async (args) => {
+  const app = window.seqvizDashboard;
+  const t0 = performance.now();
+  const answer = await app.source.get("candidates", { run: app.state.run, step: args.step, seq: args.seq, pos: args.pos });
+  return { total: performance.now() - t0, n: answer.top_k.length };
+}"""
+
 MEASURE_FIRST = """async (index) => {
   // a first render: the step's entry is at hand (parsed), no token box exists yet
   const app = window.seqvizDashboard;
@@ -58,7 +77,11 @@ def main() -> None:
     parser.add_argument("--seqs", type=int, default=4)
     parser.add_argument("--tokens", type=int, default=2048)
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--sizes", action="store_true", help="also the bytes of a step, an export and a W&B panel at 4 x 512")
+    parser.add_argument("--panel-steps", type=int, default=25)
     args = parser.parse_args()
+    if args.sizes:
+        sizes(args.panel_steps)
 
     from playwright.sync_api import sync_playwright
     from web_data import long_entry
@@ -99,16 +122,23 @@ def main() -> None:
             page.goto(handle.url)  # (its CSP forbids wait_for_function's eval: wait on selectors)
             page.wait_for_selector(".status.live", timeout=60000)
             page.wait_for_selector(".tok", timeout=60000)
-            fetched, ready = [], []
+            fetched, ready, whole, clicks = [], [], [], []
             page.evaluate("window.seqvizDashboard.options.prefetch = false")
             for i in range(args.repeat * 2):
                 page.evaluate("window.seqvizDashboard.cache.clear()")
                 fetched.append(page.evaluate(MEASURE_SWITCH, i % 2))
+            for i in range(args.repeat * 2):
+                clicks.append(page.evaluate(MEASURE_CANDIDATES, {"step": entries[i % 2]["step"], "seq": i % args.seqs, "pos": 7 * i}))
             # as a reader uses it: the neighbours are fetched while the current step is looked at
             page.evaluate("window.seqvizDashboard.options.prefetch = true")
             for i in range(args.repeat * 2):
                 page.wait_for_timeout(2000)
                 ready.append(page.evaluate(MEASURE_SWITCH, i % 2))
+            page.evaluate("window.seqvizDashboard.options.prefetch = false")
+            page.evaluate(FULL_ENTRIES)
+            for i in range(args.repeat * 2):
+                page.evaluate("window.seqvizDashboard.cache.clear()")
+                whole.append(page.evaluate(MEASURE_SWITCH, i % 2))
         finally:
             handle.stop()
         browser.close()
@@ -124,10 +154,52 @@ def main() -> None:
     print(f"{cells} token boxes ({args.seqs} x {args.tokens})")
     show("first render", firsts, 200)
     show("step switch", switches, 100)
-    print(f"served live: step switch incl. fetching the {len(json_for_html(entries[0])) / 1e6:.1f} MB entry over the "
-          f"websocket: median {statistics.median(r['total'] for r in fetched):.0f} ms "
-          f"(of which DOM+layout {statistics.median(r['render'] for r in fetched):.0f} ms); with the neighbours "
-          f"prefetched while the page is read (2 s): median {statistics.median(r['total'] for r in ready):.0f} ms")
+    from seqviz_trackers.format.view import step_view
+
+    full_mb, view_mb = len(json_for_html(entries[0])) / 1e6, len(json_for_html(step_view(entries[0]))) / 1e6
+    show("served view", fetched, 300)
+    print(f"served live: step switch fetching the {view_mb:.2f} MB step view over the websocket: median "
+          f"{statistics.median(r['total'] for r in fetched):.0f} ms (DOM+layout {statistics.median(r['render'] for r in fetched):.0f} ms); "
+          f"the whole {full_mb:.1f} MB logged entry instead (as before step views): median "
+          f"{statistics.median(r['total'] for r in whole):.0f} ms (DOM+layout {statistics.median(r['render'] for r in whole):.0f} ms); "
+          f"with the neighbours prefetched while the page is read (2 s): median {statistics.median(r['total'] for r in ready):.0f} ms")
+    print(f"served live: one prediction's candidates (a click): median {statistics.median(r['total'] for r in clicks):.0f} ms, "
+          f"max {max(r['total'] for r in clicks):.0f} ms")
+
+
+def sizes(panel_steps: int) -> None:
+    """Bytes of a step at 4 x 512 tokens, an exported page of 2 steps and a W&B panel, before and now."""
+    from web_data import long_entry
+
+    from seqviz_trackers.dynamics import Dynamics, compare
+    from seqviz_trackers.format.view import step_view
+    from seqviz_trackers.serve.export import dynamics_extra, export_html, json_for_html
+
+    def mb(n: int) -> str:
+        return f"{n / 1e6:.2f} MB"
+
+    entries = [long_entry(step, 4, 512, seed=1) for step in range(max(2, panel_steps))]
+    full = len(json_for_html(entries[-1]).encode())
+    view = len(json_for_html(step_view(entries[-1])).encode())
+    form = len(json_for_html(step_view(entries[-1], with_candidates=True)).encode())
+    print(f"4 x 512 step: logged entry {mb(full)}, step view {mb(view)} ({view / full:.2f}), "
+          f"with its candidates (page form) {mb(form)} ({form / full:.2f})")
+    pair = entries[-2:]
+    page = len(export_html(pair, title="bench").encode())
+    before = page - len(json_for_html([step_view(e, with_candidates=True) for e in pair]).encode()) + len(json_for_html(pair).encode())
+    print(f"export of 2 steps at 4 x 512: {mb(page)} (before: {mb(before)})")
+    dyn, previous = Dynamics(), None
+    for entry in entries:
+        dyn.add_entry(entry)
+        diffs = {entry["step"]: compare(previous, entry, per_token=True, number=dyn.number_of)} if previous else {}
+        previous = entry
+    extra = dynamics_extra(dyn, [entries[-1]], diffs, points=24)
+    history = [{"step": e["step"], "loss": e["loss"], "perplexity": e["perplexity"]} for e in entries]
+    panel = len(export_html([entries[-1]], steps=history, title="bench", extra=extra).encode())
+    extra_bytes = len(json_for_html(extra).encode())
+    print(f"W&B panel at 4 x 512 after {len(entries)} steps: {mb(panel)} (before: {mb(panel - form + full)}); "
+          f"of which dynamics {mb(extra_bytes)}, the dashboard's code and style "
+          f"{mb(panel - form - extra_bytes)}, the step {mb(form)}; goal <= 0.5 MB")
 
 
 if __name__ == "__main__":
