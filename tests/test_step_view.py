@@ -67,7 +67,8 @@ def check_view(entry: dict) -> None:
             ids, probs = cand["id"][start:start + n], cand["p"][start:start + n]
             tokens = cand["token"][start:start + n] if "token" in cand else [strings[str(i)] for i in ids]
             assert list(zip(ids, tokens, probs)) == candidates(pred)
-            assert candidates_at(entry, entry["sequences"].index(seq), pred["position"]) == [list(c) for c in candidates(pred)]
+            where = (entry["sequences"].index(seq), pred["position"])
+            assert candidates_at(entry, *where) == candidates_at(page, *where) == [list(c) for c in candidates(pred)]
             start += n
 
 
@@ -136,6 +137,7 @@ def served(tmp_path):
             w.write_step(e)
     handle = start_in_thread(file=path, port=0, interval=0.1)
     handle.entries = [json.loads(line) for line in path.read_text("utf-8").splitlines()]
+    handle.path = path
     yield handle
     handle.stop()
 
@@ -159,6 +161,23 @@ def test_server_step_view_and_candidates_routes(served):
     ]:
         status, body = http_json(served, "/" + query)
         assert (status, message in body["error"]) == (code, True), (query, body)
+
+
+def test_candidates_of_a_step_are_read_once_while_its_line_stays(served, monkeypatch):
+    from seqviz_trackers.storage.jsonl import TrainingDataReader
+
+    reads = []
+    real = TrainingDataReader.read
+    monkeypatch.setattr(TrainingDataReader, "read", lambda self, info: reads.append(info.step) or real(self, info))
+    for pos in (0, 1, 2):
+        status, body = http_json(served, f"/candidates?run=run&step=0&seq=0&pos={pos}")
+        assert status == 200 and body["top_k"] == by_position(served.entries[0]["sequences"][0])[pos]["top_k"]
+    assert reads == [0]
+    with open(served.path, "w", encoding="utf-8") as f:  # rewritten: read anew
+        f.write(json.dumps({**served.entries[0], "sequences": served.entries[0]["sequences"][::-1]}) + "\n")
+    status, body = http_json(served, "/candidates?run=run&step=0&seq=0&pos=0")
+    assert status == 200 and body["top_k"] == by_position(served.entries[0]["sequences"][-1])[0]["top_k"]
+    assert reads == [0, 0]
 
 
 def test_dashboard_feed_pushes_the_view_and_the_root_feed_the_logged_entry(served):
@@ -215,7 +234,7 @@ def test_served_page_gets_steps_without_candidates_and_fetches_them_on_click(pag
         assert detail.locator(".mini-col").nth(ids.index(pred["target_token_id"])).get_attribute("class") == "mini-col hit"
     assert math.isclose(page.evaluate("window.seqvizDashboard.state.entry.sequences[1].predictions[4].top_k[0][2]"),
                         pred["top_k"][0][2])
-    # shown again: asked once
+    # shown again: asked once more (the server reads the step once: see the next test)
     page.locator(".seq").nth(1).locator(".tok").nth(6).click()
     page.locator(".seq").nth(1).locator(".tok").nth(5).click()
     detail.locator(".mini-col").nth(19).wait_for(timeout=15000)

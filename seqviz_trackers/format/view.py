@@ -117,9 +117,21 @@ def step_view(entry: dict[str, Any], *, with_candidates: bool = False) -> dict[s
 def candidates_at(entry: dict[str, Any], seq: int, pos: int) -> list[list[Any]] | None:
     """The logged candidates of the prediction at position ``pos`` of sequence ``seq``
     (its place in the entry) as ``[id, token, p]`` lists, most likely first (what
-    :func:`~seqviz_trackers.format.entry.candidates` reads); None when there is no such prediction."""
+    :func:`~seqviz_trackers.format.entry.candidates` reads); None when there is no such prediction.
+    ``entry``: a logged entry, or its :func:`step_view` with its candidates."""
     seqs = entry.get("sequences")
     if not isinstance(seqs, list) or not 0 <= seq < len(seqs) or not isinstance(seqs[seq], dict):
         return None
-    pred = by_position(seqs[seq]).get(pos)
-    return None if pred is None else [list(c) for c in candidates(pred)]
+    cand = seqs[seq].get("candidates")
+    if cand is None:
+        pred = by_position(seqs[seq]).get(pos)
+        return None if pred is None else [list(c) for c in candidates(pred)]
+    positions = seqs[seq]["view"]["position"]
+    if pos not in positions:
+        return None
+    i = positions.index(pos)
+    lo = sum(cand["n"][:i])
+    hi = lo + cand["n"][i]
+    strings = entry.get("candidate_strings") or {}
+    tokens = cand["token"][lo:hi] if "token" in cand else [strings.get(str(c)) for c in cand["id"][lo:hi]]
+    return [[c, t, p] for c, t, p in zip(cand["id"][lo:hi], tokens, cand["p"][lo:hi])]

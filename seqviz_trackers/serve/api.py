@@ -33,6 +33,8 @@ from __future__ import annotations
 import logging
 import mimetypes
 import os
+import threading
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Callable
 
@@ -98,12 +100,37 @@ def step_impl(runs: Runs, run: str | None, step: Any, view: Any = None) -> dict[
     return step_view(entry) if view == "1" else entry
 
 
+#: (path, step) -> (its StepInfo, the step view with its candidates) of the steps whose
+#: candidates were asked for last: a click after a click on the same step reads no line.
+_CANDIDATES: "OrderedDict[tuple[str, int], tuple[Any, dict[str, Any]]]" = OrderedDict()
+_CANDIDATES_KEPT = 2
+_CANDIDATES_LOCK = threading.Lock()
+
+
+def _with_candidates(runs: Runs, run: str | None, step: Any) -> dict[str, Any]:
+    reader = runs.reader(run)
+    number = parse_step(step)
+    info = reader.step_info(number)
+    key = (reader.path, number)
+    with _CANDIDATES_LOCK:
+        hit = _CANDIDATES.get(key)
+        if hit is not None and hit[0] is info:
+            _CANDIDATES.move_to_end(key)
+            return hit[1]
+    page = step_view(step_impl(runs, run, number), with_candidates=True)
+    with _CANDIDATES_LOCK:
+        _CANDIDATES[key] = (info, page)
+        while len(_CANDIDATES) > _CANDIDATES_KEPT:
+            _CANDIDATES.popitem(last=False)
+    return page
+
+
 def candidates_impl(runs: Runs, query: Query) -> dict[str, Any]:
     """``{"run", "step", "seq", "pos", "top_k": [[id, token, p], ...]}``: the logged candidates of
     one prediction (``pos``: its position; ``seq``: the sequence's place in the entry)."""
     run = query.get("run")
     seq, pos = required_int(query, "seq"), required_int(query, "pos")
-    entry = step_impl(runs, run, query.get("step"))
+    entry = _with_candidates(runs, run, query.get("step"))
     top = candidates_at(entry, seq, pos)
     if top is None:
         raise NotFound(f"step {entry['step']} of run {run!r} has no prediction at position {pos} of sequence {seq}")
