@@ -196,16 +196,23 @@ export class WebSocketSource extends SourceBase {
  *  series of the run compared with (listed by `runs` as compare_only); other routes are
  *  answered from `extra[route]` when present. */
 export class InlineSource extends SourceBase {
+  /** `data`: the page's data, or a promise of it (a packed page is unpacked first). */
   constructor(data) {
     super();
-    this.data = data || {};
+    this.data = {};
     this.entries = new Map();
+    this.infos = [];
+    this.loaded = Promise.resolve(data).then((d) => this.load(d));
+    this.emit({ type: "status", state: "snapshot", text: "Snapshot" });
+  }
+  load(data) {
+    this.data = data || {};
     for (const entry of this.data.entries || []) this.entries.set(entry.step, entry);
     this.infos = [...this.entries.values()].map(stepInfo).sort((a, b) => a.step - b.step);
     this.runName = this.data.title || "export";
-    this.emit({ type: "status", state: "snapshot", text: "Snapshot" });
   }
   async get(route, params = {}) {
+    await this.loaded;
     const infos = this.infos;
     const vs = this.data.extra && this.data.extra.vs;
     if (route === "runs") {
