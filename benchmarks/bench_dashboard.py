@@ -116,6 +116,7 @@ def main() -> None:
         with TrainingDataWriter(run, validate=False) as writer:
             for entry in entries:
                 writer.write_step(entry)
+        server_side(run, entries)
         handle = start_in_thread(file=run, port=0)
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 900})
@@ -167,39 +168,75 @@ def main() -> None:
           f"max {max(r['total'] for r in clicks):.0f} ms")
 
 
+def server_side(run: Path, entries: list[dict]) -> None:
+    """Where a cold step view's time goes on the server: reading and parsing the line,
+    building the view, encoding it (medians of 3)."""
+    from seqviz_trackers import TrainingDataReader
+    from seqviz_trackers.format.view import step_view
+    from seqviz_trackers.storage.jsonl import client_json
+
+    reader = TrainingDataReader(run)
+    read, build, encode = [], [], []
+    for _ in range(3):
+        t0 = time.perf_counter()
+        entry = reader.get_step(entries[0]["step"])
+        t1 = time.perf_counter()
+        view = step_view(entry)
+        t2 = time.perf_counter()
+        client_json(view)
+        read.append(t1 - t0); build.append(t2 - t1); encode.append(time.perf_counter() - t2)
+    print(f"server side of a cold step view: read + parse the line {1000 * statistics.median(read):.0f} ms, "
+          f"build the view {1000 * statistics.median(build):.0f} ms, encode it {1000 * statistics.median(encode):.0f} ms")
+
+
 def sizes(panel_steps: int) -> None:
-    """Bytes of a step at 4 x 512 tokens, an exported page of 2 steps and a W&B panel, before and now."""
+    """Bytes of a step at 4 x 512 tokens, an exported page of 2 steps and a W&B panel, before
+    (the logged entries inlined as JSON, as pages were made before step views) and now."""
+    import base64
+    import gzip
+
     from web_data import long_entry
 
     from seqviz_trackers.dynamics import Dynamics, compare
     from seqviz_trackers.format.view import step_view
-    from seqviz_trackers.serve.export import dynamics_extra, export_html, json_for_html
+    from seqviz_trackers.serve.export import _PAGE_DATA, dynamics_extra, export_html, json_for_html, page_data
 
     def mb(n: int) -> str:
         return f"{n / 1e6:.2f} MB"
 
+    def packed(obj) -> int:  # as the page holds it
+        return len(base64.b64encode(gzip.compress(json_for_html(obj).encode(), 6)))
+
+    def before_and_now(page: str, entries: list[dict]) -> tuple[int, int, int]:
+        """(bytes before, bytes now, bytes of the page besides its data)."""
+        data = page_data(page)
+        old = {**data, "entries": entries}
+        rest = len(page.encode()) - len(_PAGE_DATA.search(page).group(1))
+        return rest + len(json_for_html(old).encode()), len(page.encode()), rest
+
     entries = [long_entry(step, 4, 512, seed=1) for step in range(max(2, panel_steps))]
-    full = len(json_for_html(entries[-1]).encode())
-    view = len(json_for_html(step_view(entries[-1])).encode())
-    form = len(json_for_html(step_view(entries[-1], with_candidates=True)).encode())
-    print(f"4 x 512 step: logged entry {mb(full)}, step view {mb(view)} ({view / full:.2f}), "
-          f"with its candidates (page form) {mb(form)} ({form / full:.2f})")
-    pair = entries[-2:]
-    page = len(export_html(pair, title="bench").encode())
-    before = page - len(json_for_html([step_view(e, with_candidates=True) for e in pair]).encode()) + len(json_for_html(pair).encode())
-    print(f"export of 2 steps at 4 x 512: {mb(page)} (before: {mb(before)})")
+    last = entries[-1]
+    full = len(json_for_html(last).encode())
+    view = len(json_for_html(step_view(last)).encode())
+    form = step_view(last, with_candidates=True)
+    print(f"4 x 512 step: logged entry {mb(full)}; step view (what the served dashboard is sent) {mb(view)} "
+          f"({view / full:.2f}); with every candidate, as a page holds it: {mb(len(json_for_html(form).encode()))}, "
+          f"compressed {mb(packed(form))}")
+    old, now, _ = before_and_now(export_html(entries[-2:], title="bench"), entries[-2:])
+    print(f"export of 2 steps at 4 x 512: {mb(now)} (before: {mb(old)})")
     dyn, previous = Dynamics(), None
     for entry in entries:
         dyn.add_entry(entry)
         diffs = {entry["step"]: compare(previous, entry, per_token=True, number=dyn.number_of)} if previous else {}
         previous = entry
-    extra = dynamics_extra(dyn, [entries[-1]], diffs, points=24)
+    extra = dynamics_extra(dyn, [last], diffs, points=24)
     history = [{"step": e["step"], "loss": e["loss"], "perplexity": e["perplexity"]} for e in entries]
-    panel = len(export_html([entries[-1]], steps=history, title="bench", extra=extra).encode())
-    extra_bytes = len(json_for_html(extra).encode())
-    print(f"W&B panel at 4 x 512 after {len(entries)} steps: {mb(panel)} (before: {mb(panel - form + full)}); "
-          f"of which dynamics {mb(extra_bytes)}, the dashboard's code and style "
-          f"{mb(panel - form - extra_bytes)}, the step {mb(form)}; goal <= 0.5 MB")
+    old, now, rest = before_and_now(export_html([last], steps=history, title="bench", extra=extra), [last])
+    cand = [s["candidates"] for s in form["sequences"]]
+    print(f"W&B panel at 4 x 512 after {len(entries)} steps: {mb(now)} (before: {mb(old)}); goal <= 0.5 MB. "
+          f"Compressed parts: the step view {mb(packed(step_view(last)))}, candidate ids {mb(packed([c['id'] for c in cand]))}, "
+          f"candidate p {mb(packed([c['p'] for c in cand]))}, dynamics {mb(packed(extra))}; "
+          f"the dashboard's code, style and markup {mb(rest)}")
 
 
 if __name__ == "__main__":
