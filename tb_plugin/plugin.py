@@ -2,7 +2,7 @@
 
 Routes, under ``/data/plugin/seqviz/``:
 
-- every name in :data:`seqviz_trackers.serve.api.ROUTES` (``runs``, ``steps``, ``step``, ...):
+- every name in :data:`seqviz_trackers.serve.api.ROUTES` (``runs``, ``steps``, ``step``, ``candidates``, ...):
   JSON, answered by :func:`seqviz_trackers.serve.api.handle`; the shapes are documented
   there. Errors are ``{"error": message}`` with a 4xx status.
 - anything else: a static file of the dashboard (``seqviz_trackers/web/``), the entry

@@ -3,7 +3,8 @@ in test_dashboard.py::test_export_opens_from_disk)."""
 
 from __future__ import annotations
 
-import json
+import base64
+import gzip
 import re
 import subprocess
 import sys
@@ -11,28 +12,27 @@ import sys
 import pytest
 
 from factories import HOSTILE, make_entry, write_run
-from seqviz_trackers.serve.export import MODULES, _dashboard_css, dashboard_bundle, export_html, json_for_html
-from seqviz_trackers.storage.jsonl import encode_entry
-
-DATA = re.compile(r'<script type="application/json" id="seqviz-data">(.*?)</script>', re.S)
+from seqviz_trackers.serve.export import MODULES, _dashboard_css, dashboard_bundle, export_html, json_for_html, page_data
+from seqviz_trackers.format.view import step_view
 
 
-@pytest.mark.parametrize("from_lines", [False, True], ids=["entries", "jsonl_lines"])
-def test_page_is_self_contained_and_escaped(from_lines):
+
+def test_page_is_self_contained_and_escaped():
     entry = make_entry(3)
     entry["sequences"][0]["tokens"][1] = HOSTILE
     entry["sequences"][0]["name"] = "see https://example.com & <b> \u2028"
-    lines = [encode_entry(entry)] if from_lines else None  # as the W&B mirror passes them
+    entry["sequences"][0]["predictions"][0]["top_k"][0][1] = "</script><b>"
     page = export_html([entry], steps=[{"step": 1, "loss": 2.0, "perplexity": 7.4}], title="a </title><script>",
-                       extra={"series": {"x": [1]}}, lines=lines)
+                       extra={"series": {"x": [1]}})
     assert "\u2028" not in page
     assert "http://" not in page and "https://" not in page
     assert HOSTILE not in page and "<b>" not in page
     assert page.count("<script") == 2 and page.count("</script>") == 2
     assert "<title>a &lt;&#47;title&gt;&lt;script&gt;</title>" in page
     assert not re.search(r"<(link|img|iframe)\b|\bsrc=|\bhref=", page.split('id="seqviz-data">')[0])
-    data = json.loads(DATA.search(page).group(1))
-    assert data["entries"][0] == entry  # the escapes are plain JSON escapes
+    data = page_data(page)
+    # the entry as its step view with its candidates (the escapes are plain JSON escapes)
+    assert data["entries"][0] == step_view(entry, with_candidates=True)
     assert data["steps"] == [{"step": 1, "loss": 2.0, "perplexity": 7.4}]
     assert data["extra"] == {"series": {"x": [1]}}
 
@@ -43,8 +43,10 @@ def test_size_grows_with_the_entry_not_the_run():
     two = len(export_html([entry, make_entry(4)]))
     history = [{"step": s, "loss": 1.0, "perplexity": 2.7} for s in range(1000)]
     with_history = len(export_html([entry], steps=history))
-    entry_bytes = len(json_for_html(entry))
-    assert two - one == pytest.approx(entry_bytes, rel=0.05)
+    # the entry goes in as its step view with its candidates, compressed: a fraction of its line
+    entry_bytes = len(base64.b64encode(gzip.compress(json_for_html(step_view(make_entry(4), with_candidates=True)).encode())))
+    assert entry_bytes < len(json_for_html(make_entry(4))) / 2
+    assert 0.5 * entry_bytes < two - one < 1.2 * entry_bytes
     assert (with_history - one) / 1000 < 60  # a few bytes per history point
     # besides the entry, the page is the dashboard's own files, once, and a little markup
     assert one - entry_bytes < len(dashboard_bundle()) + len(_dashboard_css()) + 5_000
@@ -76,14 +78,14 @@ def test_cli_export_steps(tmp_path):
     proc = run_cli(src, "--step", 20, "-o", out)
     assert proc.returncode == 0, proc.stderr
     assert f"wrote {out}" in proc.stdout
-    data = json.loads(DATA.search(out.read_text()).group(1))
+    data = page_data(out.read_text())
     assert [e["step"] for e in data["entries"]] == [20]
     assert [s["step"] for s in data["steps"]] == [10, 20, 30]
     assert run_cli(src).returncode == 0  # default: latest step, next to the file
-    data = json.loads(DATA.search((tmp_path / "run.html").read_text()).group(1))
+    data = page_data((tmp_path / "run.html").read_text())
     assert [e["step"] for e in data["entries"]] == [30]
     proc = run_cli(src, "--all", "-o", out)
-    assert [e["step"] for e in json.loads(DATA.search(out.read_text()).group(1))["entries"]] == [10, 20, 30]
+    assert [e["step"] for e in page_data(out.read_text())["entries"]] == [10, 20, 30]
 
 
 def test_cli_export_errors(tmp_path):

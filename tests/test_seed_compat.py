@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from proc_helpers import cli_process
 from seed_files import EOS, HARD_EVERY, LENGTH, VOCAB, in_top20, seed_entry, seed_line, write_seed_file
 from seqviz_trackers.cli.main import main as seqviz
 from seqviz_trackers.format.entry import facts
@@ -368,8 +369,8 @@ def test_series_of_our_own_files_has_no_bound(tmp_path):
 def serve_process(path: Path, *extra: str) -> tuple[subprocess.Popen, str]:
     """``seqviz serve --file PATH --port 0`` in its own process, and the URL it prints."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
-    proc = subprocess.Popen([sys.executable, "-m", "seqviz_trackers.cli", "serve", "--file", str(path), "--port", "0",
-                             *extra], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
+    proc = cli_process("serve", "--file", str(path), "--port", "0", *extra,
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
     first, url_line = proc.stdout.readline(), proc.stdout.readline()
     assert "serving" in first and "open http://127.0.0.1:" in url_line, first + url_line + proc.stderr.read()
     return proc, url_line.split()[1]

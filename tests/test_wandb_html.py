@@ -4,7 +4,6 @@ Chromium, opened from disk, it shows the step's tokens with untrusted text kept 
 from __future__ import annotations
 
 import copy
-import json
 import re
 
 import pytest
@@ -61,9 +60,9 @@ def logged(tmp_path_factory):
 
 
 def inlined_data(path) -> dict:
-    text = path.read_text("utf-8")
-    raw = re.search(r'<script type="application/json" id="seqviz-data">(.*?)</script>', text, re.S).group(1)
-    return json.loads(raw)
+    from seqviz_trackers.serve.export import page_data
+
+    return page_data(path.read_text("utf-8"))
 
 
 def test_panel_holds_its_step_and_the_loss_history(logged):

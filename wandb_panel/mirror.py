@@ -223,7 +223,7 @@ class WandbMirror:
         try:
             extra = self._step_dynamics(entry)
             history = [self._history[i] for i in evenly_spaced(len(self._history), self.history_points)]
-            page = export_html([entry], steps=history, title=title, extra=extra, lines=[line])
+            page = export_html([entry], steps=history, title=title, extra=extra)
         except Exception as exc:
             self._warn_once("export-failed", f"seqviz: the {DASHBOARD_KEY} panel of step {entry['step']} could not "
                             f"be made ({type(exc).__name__}: {exc}); the token table and scalars are still logged")

@@ -13,7 +13,12 @@ these under the same relative names, so the dashboard's fetch adapter works on b
                                whole list again when ``version`` changed (the file was truncated or
                                replaced, a step logged again or found broken) or when the steps it
                                holds plus the new ones are not ``num_steps``
-- ``step?run=R&step=N``    -> the entry logged at step N (a JSON object in the schema)
+- ``step?run=R&step=N``    -> the entry logged at step N (a JSON object in the schema); with
+                               ``&view=1`` its step view, what the dashboard draws (no candidates,
+                               see :mod:`seqviz_trackers.format.view`)
+- ``candidates?run=R&step=N&seq=S&pos=P`` -> ``{"run", "step", "seq", "pos", "top_k": [[id, token, p]]}``:
+                               the logged candidates of the prediction at position P of the
+                               S-th sequence (its place in the entry), most likely first
 - ``sequences``, ``series``, ``diff``, ``learned``, ``compare_runs`` -> training dynamics, see
   :mod:`seqviz_trackers.dynamics.routes` and ``docs/dynamics.md``
 - ``batches``, ``batch`` -> training batches and loss spikes, see
@@ -34,14 +39,17 @@ from __future__ import annotations
 import logging
 import mimetypes
 import os
+import threading
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Callable
 
 from ..dynamics.routes import DYNAMICS_ROUTES
 from ..dynamics.spikes import BATCH_ROUTES
-from ..runs import BadRequest, NotFound, Query, Runs, int_param, parse_step, unreadable
+from ..format.view import candidates_at, step_view
+from ..runs import BadRequest, NotFound, Query, Runs, int_param, parse_step, required_int, unreadable
 
-__all__ = ["Runs", "NotFound", "BadRequest", "runs_impl", "steps_impl", "step_impl", "parse_step", "ROUTES", "handle",
+__all__ = ["Runs", "NotFound", "BadRequest", "runs_impl", "steps_impl", "step_impl", "candidates_impl", "parse_step", "ROUTES", "handle",
            "WEB_DIR", "web_file", "content_type"]
 
 log = logging.getLogger(__name__)
@@ -87,8 +95,11 @@ def steps_impl(runs: Runs, run: str | None, after: int | None = None) -> dict[st
     return out
 
 
-def step_impl(runs: Runs, run: str | None, step: Any) -> dict[str, Any]:
-    """The entry logged at ``step`` in ``run``."""
+def step_impl(runs: Runs, run: str | None, step: Any, view: Any = None) -> dict[str, Any]:
+    """The entry logged at ``step`` in ``run``; its :func:`~seqviz_trackers.format.view.step_view`
+    when ``view`` is ``"1"``."""
+    if view not in (None, "", "0", "1"):
+        raise BadRequest(f"view must be 0 or 1, got {view!r}")
     reader = runs.reader(run)
     number = parse_step(step)
     entry = reader.get_step(number)
@@ -97,14 +108,52 @@ def step_impl(runs: Runs, run: str | None, step: Any) -> dict[str, Any]:
         if broken is not None:  # its line turned out broken: listed in the run's problems from now on
             raise NotFound(f"step {number} of run {run!r} cannot be read (line {broken.line}: {broken.message})")
         raise NotFound(f"run {run!r} has no step {number}")
-    return entry
+    return step_view(entry) if view == "1" else entry
+
+
+#: (path, step) -> (its StepInfo, the step view with its candidates) of the steps whose
+#: candidates were asked for last: a click after a click on the same step reads no line.
+_CANDIDATES: "OrderedDict[tuple[str, int], tuple[Any, dict[str, Any]]]" = OrderedDict()
+_CANDIDATES_KEPT = 2
+_CANDIDATES_LOCK = threading.Lock()
+
+
+def _with_candidates(runs: Runs, run: str | None, step: Any) -> dict[str, Any]:
+    reader = runs.reader(run)
+    number = parse_step(step)
+    info = reader.step_info(number)
+    key = (reader.path, number)
+    with _CANDIDATES_LOCK:
+        hit = _CANDIDATES.get(key)
+        if hit is not None and hit[0] is info:
+            _CANDIDATES.move_to_end(key)
+            return hit[1]
+    page = step_view(step_impl(runs, run, number), with_candidates=True)
+    with _CANDIDATES_LOCK:
+        _CANDIDATES[key] = (info, page)
+        while len(_CANDIDATES) > _CANDIDATES_KEPT:
+            _CANDIDATES.popitem(last=False)
+    return page
+
+
+def candidates_impl(runs: Runs, query: Query) -> dict[str, Any]:
+    """``{"run", "step", "seq", "pos", "top_k": [[id, token, p], ...]}``: the logged candidates of
+    one prediction (``pos``: its position; ``seq``: the sequence's place in the entry)."""
+    run = query.get("run")
+    seq, pos = required_int(query, "seq"), required_int(query, "pos")
+    entry = _with_candidates(runs, run, query.get("step"))
+    top = candidates_at(entry, seq, pos)
+    if top is None:
+        raise NotFound(f"step {entry['step']} of run {run!r} has no prediction at position {pos} of sequence {seq}")
+    return {"run": run, "step": entry["step"], "seq": seq, "pos": pos, "top_k": top}
 
 
 #: route name -> function(runs, query) returning JSON-ready data.
 ROUTES: dict[str, Callable[[Runs, Query], Any]] = {
     "runs": lambda runs, q: runs_impl(runs),
     "steps": lambda runs, q: steps_impl(runs, q.get("run"), int_param(q, "after", low=-1)),
-    "step": lambda runs, q: step_impl(runs, q.get("run"), q.get("step")),
+    "step": lambda runs, q: step_impl(runs, q.get("run"), q.get("step"), q.get("view")),
+    "candidates": candidates_impl,
 }
 
 

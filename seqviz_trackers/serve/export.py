@@ -5,10 +5,17 @@ it), so it opens from disk, from an e-mail attachment, or inside a W&B panel.
 
 ``seqviz export run.jsonl -o report.html`` writes the latest step (``--step N`` picks
 steps, ``--all`` takes every one); :func:`export_html` is the same from Python.
+
+The data sits in ``<script type="application/json" id="seqviz-data">`` as
+``{"title", "encoding": "gzip+base64", "data"}``: the JSON of ``{"entries", "title",
+"steps"?, "extra"?}``, gzip-compressed and base64-encoded (the page unpacks it with the
+browser's ``DecompressionStream``); :func:`page_data` reads it back.
 """
 
 from __future__ import annotations
 
+import base64
+import gzip
 import html
 import json
 import re
@@ -16,9 +23,10 @@ from functools import lru_cache
 from importlib import resources
 from typing import Any
 
+from ..format.view import step_view
 from ..storage.jsonl import client_json
 
-__all__ = ["export_html", "dashboard_bundle", "json_for_html", "dynamics_extra", "runs_compare_extra", "batches_extra",
+__all__ = ["export_html", "page_data", "dashboard_bundle", "json_for_html", "dynamics_extra", "runs_compare_extra", "batches_extra",
            "MODULES"]
 
 #: The dashboard's modules in dependency order (each imports only earlier ones).
@@ -92,7 +100,7 @@ def _html_safe(text: str) -> str:
 
 
 def export_html(entries: list[dict], *, steps: list[dict] | None = None, title: str | None = None,
-                extra: dict | None = None, lines: list[bytes] | None = None) -> str:
+                extra: dict | None = None) -> str:
     """One self-contained HTML page showing ``entries`` (a step selector among them).
 
     Args:
@@ -101,11 +109,11 @@ def export_html(entries: list[dict], *, steps: list[dict] | None = None, title: 
             (default: taken from ``entries``). Only the entries themselves can be opened.
         title: shown in the page's title and header.
         extra: any JSON the page carries; the dashboard answers other routes from it.
-        lines: the entries' JSONL lines as :func:`~seqviz_trackers.storage.jsonl.encode_entry` made
-            them, put in the page as they are instead of encoding the entries again.
 
     Returns:
-        The HTML text. Its size grows with ``entries`` (plus a few bytes per history step).
+        The HTML text (:func:`page_data` reads its data back). The entries are in it as step views with their candidates in columns
+        (:func:`seqviz_trackers.format.view.step_view` with ``with_candidates``), compressed
+        with the rest; its size grows with them (plus a few bytes per history step).
 
     Raises:
         ValueError: an entry is not an object with an integer ``step``, or the data is not JSON.
@@ -124,21 +132,38 @@ def export_html(entries: list[dict], *, steps: list[dict] | None = None, title: 
         data["steps"] = history
     if extra is not None:
         data["extra"] = extra
-    if lines is None:
-        entries_text = _json_text(list(entries))
-    else:
-        entries_text = "[" + ",".join(line.decode("utf-8").rstrip("\n") for line in lines) + "]"
+    entries_text = _json_text([step_view(entry, with_candidates=True) for entry in entries])
     data_text = '{"entries":' + entries_text + "," + _json_text(data)[1:]
+    packed = base64.b64encode(gzip.compress(data_text.encode("utf-8"), 6, mtime=0)).decode("ascii")
+    wrapper = '{"title":' + _html_safe(_json_text(data["title"])) + ',"encoding":"gzip+base64","data":"' + packed + '"}'
     page_title = html.escape(title or "seqviz export").replace("/", "&#47;")
     css = _dashboard_css()
     return (
         "<!doctype html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
         "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
         f"<title>{page_title}</title>\n<style>\n{css}\n</style>\n</head>\n<body class=\"seqviz-page\">\n"
-        f"<script type=\"application/json\" id=\"seqviz-data\">{_html_safe(data_text)}</script>\n"
+        f"<script type=\"application/json\" id=\"seqviz-data\">{wrapper}</script>\n"
         f"<script type=\"module\">\n{dashboard_bundle()}\nrender({{ source: \"inline\" }});\n</script>\n"
         "</body>\n</html>\n"
     )
+
+
+_PAGE_DATA = re.compile(r'<script type="application/json" id="seqviz-data">(.*?)</script>', re.S)
+
+
+def page_data(page: str) -> dict[str, Any]:
+    """The data a page of :func:`export_html` carries: ``{"entries", "title", "steps"?, "extra"?}``.
+
+    Raises:
+        ValueError: ``page`` holds no such data.
+    """
+    found = _PAGE_DATA.search(page)
+    if found is None:
+        raise ValueError("the page holds no seqviz data (no <script id=\"seqviz-data\">)")
+    wrapper = json.loads(found.group(1))
+    if wrapper.get("encoding") != "gzip+base64":
+        return wrapper
+    return json.loads(gzip.decompress(base64.b64decode(wrapper["data"])))
 
 
 def dynamics_extra(dyn: Any, entries: list[dict], diffs: dict[int, dict] | None = None, *,

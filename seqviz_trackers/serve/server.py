@@ -8,7 +8,8 @@ answers, on ``http://127.0.0.1:8765/``:
 - ``/ws``: the websocket. Messages are JSON objects with a ``type``.
 
 Server to client: on connect ``runs``, then for the watched run ``summary``, ``steps``
-(the step list and skipped lines) and ``step`` (the latest entry); afterwards
+(the step list and skipped lines) and ``step`` (the latest entry, as its step view: see
+:mod:`seqviz_trackers.format.view`); afterwards
 ``steps_added`` + ``step`` for each batch of appended steps, ``warning`` for a
 malformed line, ``reset`` + ``steps`` when the file was truncated or replaced, and
 ``runs`` when the set of runs changes. Client to server: ``{"type": "watch", "run"}``
@@ -33,7 +34,7 @@ Each client has its own bounded send queue: a client that stops reading is
 disconnected (close code 1013) instead of stalling the others or growing memory.
 
 The event loop only moves messages: reading files happens in threads (the live loop's
-tailing and pushes in one, in order; the quick routes ``runs``/``steps``/``step`` in a
+tailing and pushes in one, in order; the quick routes ``runs``/``steps``/``step``/``candidates`` in a
 pool beside the one of the dynamics routes), so a long dynamics build delays neither.
 A run whose file cannot be read is that run's problem (listed in ``runs``, logged once).
 """
@@ -54,6 +55,7 @@ from pathlib import Path
 from typing import Any, Iterable
 from urllib.parse import parse_qsl, unquote, urlsplit
 
+from ..format.view import step_view
 from ..runs import Runs, unreadable
 from ..storage.jsonl import StepInfo, TrainingDataReader, client_json
 from . import api
@@ -70,7 +72,7 @@ QUEUE_LIMIT = 256
 #: Requests one websocket client may have in flight at once.
 INFLIGHT_LIMIT = 16
 #: Routes that read one line or an index: answered beside (never behind) the dynamics routes.
-QUICK_ROUTES = frozenset({"runs", "steps", "step"})
+QUICK_ROUTES = frozenset({"runs", "steps", "step", "candidates"})
 #: Longest gap, in seconds, between scans for new runs when nothing changes.
 MAX_SCAN_GAP = 5.0
 #: Seconds a connection may take to send its HTTP request (a route may then take longer).
@@ -542,7 +544,7 @@ class SeqVizServer:
     def _send_latest(self, run: str, reader: TrainingDataReader, clients: list[_Client] | None = None) -> None:
         entry = self._latest_entry(run, reader)
         if entry is not None:
-            self._broadcast(run, {"type": "step", "run": run, "entry": entry}, clients)
+            self._broadcast(run, {"type": "step", "run": run, "entry": step_view(entry)}, clients)
 
     def _share_problems(self) -> None:
         """Broken lines found by any reader of a run (the routes' or the live loop's) become

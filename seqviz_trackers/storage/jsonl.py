@@ -699,14 +699,19 @@ class TrainingDataReader:
         """The entry logged at ``step``, or None (also when its line turns out broken:
         then it is listed in ``problems``). The file is looked at first (a ``stat``), so a
         rewritten file is read anew."""
-        self.refresh()
-        info = self._by_step.get(step)
+        info = self.step_info(step)
         if info is None:
             return None
         try:
             return self.read(info)
         except ValueError:
             return None
+
+    def step_info(self, step: int) -> StepInfo | None:
+        """Where ``step`` is in the file now (after a look at the file, as :meth:`get_step`),
+        or None. The same object while its line stays where it is: a key for caches."""
+        self.refresh()
+        return self._by_step.get(step)
 
     def problem_of(self, step: int) -> Problem | None:
         """Why ``step`` is not a step any more: the problem of the broken line that named it, or None."""

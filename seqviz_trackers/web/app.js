@@ -5,7 +5,8 @@ import { el, fmtNum, fmtPct, METRICS, metricContext, readHash, writeHash, stepIn
 import { LineChart } from "./chart.js";
 import { TokenGrid, paintGrids } from "./tokens.js";
 import { DetailPanel } from "./detail.js";
-import { boundText } from "./entry.js";
+import { boundText, needsCandidates, attachCandidates } from "./entry.js";
+import { getStep } from "./sources.js";
 import { ChangeList, changesByToken, CHANGE_TABS } from "./dynamics.js";
 import { RunCompare, runCompareHash } from "./runcompare.js";
 import { BatchView } from "./batches.js";
@@ -442,7 +443,7 @@ export class Dashboard {
     const key = `${run}\u0000${step}`;
     let waiting = this.inflight.get(key);
     if (!waiting) {
-      waiting = this.source.get("step", { run, step }).then((entry) => {
+      waiting = getStep(this.source, run, step).then((entry) => {
         if (run === this.state.run) this.remember(step, entry);
         return entry;
       }).finally(() => this.inflight.delete(key));
@@ -874,12 +875,34 @@ export class Dashboard {
     if (!seq || st.sel.index < 0 || st.sel.index >= (seq.tokens || []).length) { this.detail.show(null); return; }
     const j = st.sel.index;
     const pred = (seq.predictions || []).find((p) => p.position === j - 1) || null;
+    const missing = needsCandidates(pred);
+    const error = missing ? pred.candidatesError : null;
+    if (error) pred.candidatesError = null;  // said once; the next time it is shown asks again
     this.detail.show({
       step: entry.step, seqLabel: sequenceLabel(seq, st.sel.seq || 0), index: j,
       token: seq.tokens[j], tokenId: seq.token_ids ? seq.token_ids[j] : undefined,
       prevToken: j > 0 ? seq.tokens[j - 1] : "", pred,
+      candidates: missing ? { error } : null,
     });
+    if (missing && !error) this.loadCandidates(entry, st.sel.seq || 0, pred);
     if (pred) this.loadSeries(entry.step, st.sel.seq || 0, j);
+  }
+
+  /** The candidates of a prediction of a step view, asked for when it is shown; the detail
+   *  panel is drawn again when they are here and it still shows that prediction. */
+  async loadCandidates(entry, seqIndex, pred) {
+    if (pred.candidatesAsked) return;
+    pred.candidatesAsked = true;
+    try {
+      attachCandidates(pred, await this.source.get("candidates", { run: this.state.run, step: entry.step, seq: seqIndex, pos: pred.position }));
+    } catch (err) {
+      pred.candidatesError = `Cannot load its candidates: ${err.message}`;
+    }
+    pred.candidatesAsked = false;
+    const st = this.state;
+    const shown = st.compare && st.sel.side === 1 ? st.compareEntry : st.entry;
+    const seq = shown && shown.sequences ? shown.sequences[st.sel.seq || 0] : null;
+    if (seq && st.sel.index - 1 === pred.position && (seq.predictions || []).includes(pred)) this.showDetail();
   }
 
   /** The selected token's target probability and rank over the run, into the detail panel.

@@ -16,7 +16,8 @@ export class DetailPanel {
     this.show(null);
   }
 
-  /** info: {step, seqLabel, index, token, tokenId, prevToken, pred} or null. */
+  /** info: {step, seqLabel, index, token, tokenId, prevToken, pred, candidates?} or null;
+   *  `candidates`: {error} while the prediction's candidates are still to come (error: why not). */
   show(info) {
     const root = this.root;
     root.replaceChildren();
@@ -59,6 +60,11 @@ export class DetailPanel {
 
     const target = info.pred.target_token_id;
     const top = f.top;
+    if (!top) {
+      const wait = info.candidates && info.candidates.error;
+      root.append(el("div", "panel-sub", "Top candidates"), el("p", "hint small candidates-wait", wait || "Loading the top candidates\u2026"));
+      return;
+    }
     root.append(el("div", "panel-sub", "Top 5"));
     const bars = el("div", "bars");
     const maxP = top.length ? Math.max(top[0].p, 1e-9) : 1;

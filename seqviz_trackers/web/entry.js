@@ -1,6 +1,8 @@
 // THE reader of a logged prediction on the dashboard side (the mirror of
 // seqviz_trackers/format/entry.py): every view asks predictionFacts() what a
-// prediction says, whatever form its candidates and optional fields come in.
+// prediction says, whatever form its candidates and optional fields come in, and
+// readStep() turns a step view (seqviz_trackers/format/view.py: what the dashboard draws,
+// the candidates left out) into an entry whose predictions predictionFacts() reads alike.
 //
 // Every module of the dashboard keeps its top-level names distinct: the export
 // page concatenates them into one script (see seqviz_trackers/serve/export.py).
@@ -32,6 +34,7 @@ function rawCandidates(pred) {
 export function predictionFacts(pred, withTop = true, into = {}) {
   if (!pred) return null;
   const raw = rawCandidates(pred);
+  if (!raw.length && pred.top1) return viewFacts(pred, withTop, into);
   const target = pred.target_token_id;
   let p = pred.target_prob;
   let rank = pred.target_rank;
@@ -74,4 +77,79 @@ export function rankBound(f, fmt) {
   if (!f || !known(f.rankGt)) return "";
   if (known(f.p)) return `rank > ${f.rankGt}`;
   return boundText(f.rankGt) + (known(f.pLt) && fmt ? ` = ${fmt(f.pLt)}` : "");
+}
+
+/** A prediction of a step view (see readStep): its facts were read in Python (format.entry.facts),
+ *  the candidates are not here (top: null) until attachCandidates() adds them. */
+function viewFacts(pred, withTop, into) {
+  const v = (x) => (known(x) ? x : undefined);
+  into.p = v(pred.target_prob); into.rank = v(pred.target_rank); into.loss = v(pred.loss);
+  into.correct = v(pred.correct); into.entropy = pred.entropy;
+  into.rankGt = v(pred.rank_gt); into.pLt = v(pred.p_lt);
+  into.top1 = known(pred.top1.id) ? pred.top1 : undefined;
+  into.top = null;
+  return into;
+}
+
+const VIEW_FIELDS = ["target_token_id", "target_token_str", "target_prob", "target_rank", "loss", "entropy", "correct", "rank_gt", "p_lt"];
+
+/** An entry with its sequences' `view` columns (a step view) as prediction objects
+ *  {position, target_token_id, ..., rank_gt, p_lt, top1: {id, token}}, which every view
+ *  reads through predictionFacts(); an entry in the logged form is returned as it is. */
+export function readStep(entry) {
+  if (!entry || !Array.isArray(entry.sequences) || !entry.sequences.some((s) => s && s.view)) return entry;
+  const sequences = entry.sequences.map((seq) => {
+    if (!seq || !seq.view) return seq;
+    const { view, candidates, ...rest } = seq;
+    const pos = view.position || [];
+    const cols = VIEW_FIELDS.map((k) => view[k] || []);
+    const ids = view.top1_id || [], strs = view.top1_str || [];
+    const predictions = new Array(pos.length);
+    for (let i = 0; i < pos.length; i++) {
+      const pred = { position: pos[i] };
+      for (let k = 0; k < VIEW_FIELDS.length; k++) pred[VIEW_FIELDS[k]] = cols[k][i] ?? undefined;
+      pred.top1 = { id: ids[i] ?? undefined, token: strs[i] ?? undefined };
+      predictions[i] = pred;
+    }
+    return { ...rest, predictions };
+  });
+  return { ...entry, sequences };
+}
+
+/** Whether a prediction's candidates are still to be asked for (a step view's: see attachCandidates). */
+export function needsCandidates(pred) {
+  return Boolean(pred && pred.top1 && !rawCandidates(pred).length);
+}
+
+/** Give a step view's prediction its candidates (a `candidates` answer's top_k), so that
+ *  predictionFacts() lists them. */
+export function attachCandidates(pred, answer) {
+  pred.top_k = answer && Array.isArray(answer.top_k) ? answer.top_k : [];
+}
+
+/** The candidates of the prediction at position `pos` of sequence `seq` of an entry a page
+ *  carries, as the `candidates` route answers them: from the logged form, or from a step
+ *  view's candidate columns (format.view with_candidates). Null when there is none. */
+export function candidatesAt(entry, seq, pos) {
+  const s = entry && Array.isArray(entry.sequences) ? entry.sequences[seq] : null;
+  if (!s) return null;
+  if (!s.view) {
+    const pred = (s.predictions || []).find((p) => p && p.position === pos);
+    return pred ? { top_k: rawCandidates(pred).map((c) => { const x = candidate(c); return [x.id, x.token, x.p]; }) } : null;
+  }
+  const i = (s.view.position || []).indexOf(pos);
+  const cand = s.candidates;
+  if (i < 0 || !cand) return null;
+  if (!cand.start) {  // where each prediction's candidates begin, counted once
+    cand.start = new Array(cand.n.length + 1);
+    cand.start[0] = 0;
+    for (let k = 0; k < cand.n.length; k++) cand.start[k + 1] = cand.start[k] + cand.n[k];
+  }
+  const strings = entry.candidate_strings || {};
+  const top_k = [];
+  for (let k = cand.start[i]; k < cand.start[i + 1]; k++) {
+    const id = cand.id[k];
+    top_k.push([id, cand.token ? cand.token[k] : strings[String(id)] ?? null, cand.p[k]]);
+  }
+  return { top_k };
 }

@@ -1,9 +1,17 @@
 // The dashboard's entry module. TensorBoard imports it and calls render(); the
 // standalone server's index.html calls render({source: "websocket"}); an exported
-// page carries its data in a JSON script element with id "seqviz-data".
+// page carries its data in a JSON script element with id "seqviz-data":
+// {title, encoding: "gzip+base64", data} (seqviz_trackers/serve/export.py), or the data itself.
 
 import { Dashboard } from "./app.js";
 import { FetchSource, WebSocketSource, InlineSource } from "./sources.js";
+
+/** The data of a page: base64 of gzip-compressed JSON, unpacked by the browser. */
+async function unpackPageData(text) {
+  const bytes = Uint8Array.from(atob(text), (c) => c.charCodeAt(0));
+  const stream = new Blob([bytes]).stream().pipeThrough(new DecompressionStream("gzip"));
+  return JSON.parse(await new Response(stream).text());
+}
 
 function addStylesheet(href) {
   if (document.getElementById("seqviz-css")) return;
@@ -32,7 +40,7 @@ export function render(options = {}) {
   } else if (mode === "inline") {
     const data = JSON.parse(inlineData.textContent);
     title = title || data.title;
-    source = new InlineSource(data);
+    source = new InlineSource(data.encoding === "gzip+base64" ? unpackPageData(data.data) : data);
   } else {
     const base = options.base || new URL("./", import.meta.url).href;
     addStylesheet(new URL("./dashboard.css", base).href);

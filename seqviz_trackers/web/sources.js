@@ -5,12 +5,22 @@
 //   source.subscribe(listener) -> unsubscribe    live events (see below)
 //   source.watch(run)                            which run the live events are about
 //
+//   getStep(source, run, step) -> Promise<entry>  a step as the dashboard draws it: its step view
+//                                (no candidates; the `candidates` route gives those of one prediction)
+//
 // Events: {type:"status", state:"live"|"connecting"|"disconnected"|"polling"|"snapshot", text}
 //         {type:"runs", runs}  {type:"steps", run, steps, problems}
 //         {type:"steps_added", run, steps}  {type:"step", run, entry}
 //         {type:"warning", run, line, message}  {type:"reset", run}  {type:"waiting", run?, message}
 
 import { stepInfo, own } from "./util.js";
+import { readStep, candidatesAt } from "./entry.js";
+
+/** The entry of `step` in `run` as the dashboard draws it: the back ends send its step view
+ *  (`step?view=1`), a page its own form; either is read by readStep() (entry.js). */
+export async function getStep(source, run, step) {
+  return readStep(await source.get("step", { run, step, view: 1 }));
+}
 
 class SourceBase {
   constructor() {
@@ -163,6 +173,7 @@ export class WebSocketSource extends SourceBase {
         if (data.status === 200) waiter.resolve(data.body);
         else waiter.reject(new Error((data.body && data.body.error) || `HTTP ${data.status}`));
       } else {
+        if (data.type === "step" && data.entry) data.entry = readStep(data.entry);
         this.emit(data);
       }
     };
@@ -203,23 +214,31 @@ export class WebSocketSource extends SourceBase {
 }
 
 /** Data inlined in the page (exports, the W&B panel): {title, entries, steps?, extra?}.
- *  `steps` is the loss history for the chart; `extra.train_batches` (batches_extra) answers
+ *  `entries` are step views with their candidates (format/view.py) or logged entries;
+ *  `step` answers an entry, `candidates` one prediction's candidates. `steps` is the loss history for the chart; `extra.train_batches` (batches_extra) answers
  *  batches and batch (at the steps it lists as available); `extra.dynamics` (written by
  *  seqviz_trackers.export.dynamics_extra) answers sequences / series / diff for the inlined
  *  steps; `extra.vs` (runs_compare_extra) answers compare_runs at those steps and the
  *  series of the run compared with (listed by `runs` as compare_only); other routes are
  *  answered from `extra[route]` when present. */
 export class InlineSource extends SourceBase {
+  /** `data`: the page's data, or a promise of it (a packed page is unpacked first). */
   constructor(data) {
     super();
-    this.data = data || {};
+    this.data = {};
     this.entries = new Map();
+    this.infos = [];
+    this.loaded = Promise.resolve(data).then((d) => this.load(d));
+    this.emit({ type: "status", state: "snapshot", text: "Snapshot" });
+  }
+  load(data) {
+    this.data = data || {};
     for (const entry of this.data.entries || []) this.entries.set(entry.step, entry);
     this.infos = [...this.entries.values()].map(stepInfo).sort((a, b) => a.step - b.step);
     this.runName = this.data.title || "export";
-    this.emit({ type: "status", state: "snapshot", text: "Snapshot" });
   }
   async get(route, params = {}) {
+    await this.loaded;
     const infos = this.infos;
     const vs = this.data.extra && this.data.extra.vs;
     if (route === "runs") {
@@ -232,10 +251,13 @@ export class InlineSource extends SourceBase {
       if (this.data.steps && this.data.steps.length) out.history = this.data.steps;
       return out;
     }
-    if (route === "step") {
+    if (route === "step" || route === "candidates") {
       const entry = this.entries.get(Number(params.step));
       if (!entry) throw new Error(`no step ${params.step} in this page`);
-      return entry;
+      if (route === "step") return entry;
+      const found = candidatesAt(entry, Number(params.seq), Number(params.pos));
+      if (!found) throw new Error(`step ${params.step} has no prediction at position ${params.pos} of sequence ${params.seq}`);
+      return { run: this.runName, step: entry.step, seq: Number(params.seq), pos: Number(params.pos), ...found };
     }
     if (vs && route === "compare_runs") {
       const answer = params.b === vs.run ? own(vs.answers, String(params.step)) : undefined;

@@ -1,0 +1,137 @@
+"""The step view: what the dashboard draws of a logged entry, without the candidates.
+
+A step of 8 sequences x 2,048 tokens with a top-20 per position is ~10 MB of JSON;
+the token grid, the figures and the charts need only a few numbers per position. The
+view keeps every field of the entry and of its sequences except ``predictions``, and
+gives each sequence a ``view``: its predictions as columns, one item per prediction,
+read by :func:`seqviz_trackers.format.entry.facts` (logged fields, else derived, else
+bounded)::
+
+    {"position": [...], "target_token_id": [...], "target_token_str": [...],
+     "target_prob": [...], "target_rank": [...], "loss": [...], "entropy": [...],
+     "correct": [...], "top1_id": [...], "top1_str": [...],
+     "rank_gt": [...], "p_lt": [...]}          # (the last two only when some target is bounded)
+
+``None`` where a value is unknown. The candidates of one prediction are asked for when
+they are shown (:func:`candidates_at`, the ``candidates`` route). A page that carries
+its data (an export, a W&B panel) holds them all in columns beside the view
+(``with_candidates=True``): ``"candidates": {"n": [per prediction], "id": [...], "p": [...]}``
+per sequence and the display strings once per step in ``"candidate_strings": {id: token}``
+(a sequence whose strings do not follow one id -> string table carries ``"token": [...]``).
+
+The dashboard reads the view in ``web/entry.js`` (``readStep``, ``candidatesAt``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .entry import Facts, by_position, candidate_lists, candidates, facts, is_int
+
+__all__ = ["VIEW_FIELDS", "step_view", "sequence_view", "candidates_at"]
+
+#: The columns of a sequence's ``view`` (``rank_gt`` / ``p_lt`` only when some target is bounded).
+VIEW_FIELDS = ("position", "target_token_id", "target_token_str", "target_prob", "target_rank", "loss", "entropy",
+               "correct", "top1_id", "top1_str")
+
+
+def _facts(pred: dict[str, Any]) -> Facts:
+    """:func:`facts` of ``pred``, reading only its first candidate when that says it all
+    (the target's p and rank are known): the same facts, without the rest of the list."""
+    top = pred.get("top_k")
+    if "top_20" not in pred and isinstance(top, list) and len(top) > 1:
+        first = facts({**pred, "top_k": top[:1]})
+        if first.rank is not None and first.prob is not None and first.top:
+            return first
+    return facts(pred)
+
+
+def _predictions(seq: dict[str, Any]) -> list[dict[str, Any]]:
+    preds = seq.get("predictions")
+    return [p for p in preds if isinstance(p, dict) and is_int(p.get("position"))] if isinstance(preds, list) else []
+
+
+def sequence_view(seq: dict[str, Any], *, with_candidates: bool = False,
+                  strings: dict[int, Any] | None = None) -> dict[str, Any]:
+    """One logged sequence as the dashboard draws it (see the module docstring); never
+    raises on odd data (predictions without an integer position are left out).
+    ``strings``: the step's id -> display string table, filled with the candidates'."""
+    preds = _predictions(seq)
+    cols: dict[str, list[Any]] = {name: [] for name in VIEW_FIELDS}
+    gt: list[Any] = []
+    lt: list[Any] = []
+    (position, target, target_str, prob, rank, loss, entropy, correct, top1_id, top1_str) = cols.values()
+    for pred in preds:
+        f = _facts(pred)
+        tid, tstr = pred.get("target_token_id"), pred.get("target_token_str")
+        position.append(pred["position"])
+        target.append(tid if is_int(tid) else None)
+        target_str.append(tstr if isinstance(tstr, str) else None)
+        prob.append(f.prob)
+        rank.append(f.rank)
+        loss.append(f.loss)
+        entropy.append(f.entropy)
+        correct.append(f.correct)
+        top1_id.append(f.top[0][0] if f.top else None)
+        top1_str.append(f.top[0][1] if f.top else None)
+        gt.append(f.rank_gt)
+        lt.append(f.p_lt)
+    if any(g is not None for g in gt):
+        cols["rank_gt"], cols["p_lt"] = gt, lt
+    out = {k: v for k, v in seq.items() if k != "predictions"}
+    out["view"] = cols
+    if with_candidates:
+        out["candidates"] = _candidate_columns(preds, strings if strings is not None else {})
+    return out
+
+
+def _candidate_columns(preds: list[dict[str, Any]], strings: dict[int, Any]) -> dict[str, Any]:
+    counts, ids, tokens, probs = candidate_lists(preds, range(len(preds)))
+    id_list = ids.tolist()
+    own = False
+    for cid, token in zip(id_list, tokens):
+        if strings.setdefault(cid, token) != token:
+            own = True
+    out: dict[str, Any] = {"n": counts.tolist(), "id": id_list, "p": probs.tolist()}
+    if own:
+        out["token"] = list(tokens)
+    return out
+
+
+def step_view(entry: dict[str, Any], *, with_candidates: bool = False) -> dict[str, Any]:
+    """A logged entry as the dashboard draws it: every field, each sequence as
+    :func:`sequence_view`; with ``with_candidates``, every prediction's candidates too
+    (in columns, see the module docstring). Never raises on odd data."""
+    strings: dict[int, Any] = {}
+    out: dict[str, Any] = {}
+    for key, value in entry.items():
+        if key == "sequences" and isinstance(value, list):
+            value = [sequence_view(s, with_candidates=with_candidates, strings=strings) if isinstance(s, dict) else s
+                     for s in value]
+        out[key] = value
+    if with_candidates:
+        out["candidate_strings"] = {str(k): v for k, v in strings.items()}
+    return out
+
+
+def candidates_at(entry: dict[str, Any], seq: int, pos: int) -> list[list[Any]] | None:
+    """The logged candidates of the prediction at position ``pos`` of sequence ``seq``
+    (its place in the entry) as ``[id, token, p]`` lists, most likely first (what
+    :func:`~seqviz_trackers.format.entry.candidates` reads); None when there is no such prediction.
+    ``entry``: a logged entry, or its :func:`step_view` with its candidates."""
+    seqs = entry.get("sequences")
+    if not isinstance(seqs, list) or not 0 <= seq < len(seqs) or not isinstance(seqs[seq], dict):
+        return None
+    cand = seqs[seq].get("candidates")
+    if cand is None:
+        pred = by_position(seqs[seq]).get(pos)
+        return None if pred is None else [list(c) for c in candidates(pred)]
+    positions = seqs[seq]["view"]["position"]
+    if pos not in positions:
+        return None
+    i = positions.index(pos)
+    lo = sum(cand["n"][:i])
+    hi = lo + cand["n"][i]
+    strings = entry.get("candidate_strings") or {}
+    tokens = cand["token"][lo:hi] if "token" in cand else [strings.get(str(c)) for c in cand["id"][lo:hi]]
+    return [[c, t, p] for c, t, p in zip(cand["id"][lo:hi], tokens, cand["p"][lo:hi])]
