@@ -109,7 +109,7 @@ export class Dashboard {
     this.mount = mount;
     this.source = source;
     this.options = options;
-    const hash = readHash(location.hash);
+    const hash = readHash(location.hash.length > 1 ? location.hash : source.startHash || "");
     this.state = {
       runs: [], runProblems: [], run: hash.run || null,
       steps: [], history: null, problems: [],
