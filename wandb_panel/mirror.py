@@ -23,8 +23,9 @@ With training-batch capture on (``capture_train=``), each capture step (see
 - ``seqviz/train_batch``: the dashboard opened on that step's training batch (rows
   sorted by loss, the row-loss histogram, tokens coloured by loss, top-k on click), with
   the training loss so far (thinned to ``history_points``) and the spikes found so far
-  as marks. The page carries that one batch and no probe step, so its size depends on
-  the step's captured rows, not on the run.
+  as marks. The page carries that one batch (its captured rows with ``batch_top_k``
+  candidates per position) and no probe step, so its size depends on the step's captured
+  rows, not on the run.
 
 Every batch record received (one per optimizer step) is appended to
 ``<run folder>/seqviz/steps.jsonl.batches`` (the panel is made from it) and goes into
@@ -78,6 +79,9 @@ class WandbMirror:
             depends on its step's entry, not on the length of the run.
         series_points: at most this many steps of each token's p(target) / rank
             series are inlined in each panel (0: no training dynamics in the panel).
+        batch_top_k: candidates per position kept in the ``seqviz/train_batch`` panel (the
+            detail panel's top 5; None: all that were captured, 20 by default, about 2.5
+            times the page). The batches copy and the artifact keep them all.
         artifact_on_close: log the ``seqviz`` artifact in :meth:`close`.
         artifact_name: the artifact's name; default ``seqviz-<run id>``.
 
@@ -92,6 +96,7 @@ class WandbMirror:
         html: bool = True,
         history_points: int = 2000,
         series_points: int = 24,
+        batch_top_k: int | None = 5,
         artifact_on_close: bool = True,
         artifact_name: str | None = None,
     ):
@@ -104,6 +109,7 @@ class WandbMirror:
         self.html = html
         self.history_points = max(2, history_points)
         self.series_points = series_points
+        self.batch_top_k = batch_top_k
         self.artifact_on_close = artifact_on_close
         self.artifact_name = artifact_name
         self.run: Any = None
@@ -256,6 +262,9 @@ class WandbMirror:
             extra = batches_extra(self._batch_source, steps=[step], points=self.history_points)
             if extra is None:
                 return None
+            if self.batch_top_k is not None:
+                for batch in extra["train_batches"]["batch"].values():
+                    _keep_candidates(batch.get("capture"), self.batch_top_k)
             extra["open"] = f"batch={step}"  # the address the page opens at (web/sources.js)
             page = export_html([], title=f"{self.run.name or self.run.id} \u00b7 training batch \u00b7 step {step}",
                                extra=extra)
@@ -414,6 +423,15 @@ def _add_rows(table: Any, rows: Iterator[list[Any]]) -> None:
     if first is not None:
         table.add_data(*first)
         table.data.extend(rows)
+
+
+def _keep_candidates(entry: dict[str, Any] | None, k: int) -> None:
+    """Keep the first ``k`` candidates (the most likely) of each prediction of ``entry``."""
+    for seq in (entry or {}).get("sequences") or ():
+        for pred in seq.get("predictions") or ():
+            for field in ("top_k", "top_20"):
+                if isinstance(pred.get(field), list):
+                    pred[field] = pred[field][:max(1, k)]
 
 
 def _export_html() -> Callable[..., str] | None:
