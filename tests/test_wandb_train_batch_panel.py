@@ -15,12 +15,67 @@ wandb = pytest.importorskip("wandb")
 pytest.importorskip("transformers")
 pytest.importorskip("seqviz_trackers.serve.export")
 
+from factories import bpe_tokenizer, make_entry  # noqa: E402
+from seqviz_trackers import SeqVizLogger  # noqa: E402
+from seqviz_trackers.capture import CaptureOptions  # noqa: E402
 from spike_run import CORRUPT_ROWS, INJECTED_STEPS, write_spike_run  # noqa: E402
 from seqviz_trackers.storage.batches import batches_path  # noqa: E402
-from wandb_helpers import html_files, init_run, offline_env, run_folder  # noqa: E402
-from wandb_panel.mirror import TRAIN_BATCH_KEY  # noqa: E402
+from wandb_helpers import artifacts, html_files, init_run, manifest, offline_env, run_folder, table_rows  # noqa: E402
+from wandb_panel import WandbMirror  # noqa: E402
+from wandb_panel.mirror import TRAIN_BATCH_KEY, TRAIN_BATCHES_KEY  # noqa: E402
 
-pytestmark = pytest.mark.slow
+
+@pytest.fixture(scope="module", autouse=True)
+def _stop_wandb_service():
+    yield
+    wandb.teardown()
+
+
+def log_random_batches(tmp_path, mirror, steps: int = 12) -> None:
+    """``steps`` optimizer steps of random logits (4 rows x 16 tokens), full capture every 4."""
+    import torch
+
+    tok = bpe_tokenizer()
+    gen = torch.Generator().manual_seed(0)
+    with SeqVizLogger(tmp_path / "run.jsonl", mirrors=[mirror]) as logger:
+        for step in range(1, steps + 1):
+            ids = torch.randint(0, len(tok), (4, 16), generator=gen)
+            logits = torch.randn(4, 16, len(tok), generator=gen)
+            logger.log_batch(logits, ids, ids, step=step, tokenizer=tok, capture=CaptureOptions(every=4, top_rows=1, random_rows=1))
+        logger.finish_batch()
+        logger.log_step(make_entry(steps))
+
+
+def test_the_panel_thins_the_loss_line_and_the_artifact_keeps_the_batches(tmp_path, monkeypatch):
+    offline_env(monkeypatch, tmp_path)
+    run = init_run(mode="offline", dir=str(tmp_path))
+    try:
+        mirror = WandbMirror(run, history_points=5)
+        log_random_batches(tmp_path, mirror)
+    finally:
+        run.finish()
+    files = html_files(run_folder(run), TRAIN_BATCH_KEY)
+    assert [inlined(p)["extra"]["open"] for p in files] == ["batch=4", "batch=8", "batch=12"]
+    line = inlined(files[-1])["extra"]["train_batches"]["summary"]["steps"]
+    assert len(line) == 5 and line[0]["step"] == 1 and line[-1]["step"] == 12
+    assert mirror.last_batch_html_bytes == files[-1].stat().st_size
+    (artifact,) = artifacts(run_folder(run), "seqviz")
+    stored = manifest(artifact)
+    assert stored["steps.jsonl.batches"].read_bytes() == (tmp_path / "run.jsonl.batches").read_bytes()
+
+
+def test_without_html_the_table_is_still_logged(tmp_path, monkeypatch):
+    offline_env(monkeypatch, tmp_path)
+    run = init_run(mode="offline", dir=str(tmp_path))
+    try:
+        log_random_batches(tmp_path, WandbMirror(run, html=False, artifact_on_close=False))
+    finally:
+        run.finish()
+    assert html_files(run_folder(run), TRAIN_BATCH_KEY) == []
+    records = [json.loads(line) for line in (tmp_path / "run.jsonl.batches").read_text("utf-8").splitlines()]
+    captured = [r for r in records if r["capture"]]
+    assert [r["step"] for r in captured] == [4, 8, 12]
+    assert len(table_rows(run_folder(run), TRAIN_BATCHES_KEY)) == sum(len(r["capture"]["sequences"]) for r in captured)
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +90,6 @@ def logged(tmp_path_factory, one_torch_thread):
     finally:
         run.finish()
         mp.undo()
-    wandb.teardown()
     lines = open(batches_path(path), encoding="utf-8").read().splitlines()
     records = [json.loads(line) for line in lines]
     copy = run_folder(run) / "seqviz" / "steps.jsonl.batches"
@@ -48,6 +102,7 @@ def inlined(path) -> dict:
     return json.loads(raw.group(1))
 
 
+@pytest.mark.slow
 def test_a_panel_per_capture_step_holding_that_batch(logged):
     records, files = logged
     captured = [r["step"] for r in records if r["capture"]]
@@ -71,6 +126,7 @@ def test_a_panel_per_capture_step_holding_that_batch(logged):
         assert "http://" not in path.read_text("utf-8") and "https://" not in path.read_text("utf-8")
 
 
+@pytest.mark.slow
 @pytest.mark.browser
 def test_the_panel_of_a_spike_step_shows_the_corrupted_rows_on_top(logged, page):
     records, files = logged
