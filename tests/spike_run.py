@@ -29,7 +29,7 @@ def tiny_gpt2(vocab_size: int, seed: int = 0) -> Any:
 
 def write_spike_run(out: Path, *, steps: int = 1200, batch: int = 8, length: int = 32, seed: int = 0,
                     injected: tuple[int, ...] = INJECTED_STEPS, tensorboard: Any = None,
-                    options: CaptureOptions | None = None) -> Path:
+                    wandb: Any = None, options: CaptureOptions | None = None) -> Path:
     """Train and log; returns the run's JSONL path (its batches file beside it)."""
     tok = bpe_tokenizer()
     ids = torch.tensor(tok(corpus()[:60000])["input_ids"])
@@ -40,7 +40,7 @@ def write_spike_run(out: Path, *, steps: int = 1200, batch: int = 8, length: int
     probe = torch.tensor([tok(PROBE)["input_ids"]])
     path = Path(out) / "run.jsonl"
     options = options or CaptureOptions(every=100)
-    with SeqVizLogger(path, tensorboard=tensorboard) as logger:
+    with SeqVizLogger(path, tensorboard=tensorboard, wandb=wandb) as logger:
         for step in range(1, steps + 1):
             starts = torch.randint(0, len(ids) - length, (batch,), generator=gen)
             rows = torch.stack([ids[s:s + length] for s in starts.tolist()])

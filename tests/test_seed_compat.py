@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from proc_helpers import cli_process
-from seed_files import EOS, HARD_EVERY, LENGTH, VOCAB, in_top20, seed_entry, seed_line, write_seed_file
+from seed_files import EOS, HARD_EVERY, LENGTH, VOCAB, in_top20, seed_line, write_seed_file
 from seqviz_trackers.cli.main import main as seqviz
 from seqviz_trackers.format.entry import facts
 from seqviz_trackers.storage.jsonl import TrainingDataReader

@@ -17,7 +17,6 @@ from pathlib import Path
 import pytest
 from websockets.sync.client import connect
 
-from seqviz_trackers.runs import Runs
 from seqviz_trackers.serve import api
 from seqviz_trackers.serve import server as server_module
 from seqviz_trackers.serve.server import make_runs, start_in_thread

@@ -49,8 +49,10 @@ def table_rows(run_dir: Path, key: str = "seqviz/tokens") -> list[list[Any]]:
 
 
 def html_files(run_dir: Path, key: str = "seqviz/dashboard") -> list[Path]:
+    """The HTML files of ``key`` (``files/media/html/<key>_<n>_*.html``), in log order."""
     folder = run_dir / "files" / "media" / "html" / Path(key).parent
-    return sorted(folder.glob(f"{Path(key).name}_*.html"), key=lambda p: int(p.name.split("_")[1]))
+    stem = Path(key).name
+    return sorted(folder.glob(f"{stem}_*.html"), key=lambda p: int(p.name[len(stem) + 1:].split("_")[0]))
 
 
 def records(run_dir: Path, timeout: float = 30.0) -> list[Any]:

@@ -15,9 +15,21 @@ Per step, one ``run.log`` call carries:
   the convention of transformers' ``WandbCallback`` (the two can share one run).
 
 With training-batch capture on (``capture_train=``), each capture step (see
-``docs/spikes.md``) also logs ``seqviz/train_batches``: a ``wandb.Table`` of its captured
-rows (columns :data:`wandb_panel.tables.BATCH_COLUMNS`: step, row, row loss, text, kind),
-incremental like the token table.
+``docs/spikes.md``) also logs
+
+- ``seqviz/train_batches``: a ``wandb.Table`` of its captured rows (columns
+  :data:`wandb_panel.tables.BATCH_COLUMNS`: step, row, row loss, text, kind),
+  incremental like the token table;
+- ``seqviz/train_batch``: the dashboard opened on that step's training batch (rows
+  sorted by loss, the row-loss histogram, tokens coloured by loss, top-k on click), with
+  the training loss so far (thinned to ``history_points``) and the spikes found so far
+  as marks. The page carries that one batch (its captured rows with ``batch_top_k``
+  candidates per position) and no probe step, so its size depends on the step's captured
+  rows, not on the run.
+
+Every batch record received (one per optimizer step) is appended to
+``<run folder>/seqviz/steps.jsonl.batches`` (the panel is made from it) and goes into
+the artifact beside ``steps.jsonl``, so ``seqviz spikes`` reads the downloaded artifact.
 
 Every line received is also appended to ``<run folder>/seqviz/steps.jsonl``; on
 :meth:`WandbMirror.close` (or :meth:`WandbMirror.log_artifact`) that file and a
@@ -41,13 +53,15 @@ from seqviz_trackers.storage.jsonl import TrainingDataReader, encode_entry
 
 from .tables import BATCH_COLUMNS, BATCH_DTYPES, COLUMNS, DTYPES, batch_rows, count_rows, entry_rows, step_scalars
 
-__all__ = ["WandbMirror", "TOKENS_KEY", "DASHBOARD_KEY", "TRAIN_BATCHES_KEY", "STEP_METRIC", "ARTIFACT_TYPE"]
+__all__ = ["WandbMirror", "TOKENS_KEY", "DASHBOARD_KEY", "TRAIN_BATCHES_KEY", "TRAIN_BATCH_KEY", "STEP_METRIC",
+           "ARTIFACT_TYPE"]
 
 log = logging.getLogger("seqviz_trackers.wandb")
 
 TOKENS_KEY = "seqviz/tokens"
 DASHBOARD_KEY = "seqviz/dashboard"
 TRAIN_BATCHES_KEY = "seqviz/train_batches"
+TRAIN_BATCH_KEY = "seqviz/train_batch"
 STEP_METRIC = "train/global_step"
 ARTIFACT_TYPE = "seqviz"
 
@@ -59,12 +73,15 @@ class WandbMirror:
         run: a run from ``wandb.init()``, or True for the active ``wandb.run``
             (looked up at each step until one exists, so the logger may be built
             before ``wandb.init`` or a Trainer's ``WandbCallback`` starts the run).
-        html: log the ``seqviz/dashboard`` HTML panel.
+        html: log the ``seqviz/dashboard`` HTML panel (and, at capture steps, ``seqviz/train_batch``).
         history_points: at most this many loss points are inlined in each panel
             (evenly spaced, always ending at the current step), so a page's size
             depends on its step's entry, not on the length of the run.
         series_points: at most this many steps of each token's p(target) / rank
             series are inlined in each panel (0: no training dynamics in the panel).
+        batch_top_k: candidates per position kept in the ``seqviz/train_batch`` panel (the
+            detail panel's top 5; None: all that were captured, 20 by default, about 2.5
+            times the page). The batches copy and the artifact keep them all.
         artifact_on_close: log the ``seqviz`` artifact in :meth:`close`.
         artifact_name: the artifact's name; default ``seqviz-<run id>``.
 
@@ -79,6 +96,7 @@ class WandbMirror:
         html: bool = True,
         history_points: int = 2000,
         series_points: int = 24,
+        batch_top_k: int | None = 5,
         artifact_on_close: bool = True,
         artifact_name: str | None = None,
     ):
@@ -91,6 +109,7 @@ class WandbMirror:
         self.html = html
         self.history_points = max(2, history_points)
         self.series_points = series_points
+        self.batch_top_k = batch_top_k
         self.artifact_on_close = artifact_on_close
         self.artifact_name = artifact_name
         self.run: Any = None
@@ -101,10 +120,13 @@ class WandbMirror:
         self.failures = 0
         self._unreported = 0
         self.last_html_bytes: int | None = None
+        self.last_batch_html_bytes: int | None = None
         self._copy: Any = None
         self._table: Any = None
         self._batch_table: Any = None
         self.batch_rows_logged = 0
+        self._batches_copy: Any = None  # <copy_path>.batches: every batch record received
+        self._batch_source: Any = None  # a reader of copy_path, through which the panel finds that file
         self._history: list[dict[str, Any]] = []
         self._dynamics: Any = None      # a seqviz_trackers.dynamics.Dynamics, fed each step
         self._previous: dict[str, Any] | None = None  # the entry before, for the change since it
@@ -181,10 +203,17 @@ class WandbMirror:
             self._drop_sent_rows()
 
     def log_batch(self, record: dict[str, Any], line: bytes | None = None) -> None:
-        """Mirror one optimizer step's training-batch record: at a capture step, its captured
-        rows as ``seqviz/train_batches`` rows; other steps log nothing."""
+        """Mirror one optimizer step's training-batch record: kept in the run folder's copy;
+        at a capture step, its captured rows as ``seqviz/train_batches`` rows and its batch
+        view as the ``seqviz/train_batch`` panel; other steps log nothing to W&B."""
         run = self._active_run()
-        if run is None or self.disabled or not record.get("capture"):
+        if run is None or self.disabled:
+            return
+        try:
+            self._keep_batch(record, line)
+        except Exception as exc:
+            self._fail(f"copying the training batch of step {record.get('step')}", exc)
+        if not record.get("capture"):
             return
         rows = list(batch_rows(record))
         if not rows:
@@ -193,12 +222,58 @@ class WandbMirror:
             if self._batch_table is None:
                 self._batch_table = wandb.Table(columns=list(BATCH_COLUMNS), dtype=list(BATCH_DTYPES), log_mode="INCREMENTAL")
             _add_rows(self._batch_table, iter(rows))
-            run.log({TRAIN_BATCHES_KEY: self._batch_table, STEP_METRIC: record["step"]})
+            payload: dict[str, Any] = {TRAIN_BATCHES_KEY: self._batch_table, STEP_METRIC: record["step"]}
+            page = self._batch_panel(record["step"])
+            if page is not None:
+                payload[TRAIN_BATCH_KEY] = page
+            run.log(payload)
             self.batch_rows_logged += len(rows)
         except Exception as exc:
             self._fail(f"logging the training batch of step {record.get('step')}", exc)
         finally:
             self._drop_sent_rows(self._batch_table)
+
+    def _keep_batch(self, record: dict[str, Any], line: bytes | None) -> None:
+        """Append the record to ``<copy_path>.batches`` (where the batches of the copy live)."""
+        if self._batches_copy is None:
+            from seqviz_trackers.storage.batches import batches_path
+
+            self._batches_copy = open(batches_path(self.copy_path), "ab", buffering=0)
+        if line is None:
+            from seqviz_trackers.storage.batches import encode_batch
+
+            line = encode_batch(record)
+        self._batches_copy.write(line)
+
+    def _batch_panel(self, step: int) -> Any:
+        """The ``seqviz/train_batch`` panel of capture step ``step``: the dashboard opened on its
+        batch; None when the panel is off or cannot be made (the table is still logged)."""
+        if not self.html or self._batches_copy is None:
+            return None
+        try:
+            from seqviz_trackers.serve.export import batches_extra, export_html
+        except ImportError:
+            self._warn_once("no-export", "seqviz: the dashboard export (seqviz_trackers.serve.export) is not available; "
+                            f"{DASHBOARD_KEY} and {TRAIN_BATCH_KEY} are not logged")
+            return None
+        try:
+            if self._batch_source is None:
+                self._batch_source = TrainingDataReader(self.copy_path)
+            extra = batches_extra(self._batch_source, steps=[step], points=self.history_points)
+            if extra is None:
+                return None
+            if self.batch_top_k is not None:
+                for batch in extra["train_batches"]["batch"].values():
+                    _keep_candidates(batch.get("capture"), self.batch_top_k)
+            extra["open"] = f"batch={step}"  # the address the page opens at (web/sources.js)
+            page = export_html([], title=f"{self.run.name or self.run.id} \u00b7 training batch \u00b7 step {step}",
+                               extra=extra)
+        except Exception as exc:
+            self._warn_once("batch-export-failed", f"seqviz: the {TRAIN_BATCH_KEY} panel of step {step} could not be "
+                            f"made ({type(exc).__name__}: {exc}); the {TRAIN_BATCHES_KEY} table is still logged")
+            return None
+        self.last_batch_html_bytes = len(page.encode("utf-8"))
+        return wandb.Html(page, inject=False)
 
     def _drop_sent_rows(self, table: Any = None) -> None:
         """Free the rows of the step just logged (or failed): an incremental table
@@ -284,6 +359,8 @@ class WandbMirror:
                           "first_step": self._history[0]["step"], "last_step": self._history[-1]["step"]},
             )
             artifact.add_file(str(self.copy_path), name="steps.jsonl")
+            if self._batches_copy is not None:
+                artifact.add_file(self._batches_copy.name, name="steps.jsonl.batches")
             for name, rows in zip(names, _chunks(self._all_rows(), limit)):
                 table = wandb.Table(columns=list(COLUMNS), dtype=list(DTYPES))
                 _add_rows(table, rows)
@@ -310,6 +387,8 @@ class WandbMirror:
             self.log_artifact()
         if self._copy is not None:
             self._copy.close()
+        if self._batches_copy is not None:
+            self._batches_copy.close()
         if self._unreported:
             log.warning("seqviz: %d W&B calls failed in all (%d after the first warning); the JSONL file "
                         "(and %s) has every step", self.failures, self._unreported, self.copy_path)
@@ -344,6 +423,15 @@ def _add_rows(table: Any, rows: Iterator[list[Any]]) -> None:
     if first is not None:
         table.add_data(*first)
         table.data.extend(rows)
+
+
+def _keep_candidates(entry: dict[str, Any] | None, k: int) -> None:
+    """Keep the first ``k`` candidates (the most likely) of each prediction of ``entry``."""
+    for seq in (entry or {}).get("sequences") or ():
+        for pred in seq.get("predictions") or ():
+            for field in ("top_k", "top_20"):
+                if isinstance(pred.get(field), list):
+                    pred[field] = pred[field][:max(1, k)]
 
 
 def _export_html() -> Callable[..., str] | None:

@@ -135,7 +135,10 @@ def export_html(entries: list[dict], *, steps: list[dict] | None = None, title: 
     entries_text = _json_text([step_view(entry, with_candidates=True) for entry in entries])
     data_text = '{"entries":' + entries_text + "," + _json_text(data)[1:]
     packed = base64.b64encode(gzip.compress(data_text.encode("utf-8"), 6, mtime=0)).decode("ascii")
-    wrapper = '{"title":' + _html_safe(_json_text(data["title"])) + ',"encoding":"gzip+base64","data":"' + packed + '"}'
+    opens = extra.get("open") if isinstance(extra, dict) else None  # needed before the data is unpacked
+    wrapper = ('{"title":' + _html_safe(_json_text(data["title"]))
+               + (',"open":' + _html_safe(_json_text(opens)) if isinstance(opens, str) else "")
+               + ',"encoding":"gzip+base64","data":"' + packed + '"}')
     page_title = html.escape(title or "seqviz export").replace("/", "&#47;")
     css = _dashboard_css()
     return (
@@ -265,7 +268,8 @@ def runs_compare_extra(reader_a: Any, reader_b: Any, entries: list[dict], names:
                    "answers": answers, "dynamics": dynamics_extra(dynamics_for(reader_b), aligned, points=points)["dynamics"]}}
 
 
-def batches_extra(reader: Any, *, limit: int = 24) -> dict[str, Any] | None:
+def batches_extra(reader: Any, *, limit: int = 24, steps: list[int] | None = None,
+                  points: int | None = None) -> dict[str, Any] | None:
     """The training batches of the run ``reader`` reads, for ``export_html(extra=...)``;
     None when the run has none (no ``<run>.jsonl.batches`` beside it, or an empty one).
 
@@ -273,6 +277,8 @@ def batches_extra(reader: Any, *, limit: int = 24) -> dict[str, Any] | None:
     line and marks) and ``batch`` at the steps carried: every spike, then the other steps
     with a per-token capture, at most ``limit`` steps in all (the latest captured ones are
     kept when there are more), so the page's size does not grow with the length of the run.
+    ``steps``: carry the batches of these recorded steps instead. ``points``: at most this
+    many steps' losses for the chart's line (evenly spaced; the spike marks are all kept).
 
     Returns:
         ``{"train_batches": {"summary": {"steps", "spikes", "available": [step]}, "batch": {step: batch answer}}}``.
@@ -284,9 +290,17 @@ def batches_extra(reader: Any, *, limit: int = 24) -> dict[str, Any] | None:
     summary = summary_json(breader)
     if not summary["steps"]:
         return None
-    spikes = summary["spikes"][-limit:]
-    captured = [s["step"] for s in summary["steps"] if s["captured"] and not s["spike"]]
-    room = limit - len(spikes)
-    chosen = sorted(set(spikes) | set(captured[len(captured) - room:] if room > 0 else []))
+    if steps is not None:
+        recorded = {s["step"] for s in summary["steps"]}
+        chosen = sorted(set(steps) & recorded)
+    else:
+        spikes = summary["spikes"][-limit:]
+        captured = [s["step"] for s in summary["steps"] if s["captured"] and not s["spike"]]
+        room = limit - len(spikes)
+        chosen = sorted(set(spikes) | set(captured[len(captured) - room:] if room > 0 else []))
+    if points is not None:
+        from ..dynamics.tracks import evenly_spaced
+
+        summary["steps"] = [summary["steps"][i] for i in evenly_spaced(len(summary["steps"]), max(2, points))]
     batches = {str(step): batch_json(breader, step) for step in chosen}
     return {"train_batches": {"summary": {**summary, "available": chosen}, "batch": batches}}

@@ -110,7 +110,7 @@ export class Dashboard {
     this.mount = mount;
     this.source = source;
     this.options = options;
-    const hash = readHash(location.hash);
+    const hash = readHash(location.hash.length > 1 ? location.hash : source.startHash || "");
     this.state = {
       runs: [], runProblems: [], run: hash.run || null,
       steps: [], history: null, problems: [],
@@ -351,7 +351,7 @@ export class Dashboard {
       this.state.wantStep = null;
     }
     if (index >= 0) await this.goIndex(index, { keepFollow: true });
-    else this.showBanner("Waiting for the first step\u2026", "wait");
+    else if (!this.state.batch.open) this.showBanner("Waiting for the first step\u2026", "wait");  // a page of a batch only shows it
   }
 
   /** The logged steps are now `steps` (and, when given, the skipped lines and the loss history). */

@@ -1,7 +1,7 @@
 // The dashboard's entry module. TensorBoard imports it and calls render(); the
 // standalone server's index.html calls render({source: "websocket"}); an exported
 // page carries its data in a JSON script element with id "seqviz-data":
-// {title, encoding: "gzip+base64", data} (seqviz_trackers/serve/export.py), or the data itself.
+// {title, open?, encoding: "gzip+base64", data} (seqviz_trackers/serve/export.py), or the data itself.
 
 import { Dashboard } from "./app.js";
 import { FetchSource, WebSocketSource, InlineSource } from "./sources.js";
@@ -40,7 +40,8 @@ export function render(options = {}) {
   } else if (mode === "inline") {
     const data = JSON.parse(inlineData.textContent);
     title = title || data.title;
-    source = new InlineSource(data.encoding === "gzip+base64" ? unpackPageData(data.data) : data);
+    source = new InlineSource(data.encoding === "gzip+base64" ? unpackPageData(data.data) : data,
+                              typeof data.open === "string" ? data.open : "");
   } else {
     const base = options.base || new URL("./", import.meta.url).href;
     addStylesheet(new URL("./dashboard.css", base).href);

@@ -219,13 +219,16 @@ export class WebSocketSource extends SourceBase {
  *  batches and batch (at the steps it lists as available); `extra.dynamics` (written by
  *  seqviz_trackers.export.dynamics_extra) answers sequences / series / diff for the inlined
  *  steps; `extra.vs` (runs_compare_extra) answers compare_runs at those steps and the
- *  series of the run compared with (listed by `runs` as compare_only); other routes are
- *  answered from `extra[route]` when present. */
+ *  series of the run compared with (listed by `runs` as compare_only); `extra.open` is the
+ *  address the page opens at when it has none (the W&B batch panel: "batch=N"); other routes
+ *  are answered from `extra[route]` when present. */
 export class InlineSource extends SourceBase {
-  /** `data`: the page's data, or a promise of it (a packed page is unpacked first). */
-  constructor(data) {
+  /** `data`: the page's data, or a promise of it (a packed page is unpacked first);
+   *  `startHash`: its `extra.open`, known before the data is unpacked. */
+  constructor(data, startHash = "") {
     super();
     this.data = {};
+    this.startHash = startHash;
     this.entries = new Map();
     this.infos = [];
     this.loaded = Promise.resolve(data).then((d) => this.load(d));
@@ -236,6 +239,8 @@ export class InlineSource extends SourceBase {
     for (const entry of this.data.entries || []) this.entries.set(entry.step, entry);
     this.infos = [...this.entries.values()].map(stepInfo).sort((a, b) => a.step - b.step);
     this.runName = this.data.title || "export";
+    // the address the page opens at when it has none of its own (`extra.open`, e.g. "batch=N")
+    if (!this.startHash && this.data.extra && typeof this.data.extra.open === "string") this.startHash = this.data.extra.open;
   }
   async get(route, params = {}) {
     await this.loaded;
