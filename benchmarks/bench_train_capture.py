@@ -1,18 +1,21 @@
 """Cost of training-batch capture (``capture_train=``), measured in one run.
 
 For two models it trains with plain optimizer steps (forward with labels, backward, AdamW)
-in three modes, alternated so that load from other processes hits each alike:
+in four modes, alternated so that load from other processes hits each alike:
 
 - ``base``: no capture;
 - ``rows``: every step's row losses (``CaptureOptions(every=0)``: the per-row loss, hash and
   the per-micro-batch spike check; no per-token capture unless a spike), through the same
-  forward hooks as the Hugging Face callback (``integrations._capture.ForwardCapture``);
+  forward hooks as the Hugging Face callback (``integrations._capture.ForwardCapture``), the
+  token losses taken from the model's own loss computation;
+- ``rows_logits``: the same, the row losses computed from the logits (``reuse_loss=False``:
+  what a model whose loss the capture cannot take gets: one more cross-entropy pass);
 - ``capture``: a full per-token capture at every step (``every=1``: 4 top + 4 random rows
   through the converter), to price one capture step.
 
 It prints the median CPU seconds per step of each mode (this process's CPU time: training
 runs on one thread, and other processes' load barely touches it; wall time beside it) and
-the ratios: ``rows / base`` (goal <= 1.03) and, with a full capture every 100 steps,
+the ratios: ``rows / base`` (goal <= 1.03; ``rows_logits / base`` beside it) and, with a full capture every 100 steps,
 ``(99 * rows + capture) / (100 * base)`` (goal <= 1.05), made from the same measured steps.
 The same ratios are also given from the CPU time spent inside the capture itself (its
 ``add`` and ``finish``, timed around the calls), which the load of other processes and the
@@ -48,7 +51,10 @@ import torch
 from seqviz_trackers.capture import BatchCapture, CaptureOptions
 from seqviz_trackers.integrations._capture import ForwardCapture
 
-MODES = {"base": None, "rows": CaptureOptions(every=0), "capture": CaptureOptions(every=1)}
+# mode -> (options, take the token losses from the model's loss); None: no capture
+MODES: dict[str, tuple[CaptureOptions, bool] | None] = {
+    "base": None, "rows": (CaptureOptions(every=0), True), "rows_logits": (CaptureOptions(every=0), False),
+    "capture": (CaptureOptions(every=1), True)}
 
 
 def demo_vocab() -> tuple[int, int, int]:
@@ -78,14 +84,14 @@ def timed(fn: Any, spent: list[float]) -> Any:
     return wrapper
 
 
-def time_steps(model: Any, opt: Any, ids: torch.Tensor, options: CaptureOptions | None, steps: int,
+def time_steps(model: Any, opt: Any, ids: torch.Tensor, mode: tuple[CaptureOptions, bool] | None, steps: int,
                first_step: int, inside: list[float] | None = None) -> list[tuple[float, float]]:
     """(CPU s, wall s) of each of ``steps`` optimizer steps in one mode; ``inside`` gets the
     CPU seconds spent in the capture itself (``add`` and ``finish``)."""
     hooks = None
-    if options is not None:
+    if mode is not None:
         step = [first_step]
-        hooks = ForwardCapture(options, None, lambda: step[0])
+        hooks = ForwardCapture(mode[0], None, lambda: step[0], reuse_loss=mode[1])
         if inside is not None:
             hooks.capture.add = timed(hooks.capture.add, inside)
             hooks.capture.finish = timed(hooks.capture.finish, inside)
@@ -113,6 +119,7 @@ def time_case(vocab: int, batch: int, length: int, steps: int, repeat: int) -> d
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     ids = torch.randint(0, vocab, (batch, length), generator=torch.Generator().manual_seed(0))
     time_steps(model, opt, ids, MODES["rows"], 1, 1)  # warm up (allocator, kernels), capture included
+    time_steps(model, opt, ids, MODES["rows_logits"], 1, 1)
     time_steps(model, opt, ids, None, 1, 1)
     times: dict[str, list[tuple[float, float]]] = {m: [] for m in MODES}
     inside: dict[str, list[float]] = {m: [] for m in MODES}
@@ -122,14 +129,16 @@ def time_case(vocab: int, batch: int, length: int, steps: int, repeat: int) -> d
             times[mode] += time_steps(model, opt, ids, options, steps, at, inside[mode])
             at += steps
     med = {m: (statistics.median(c for c, _ in t), statistics.median(w for _, w in t)) for m, t in times.items()}
-    base, rows, cap = (med[m][0] for m in ("base", "rows", "capture"))
+    base, rows, rows_logits, cap = (med[m][0] for m in ("base", "rows", "rows_logits", "capture"))
     n = steps * repeat
-    rows_in, cap_in = sum(inside["rows"]) / n, sum(inside["capture"]) / n
+    rows_in, logits_in, cap_in = (sum(inside[m]) / n for m in ("rows", "rows_logits", "capture"))
     return {"vocab": vocab, "batch": batch, "length": length, "steps_per_mode": steps * repeat,
             "cpu_s": {m: round(v[0], 5) for m, v in med.items()}, "wall_s": {m: round(v[1], 5) for m, v in med.items()},
-            "rows_ratio": rows / base, "every100_ratio": (99 * rows + cap) / (100 * base), "capture_step_ratio": cap / base,
-            "inside_s": {"rows": round(rows_in, 5), "capture": round(cap_in, 5)},
-            "inside_rows_ratio": 1 + rows_in / base, "inside_every100_ratio": 1 + (99 * rows_in + cap_in) / (100 * base)}
+            "rows_ratio": rows / base, "rows_logits_ratio": rows_logits / base,
+            "every100_ratio": (99 * rows + cap) / (100 * base), "capture_step_ratio": cap / base,
+            "inside_s": {"rows": round(rows_in, 5), "rows_logits": round(logits_in, 5), "capture": round(cap_in, 5)},
+            "inside_rows_ratio": 1 + rows_in / base, "inside_rows_logits_ratio": 1 + logits_in / base,
+            "inside_every100_ratio": 1 + (99 * rows_in + cap_in) / (100 * base)}
 
 
 def peak_rss() -> int:
@@ -150,10 +159,11 @@ def memory_child(batch: int, length: int, vocab: int, mode: str) -> dict[str, An
     logits = torch.empty(batch, length, vocab, device=device).normal_()  # in place: randn would peak higher first
     ids = torch.randint(0, vocab, (batch, length), device=device)
     size = logits.numel() * logits.element_size()
-    warm = BatchCapture(MODES[mode])  # the code paths once, on one row (a view): library pages, lazy set-up
+    options = MODES[mode][0]
+    warm = BatchCapture(options)  # the code paths once, on one row (a view): library pages, lazy set-up
     warm.add(logits[:1], ids[:1], ids[:1], step=1)
     warm.finish(1)
-    cap = BatchCapture(MODES[mode])
+    cap = BatchCapture(options)
     if cuda:
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
@@ -201,20 +211,23 @@ def main() -> None:
     demo = demo_vocab()
     cases = [("demo model", demo, args.steps_demo), ("2-layer, B=8 T=512 V=50257", (50257, 8, 512), args.steps_large)]
     print("CPU seconds per optimizer step (median), and the ratios to no capture:")
-    print(f"{'case':28} {'base s/step':>11} {'rows':>9} {'capture':>9}   rows/base  every-100/base  capture-step/base")
+    print(f"{'case':28} {'base s/step':>11} {'rows':>9} {'rows_log':>9} {'capture':>9}   rows/base  "
+          "rows_logits/base  every-100/base  capture-step/base")
     results = []
     for name, (vocab, batch, length), steps in cases:
         r = time_case(vocab, batch, length, steps, args.repeat)
         results.append((name, r))
         c = r["cpu_s"]
-        print(f"{name:28} {c['base']:11.4f} {c['rows']:9.4f} {c['capture']:9.4f}   {r['rows_ratio']:9.4f}  "
-              f"{r['every100_ratio']:14.4f}  {r['capture_step_ratio']:17.3f}   (median of {r['steps_per_mode']} steps)")
+        print(f"{name:28} {c['base']:11.4f} {c['rows']:9.4f} {c['rows_logits']:9.4f} {c['capture']:9.4f}   "
+              f"{r['rows_ratio']:9.4f}  {r['rows_logits_ratio']:16.4f}  {r['every100_ratio']:14.4f}  "
+              f"{r['capture_step_ratio']:17.3f}   (median of {r['steps_per_mode']} steps)")
     print("\nthe same from the CPU time spent inside the capture (add + finish), which other processes' load does not blur:")
-    print(f"{'case':28} {'rows s/step':>11} {'capture':>9}   rows/base  every-100/base")
+    print(f"{'case':28} {'rows s/step':>11} {'rows_log':>9} {'capture':>9}   rows/base  rows_logits/base  every-100/base")
     for name, r in results:
         i = r["inside_s"]
-        print(f"{name:28} {i['rows']:11.4f} {i['capture']:9.4f}   {r['inside_rows_ratio']:9.4f}  {r['inside_every100_ratio']:14.4f}")
-    print("\npeak extra memory of capture / size of the logits")
+        print(f"{name:28} {i['rows']:11.4f} {i['rows_logits']:9.4f} {i['capture']:9.4f}   {r['inside_rows_ratio']:9.4f}  "
+              f"{r['inside_rows_logits_ratio']:16.4f}  {r['inside_every100_ratio']:14.4f}")
+    print("\npeak extra memory of capture / size of the logits (row losses computed from the logits: the larger case)")
     for name, (vocab, batch, length), _steps in cases:
         for mode in ("rows", "capture"):
             m = memory(batch, length, vocab, mode)

@@ -224,8 +224,12 @@ class BatchCapture:
 
     # -- each micro-batch ------------------------------------------------------------
     def add(self, logits: Any, input_ids: Any, labels: Any = None, attention_mask: Any = None, *,
-            step: int, index: Any = None) -> None:
-        """One micro-batch of optimizer step ``step`` (``labels`` unshifted, ``-100`` ignored)."""
+            step: int, index: Any = None, token_losses: Any = None) -> None:
+        """One micro-batch of optimizer step ``step`` (``labels`` unshifted, ``-100`` ignored).
+
+        ``token_losses``: ``(B, T)`` cross-entropy of each position's prediction of the next
+        label, as the model's own loss computed them (then the row losses take no second pass
+        over the logits); None: computed here."""
         import torch
 
         if logits.dim() == 2:
@@ -240,7 +244,11 @@ class BatchCapture:
         targets = ids if labels is None else _as_2d("labels", labels, (batch, length)).to(device)
         with torch.no_grad():
             valid, next_target = next_token_targets(mask, targets.long())
-            sums, counts = row_loss_sums(logits.detach(), valid, next_target)
+            if token_losses is not None:
+                sums = token_losses.detach().to(device).masked_fill(~valid, 0).double().sum(1)
+                counts = valid.sum(1)
+            else:
+                sums, counts = row_loss_sums(logits.detach(), valid, next_target)
             h1, h2 = row_hashes(ids, mask)
             idx = torch.full((batch,), _NO_INDEX, dtype=torch.long, device=device)
             if index is not None:

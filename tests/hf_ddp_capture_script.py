@@ -22,6 +22,14 @@ from seqviz_trackers.integrations import VisualizationCallback  # noqa: E402
 
 def main(out: Path) -> None:
     torch.set_num_threads(1)
+    calls = []  # every cross-entropy pass of this rank: the loss's, and any the capture would add
+    real = torch.nn.functional.cross_entropy
+
+    def counting(*args, **kwargs):
+        calls.append(kwargs.get("reduction", "mean"))
+        return real(*args, **kwargs)
+
+    torch.nn.functional.cross_entropy = counting
     tok = tokenizer()
     data = [dict(ex, idx=i) for i, ex in enumerate(dataset(tok, repeat=4))]  # 24 examples
     viz = VisualizationCallback(out / "viz.jsonl", capture_train=CaptureOptions(every=2, top_rows=2, random_rows=1))
@@ -31,7 +39,7 @@ def main(out: Path) -> None:
                       data_collator=IndexedCollator(tok), callbacks=[viz])
     trainer.train()
     rank = int(os.environ["RANK"])
-    report = {"rank": rank, "world_size": trainer.args.world_size}
+    report = {"rank": rank, "world_size": trainer.args.world_size, "cross_entropy": calls}
     (out / f"rank{rank}.json").write_text(json.dumps(report))
 
 

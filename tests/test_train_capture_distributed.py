@@ -24,6 +24,10 @@ def read(path) -> list[dict]:
 def test_two_ranks_rows_gathered_one_writer(tmp_path):
     torchrun(SCRIPT, tmp_path)
     assert sorted(p.name for p in tmp_path.glob("rank*.json")) == ["rank0.json", "rank1.json"]
+    for rank in (0, 1):
+        # 3 steps x 2 micro-batches: one cross-entropy pass each, the model's loss, whose token
+        # losses the row losses reuse (no second pass over the logits)
+        assert json.loads((tmp_path / f"rank{rank}.json").read_text())["cross_entropy"] == ["none"] * 6
 
     path = batches_path(tmp_path / "viz.jsonl")
     raw = Path(path).read_bytes()
