@@ -199,3 +199,65 @@ def test_the_logger_keeps_a_columns_file_beside_the_file_and_the_tensorboard_ass
         cols = columns_file.ColumnsReader(path, reader.files)
         records = [cols.get(info) for info in reader.steps]
         assert [r[0] for r in records if r is not None] == [e["step"] for e in entries], path
+
+
+def one_record_at_a_time(reader) -> Dynamics:
+    """Dynamics built one step at a time: each step's record on its own, or else its entry."""
+    cols = columns_file.ColumnsReader(reader.path, reader.files)
+    dyn = Dynamics()
+    for info in reader.steps:
+        record = cols.get(info)
+        if record is None or not dyn.add_columns(*record):
+            dyn.add_entry(reader.read(info))
+    return dyn
+
+
+def test_blocks_of_records_build_the_same_dynamics_as_one_record_at_a_time(tmp_path, monkeypatch):
+    entries = []
+    for step in range(40):
+        entry = entry_at(step * 3, ["probe", "third"] if 10 <= step < 14 else ["probe", "hostile", "third"])
+        if step in (20, 21):  # gaps in the positions: these records are decoded one by one
+            entry["sequences"][0]["predictions"] = entry["sequences"][0]["predictions"][::2]
+        for pred in entry["sequences"][-1]["predictions"] if step >= 25 else ():
+            if pred["target_rank"] > 20:  # a target outside the candidates, rank not logged: a bound
+                del pred["target_rank"]
+        entries.append(entry)
+    path = write(tmp_path / "run.jsonl", entries[:17])
+    reader = TrainingDataReader(path)
+    assert_same(dynamics_for(reader), from_entries(entries[:17]))
+    write(path, entries[17:])  # appended later: blocks continue the state built so far
+    reads = counting_reads(reader, monkeypatch)
+    dyn = dynamics_for(reader)
+    assert reads == []
+    for expected in (from_entries(entries), one_record_at_a_time(TrainingDataReader(path))):
+        assert_same(dyn, expected)
+        for ta, tb in zip(dyn.tracks, expected.tracks):
+            for field in ("rank_gt", "p_lt"):
+                a, b = getattr(ta, field), getattr(tb, field)
+                assert (a is None) == (b is None), field
+                if a is not None:
+                    np.testing.assert_array_equal(a[:ta.n], b[:tb.n], err_msg=field)
+    assert any(t.p_lt is not None for t in dyn.tracks)  # targets outside the candidates: bounds kept
+    assert len(dyn.events()) > 50
+
+    items = list(columns_file.ColumnsReader(path, reader.files).records(reader.steps))
+    blocks = [len(i) for i in items if isinstance(i, columns_file.Block)]
+    singles = [i[0] for i in items if isinstance(i, tuple)]
+    assert singles == [60, 63] and sum(blocks) + len(singles) == 40 and max(blocks) >= 10
+
+
+def test_blocks_reject_records_that_do_not_match(tmp_path):
+    entries = story()
+    path = write(tmp_path / "run.jsonl", entries)
+    reader = TrainingDataReader(path)
+    cols = path + columns_file.SUFFIX
+    with open(cols, "r+b") as f:  # one byte of the fourth record's body changed
+        size = os.path.getsize(cols)
+        f.seek(size * 4 // 12 - 40)
+        byte = f.read(1)
+        f.seek(-1, os.SEEK_CUR)
+        f.write(bytes([byte[0] ^ 0xFF]))
+    items = list(columns_file.ColumnsReader(path, reader.files).records(reader.steps))
+    assert sum(1 if not isinstance(i, columns_file.Block) else len(i) for i in items) == 12
+    assert items.count(None) == 1
+    assert_same(dynamics_for(reader), from_entries(entries))
