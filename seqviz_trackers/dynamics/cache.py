@@ -23,7 +23,7 @@ class _RunState:
     """A reader's :class:`Dynamics`, the step index it was built from, its columns file, and recent diffs."""
 
     def __init__(self, reader: Any) -> None:
-        self.columns = ColumnsReader(reader.path, reader.files)
+        self.columns = getattr(reader, "columns", None) or ColumnsReader(reader.path, reader.files)
         self.lock = threading.Lock()
         self.dyn = Dynamics()
         self.infos: list[Any] = []

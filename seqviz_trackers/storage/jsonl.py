@@ -336,9 +336,13 @@ def _edges(f: BinaryIO, end: int) -> tuple[bytes, bytes]:
 
 class LocalFiles:
     """The local file system: ``stat`` gives (size, identity) or None when missing.
+    Small reads are cheap (``small_reads``): a reader may locate lines from the columns
+    file and read only their first bytes.
 
     Only regular files are read: a folder, FIFO or device where a run's file should be
     raises :class:`OSError` (opening a FIFO would wait for a writer forever)."""
+
+    small_reads = True
 
     def open(self, path: str) -> BinaryIO:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
@@ -460,6 +464,10 @@ class TrainingDataReader:
         self.path = str(path)
         self.files: Files = files or LocalFiles()
         self._lock = threading.RLock()
+        from .columns import ColumnsReader
+
+        #: the columns file beside this one (its records locate lines, and feed the dynamics views)
+        self.columns = ColumnsReader(self.path, self.files)
         self._clear()
 
     def _clear(self) -> None:
@@ -503,6 +511,9 @@ class TrainingDataReader:
         if size <= max(self._offset, self._scanned):
             return update
         with self.files.open(self.path) as f:
+            if self._scanned <= self._offset and getattr(self.files, "small_reads", False):
+                self._index_from_columns(f, size, update)
+                self._scanned = self._offset
             # Bytes from self._offset (the start of an incomplete last line) to self._scanned
             # hold no newline: only what came after them is read, so a huge fragment costs
             # its bytes once, not once per poll.
@@ -528,6 +539,53 @@ class TrainingDataReader:
             self._scanned = pos  # an incomplete last line waits for its newline
             self._edges = (*_edges(f, self._offset), mtime)
         return update
+
+    def _index_from_columns(self, f: BinaryIO, size: int, update: Update) -> None:
+        """Index the lines that the columns file's records locate, from ``self._offset`` on,
+        reading only the start and the end of each line (not its whole bytes). A record is
+        used only when its line starts where the last one ended, holds the header the record
+        names (step, timestamp) and ends in a newline where the record says; lines between
+        records (written without one) are read as usual. It stops at the first record that
+        does not fit; the rest of the file is then read as usual."""
+        for offset, length, step, timestamp in self.columns.lines(self._offset):
+            end = offset + length
+            if end >= size:
+                return
+            if offset > self._offset:
+                self._index_span(f, offset, update)
+                if self._offset != offset:
+                    return
+            f.seek(offset)
+            head = f.read(min(length, 256))
+            f.seek(end)
+            m = _HEADER_RE.match(head)
+            if (f.read(1) != b"\n" or not m or b"\n" in head or int(m[1]) != step or int(m[1]) > MAX_STEP
+                    or _number(m[2]) != timestamp):
+                return
+            self._line += 1
+            self._add_info(StepInfo(step, self._line, offset, length, _number(m[3]), _number(m[4]), _number(m[2])), update)
+            self._offset = end + 1
+
+    def _index_span(self, f: BinaryIO, stop: int, update: Update) -> None:
+        """Index the complete lines from ``self._offset`` up to byte ``stop``, block by block."""
+        pos = self._offset
+        while self._offset < stop:
+            f.seek(pos)
+            block = f.read(min(_BLOCK, stop - pos))
+            if not block:
+                return
+            nl = block.rfind(b"\n")
+            if nl < 0:
+                pos += len(block)
+                continue
+            end = pos + nl + 1
+            if pos == self._offset:
+                data = block[:nl + 1]
+            else:  # a line began in an earlier block: its bytes are read now, once
+                f.seek(self._offset)
+                data = f.read(end - self._offset)
+            self._index_lines(data, self._offset, update)
+            self._offset = pos = end
 
     def _index_lines(self, data: bytes, base: int, update: Update) -> None:
         """Index the complete lines of ``data`` (those ending in a newline), found at ``base``."""
@@ -579,6 +637,9 @@ class TrainingDataReader:
             info = StepInfo(entry["step"], self._line, offset, end - start, finite_number(entry.get("loss")),
                             finite_number(entry.get("perplexity")), finite_number(entry.get("timestamp")))
             self._verified.add(self._line)
+        self._add_info(info, update)
+
+    def _add_info(self, info: StepInfo, update: Update) -> None:
         if info.step in self._by_step:
             self._changes += 1  # a step logged again: its earlier line no longer counts
         self._by_step[info.step] = info
