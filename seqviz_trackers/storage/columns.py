@@ -9,7 +9,11 @@ step instead of parsing about 700 bytes of JSON per position.
 The JSONL file stays the only source of truth. A record is used only when it matches
 its line (same offset, length, step and timestamp) and its checksum; otherwise, or when
 the columns file is missing, damaged or deleted, readers parse the line itself. The file
-may be deleted at any time; the next writer starts a new one.
+may be deleted at any time; the next writer starts a new one. The reader's index also
+locates lines from the records' offsets and lengths, checking each line's header and
+newline in the JSONL (:meth:`ColumnsReader.lines`), and the dynamics views read runs of
+records with the same sequences as one :class:`Block` of 2-D arrays
+(:meth:`ColumnsReader.records`).
 
 Record layout: ``b"SVC2"``, two little-endian uint32 (header and body lengths), a JSON
 header ``{"step", "offset", "length", "timestamp", "crc", "seqs": [{"key", "text", "n", "bound"?}],

@@ -5,7 +5,10 @@ worst leave an incomplete *last* line, which the next writer removes and every r
 skips. A writer holds an exclusive advisory lock (``flock``) on its file while it is
 open: a second writer on the same file is an error, so no writer ever cuts a line another
 is still writing; a write that fails (a full disk) is cut off again. Reading indexes the byte offset of each line once and extends the index as the
-file grows, so ``get_step`` is one seek and one parse, however long the run.
+file grows, so ``get_step`` is one seek and one parse, however long the run. Where the
+columns file (:mod:`~seqviz_trackers.storage.columns`) records a line, the index takes its
+offset and length from there and reads only the line's first bytes (its header) and its
+newline, not the whole line.
 """
 
 from __future__ import annotations
@@ -448,7 +451,8 @@ class TrainingDataReader:
       line is skipped and reported in ``problems`` with its line number.
 
     Indexing reads only each line's header (the fields :class:`TrainingDataWriter` writes
-    first), so a line whose header is fine but whose body is broken is found when it is
+    first) and finds its end (from the columns file where that locates the line, on local
+    files), so a line whose header is fine but whose body is broken is found when it is
     read: it then stops being a step at once (it leaves ``steps``, :meth:`get_step` gives
     None, and it joins ``problems``). :meth:`verify` reads every line not read yet, so that
     every step listed is one that can be read; :meth:`get_summary` does that first.
