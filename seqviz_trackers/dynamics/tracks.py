@@ -307,7 +307,7 @@ class Dynamics:
             self._events.append(rows[:, [3, 2, 4, 5, 6]].astype(np.int64))
         for vocab in block.vocab:
             for top, string in vocab.items():
-                self.vocab.setdefault(top, string)
+                self.vocab.setdefault(int(top), string)
         return True
 
     def _add(self, step: Any, seqs: list[tuple[Hashable, dict[str, Any] | None, Columns]]) -> None:

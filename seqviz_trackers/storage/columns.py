@@ -82,10 +82,15 @@ def encode_record(entry: dict[str, Any], offset: int, length: int, known: KnownI
     return _PREFIX.pack(MAGIC, len(header), len(body)) + header + body
 
 
-def checksum(seqs: Any, vocab: Any, body: bytes) -> int:
-    """The ``crc`` of a record: its sequences, its display strings and its arrays."""
-    covered = json.dumps([seqs, vocab], ensure_ascii=False, separators=(",", ":")).encode("utf-8", "surrogatepass")
+def checksum(seqs: Any, vocab: Any, body: bytes, seqs_json: bytes | None = None) -> int:
+    """The ``crc`` of a record: its sequences, its display strings and its arrays
+    (``seqs_json``: ``_compact(seqs)``, when the caller has it already)."""
+    covered = b"[" + (_compact(seqs) if seqs_json is None else seqs_json) + b"," + _compact(vocab) + b"]"
     return zlib.crc32(body, zlib.crc32(covered))
+
+
+def _compact(value: Any) -> bytes:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8", "surrogatepass")
 
 
 def decode_record(header: dict[str, Any], body: bytes) -> Record:
@@ -269,14 +274,18 @@ class ColumnsReader:
             return
         with f:
             run: list[tuple[dict[str, Any], bytes]] = []
+            seqs: Any = None
+            seqs_json = b""
             for item in found:
                 data = None
                 if item is not None:
                     header, body, blen = item
                     try:
+                        if header.get("seqs") != seqs or seqs is None:
+                            seqs, seqs_json = header.get("seqs"), _compact(header.get("seqs"))
                         f.seek(body)
                         data = f.read(blen)
-                        if checksum(header.get("seqs"), header.get("vocab"), data) != header.get("crc"):
+                        if checksum(seqs, header.get("vocab"), data, seqs_json) != header.get("crc"):
                             data = None
                     except (OSError, ValueError, TypeError):
                         data = None
@@ -299,7 +308,7 @@ class Block:
     steps: np.ndarray
     seqs: list[tuple[Hashable, int, int]]  # (key, text checksum, n) per sequence
     arrays: list[dict[str, np.ndarray]]
-    vocab: list[dict[int, str]]  # per record
+    vocab: list[dict[str, str]]  # per record, as in its header: display strings by top-1 id (a decimal string)
 
     def __len__(self) -> int:
         return len(self.steps)
@@ -315,7 +324,7 @@ class Block:
             get = {field: arrays[field][row] for field in arrays}
             out.append((key, text, Columns(index, get["prob"], get["rank"], get["loss"], get["entropy"], get["top1"], None,
                                            index, True, get.get("rank_gt"), get.get("p_lt"))))
-        return int(self.steps[row]), out, self.vocab[row]
+        return int(self.steps[row]), out, {int(k): v for k, v in self.vocab[row].items()}
 
 
 def _decode_run(run: list[tuple[dict[str, Any], bytes]]) -> Iterator[Block | Record | None]:
@@ -341,7 +350,7 @@ def _decode_run(run: list[tuple[dict[str, Any], bytes]]) -> Iterator[Block | Rec
         if len(set(keys)) < len(keys) or not all((a["pos"] == np.arange(n)).all() for a, (_k, _t, n) in zip(arrays, seqs)):
             raise ValueError("not a block")  # a sequence twice in a step, or gaps in positions: one by one
         yield Block(np.array([int(h["step"]) for h, _d in run], dtype=np.int64), seqs, arrays,
-                    [{int(k): v for k, v in h["vocab"].items()} for h, _d in run])
+                    [h["vocab"] for h, _d in run])
     except (ValueError, KeyError, TypeError):
         for h, data in run:
             try:

@@ -464,14 +464,15 @@ class TrainingDataReader:
     :meth:`get_latest`, :meth:`get_step`, :meth:`get_summary` (with its keys).
     """
 
-    def __init__(self, path: str | os.PathLike[str], files: Files | None = None):
+    def __init__(self, path: str | os.PathLike[str], files: Files | None = None, columns: Any = None):
         self.path = str(path)
         self.files: Files = files or LocalFiles()
         self._lock = threading.RLock()
         from .columns import ColumnsReader
 
-        #: the columns file beside this one (its records locate lines, and feed the dynamics views)
-        self.columns = ColumnsReader(self.path, self.files)
+        #: the columns file beside this one (its records locate lines, and feed the dynamics
+        #: views); ``columns`` shares another reader's of the same file (it is read once)
+        self.columns = columns if columns is not None else ColumnsReader(self.path, self.files)
         self._clear()
 
     def _clear(self) -> None:
