@@ -15,6 +15,7 @@ from factories import HOSTILE, bpe_tokenizer
 from seqviz_trackers import TrainingDataReader, TrainingDataWriter, tensor_to_training_entry
 from seqviz_trackers.storage import columns as columns_file
 from seqviz_trackers.dynamics import Dynamics, dynamics_for
+from seqviz_trackers.storage.jsonl import LocalFiles, encode_entry
 
 TEXTS = {"probe": "To be, or not to be, that is the question:",
          "hostile": f"{HOSTILE} \u2014 caf\u00e9 \U0001F600 \"quoted\" \\ back",
@@ -199,3 +200,161 @@ def test_the_logger_keeps_a_columns_file_beside_the_file_and_the_tensorboard_ass
         cols = columns_file.ColumnsReader(path, reader.files)
         records = [cols.get(info) for info in reader.steps]
         assert [r[0] for r in records if r is not None] == [e["step"] for e in entries], path
+
+
+def one_record_at_a_time(reader) -> Dynamics:
+    """Dynamics built one step at a time: each step's record on its own, or else its entry."""
+    cols = columns_file.ColumnsReader(reader.path, reader.files)
+    dyn = Dynamics()
+    for info in reader.steps:
+        record = cols.get(info)
+        if record is None or not dyn.add_columns(*record):
+            dyn.add_entry(reader.read(info))
+    return dyn
+
+
+def test_blocks_of_records_build_the_same_dynamics_as_one_record_at_a_time(tmp_path, monkeypatch):
+    entries = []
+    for step in range(40):
+        entry = entry_at(step * 3, ["probe", "third"] if 10 <= step < 14 else ["probe", "hostile", "third"])
+        if step in (20, 21):  # gaps in the positions: these records are decoded one by one
+            entry["sequences"][0]["predictions"] = entry["sequences"][0]["predictions"][::2]
+        for pred in entry["sequences"][-1]["predictions"] if step >= 25 else ():
+            if pred["target_rank"] > 20:  # a target outside the candidates, rank not logged: a bound
+                del pred["target_rank"]
+        entries.append(entry)
+    path = write(tmp_path / "run.jsonl", entries[:17])
+    reader = TrainingDataReader(path)
+    assert_same(dynamics_for(reader), from_entries(entries[:17]))
+    write(path, entries[17:])  # appended later: blocks continue the state built so far
+    reads = counting_reads(reader, monkeypatch)
+    dyn = dynamics_for(reader)
+    assert reads == []
+    for expected in (from_entries(entries), one_record_at_a_time(TrainingDataReader(path))):
+        assert_same(dyn, expected)
+        for ta, tb in zip(dyn.tracks, expected.tracks):
+            for field in ("rank_gt", "p_lt"):
+                a, b = getattr(ta, field), getattr(tb, field)
+                assert (a is None) == (b is None), field
+                if a is not None:
+                    np.testing.assert_array_equal(a[:ta.n], b[:tb.n], err_msg=field)
+    assert any(t.p_lt is not None for t in dyn.tracks)  # targets outside the candidates: bounds kept
+    assert len(dyn.events()) > 50
+
+    items = list(columns_file.ColumnsReader(path, reader.files).records(reader.steps))
+    blocks = [len(i) for i in items if isinstance(i, columns_file.Block)]
+    singles = [i[0] for i in items if isinstance(i, tuple)]
+    assert singles == [60, 63] and sum(blocks) + len(singles) == 40 and max(blocks) >= 10
+
+
+def test_blocks_reject_records_that_do_not_match(tmp_path):
+    entries = story()
+    path = write(tmp_path / "run.jsonl", entries)
+    reader = TrainingDataReader(path)
+    cols = path + columns_file.SUFFIX
+    with open(cols, "r+b") as f:  # one byte of the fourth record's body changed
+        size = os.path.getsize(cols)
+        f.seek(size * 4 // 12 - 40)
+        byte = f.read(1)
+        f.seek(-1, os.SEEK_CUR)
+        f.write(bytes([byte[0] ^ 0xFF]))
+    items = list(columns_file.ColumnsReader(path, reader.files).records(reader.steps))
+    assert sum(1 if not isinstance(i, columns_file.Block) else len(i) for i in items) == 12
+    assert items.count(None) == 1
+    assert_same(dynamics_for(reader), from_entries(entries))
+
+
+class WholeFiles(LocalFiles):
+    """Local files a reader must read whole (as on a remote file system): the index without the columns file."""
+
+    small_reads = False
+
+
+class CountingFiles(LocalFiles):
+    """Local files that count the bytes read from the JSONL file."""
+
+    def __init__(self) -> None:
+        self.read = 0
+
+    def open(self, path: str):
+        raw, files = super().open(path), self
+
+        class Counted:
+            def __enter__(self):
+                return self
+
+            def __exit__(self, *exc) -> None:
+                raw.close()
+
+            def seek(self, *a):
+                return raw.seek(*a)
+
+            def read(self, n: int = -1) -> bytes:
+                data = raw.read(n)
+                files.read += len(data) if path.endswith(".jsonl") else 0
+                return data
+
+        return Counted()
+
+
+def same_index(path: str, files=None) -> TrainingDataReader:
+    """A reader of ``path`` (indexing with the columns file), checked against one that reads the file whole."""
+    reader, whole = TrainingDataReader(path, files=files), TrainingDataReader(path, files=WholeFiles())
+    assert reader.steps == whole.steps
+    assert reader.problems == whole.problems
+    return reader
+
+
+def test_the_index_comes_from_the_columns_file_reading_only_the_start_and_end_of_each_line(tmp_path):
+    entries = story()
+    path = write(tmp_path / "run.jsonl", entries[:5])
+    files = CountingFiles()
+    reader = same_index(path, files)
+    assert [s.step for s in reader.steps] == [e["step"] for e in entries[:5]]
+    assert files.read < os.path.getsize(path) / 4
+    # lines without records (a writer without the columns file), a blank and a broken line, then records again
+    write(path, entries[5:7], columns=False)
+    with open(path, "ab") as f:
+        f.write(b"\n{not json}\n")
+    write(path, entries[7:])
+    before = files.read
+    assert [s.step for s in reader.refresh().new] == [e["step"] for e in entries[5:]]
+    between = sum(len(encode_entry(e)) for e in entries[5:7]) + 12
+    assert files.read - before < between + os.path.getsize(path) / 4
+    assert reader.steps == TrainingDataReader(path, files=WholeFiles()).steps
+    assert [p.line for p in reader.problems] == [9]
+    same_index(path)
+
+
+@pytest.mark.parametrize("change", ["other run", "rewritten in place", "truncated jsonl", "truncated columns",
+                                    "garbage columns", "lines inserted"])
+def test_the_index_is_right_whatever_the_columns_file_holds(tmp_path, change):
+    entries = story()
+    path = write(tmp_path / "run.jsonl", entries)
+    cols = path + columns_file.SUFFIX
+    data = open(path, "rb").read()
+    if change == "other run":  # another run's lines with the same steps and shapes, beside these records
+        other = [dict(e, timestamp=e["timestamp"] + 0.5, loss=1.25) for e in entries]
+        write(tmp_path / "b.jsonl", other, columns=False)
+        shutil.copy(tmp_path / "b.jsonl", path)
+    elif change == "rewritten in place":  # same size, lines moved: records point into the middle of lines
+        lines = data.splitlines(keepends=True)
+        with open(path, "r+b") as f:
+            f.write(b"".join(lines[1:] + lines[:1]))
+    elif change == "truncated jsonl":
+        with open(path, "r+b") as f:
+            f.truncate(len(data) - 1000)
+    elif change == "truncated columns":
+        with open(cols, "r+b") as f:
+            f.truncate(os.path.getsize(cols) // 2)
+    elif change == "garbage columns":
+        with open(cols, "r+b") as f:
+            f.seek(os.path.getsize(cols) // 3)
+            f.write(b"\xff" * 64)
+    else:
+        with open(path, "wb") as f:
+            f.write(b"\n\n" + data)
+    reader = same_index(path)
+    assert_same(dynamics_for(reader), from_entries([reader.read(s) for s in reader.steps]))
+    if change == "other run":
+        assert {s.loss for s in reader.steps} == {1.25}

@@ -14,7 +14,7 @@ import weakref
 from contextlib import contextmanager
 from typing import Any, Iterator
 
-from ..storage.columns import ColumnsReader
+from ..storage.columns import Block, ColumnsReader
 from .tracks import Dynamics
 
 __all__ = ["dynamics_for", "synced"]
@@ -23,7 +23,7 @@ class _RunState:
     """A reader's :class:`Dynamics`, the step index it was built from, its columns file, and recent diffs."""
 
     def __init__(self, reader: Any) -> None:
-        self.columns = ColumnsReader(reader.path, reader.files)
+        self.columns = getattr(reader, "columns", None) or ColumnsReader(reader.path, reader.files)
         self.lock = threading.Lock()
         self.dyn = Dynamics()
         self.infos: list[Any] = []
@@ -54,25 +54,49 @@ def _sync(reader: Any, state: _RunState) -> None:
         state.dyn, state.infos, state.diffs = Dynamics(), [], {}  # rewritten file or a step logged again
         n = 0
     start = time.perf_counter()
+    todo = infos[n:]
     demoted = False
-    for info in infos[n:]:
-        record = state.columns.get(info)
-        if record is not None and state.dyn.add_columns(*record):
-            state.infos.append(info)
-            continue
-        try:
-            entry = reader.read(info)
-        except ValueError:
-            demoted = True  # its line is broken: the reader no longer lists it as a step
-            continue
-        except OSError:
+    at = 0  # todo[:at] are done
+    for item in state.columns.records(todo):
+        if isinstance(item, Block):
+            block = item
+            while len(block) and not state.dyn.add_block(block):
+                done = _add_entry(reader, state, todo[at])  # a step the block cannot add: from its line
+                if done is None:
+                    break
+                demoted = demoted or not done
+                at, block = at + 1, block[1:]
+            else:
+                state.infos.extend(todo[at:at + len(block)])
+                at += len(block)
+                continue
             break  # the file went away mid-read; the next call tries again
-        state.dyn.add_entry(entry)
-        state.infos.append(info)
+        if item is not None and state.dyn.add_columns(*item):
+            state.infos.append(todo[at])
+        else:
+            done = _add_entry(reader, state, todo[at])
+            if done is None:
+                break
+            demoted = demoted or not done
+        at += 1
     else:
         if not demoted:
             state.sorted_ref = infos
     state.build_seconds += time.perf_counter() - start
+
+
+def _add_entry(reader: Any, state: _RunState, info: Any) -> bool | None:
+    """Add the step of ``info`` from its line: True when added, False when its line is broken
+    (the reader no longer lists it as a step), None when the file went away (try again later)."""
+    try:
+        entry = reader.read(info)
+    except ValueError:
+        return False
+    except OSError:
+        return None
+    state.dyn.add_entry(entry)
+    state.infos.append(info)
+    return True
 
 
 @contextmanager

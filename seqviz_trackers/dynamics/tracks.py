@@ -125,6 +125,49 @@ class _Track:
         self.last_seen[at] = step
         return gained, lost, since, last
 
+    def add_rows(self, steps: np.ndarray, arrays: dict[str, np.ndarray]) -> tuple[np.ndarray, ...]:
+        """Append several steps at once, each with positions ``0 .. n - 1`` (``arrays``: the
+        :class:`Columns` fields, one row per step); the same result as :meth:`add` step by step.
+        Returns per step the number of gained and lost positions, and the lost ones as rows
+        ``(step index, position, since-step, last top-1 step)``."""
+        k, n = arrays["rank"].shape
+        self._grow(self.n + k, n)
+        rows = slice(self.n, self.n + k)
+        self.steps[rows] = steps
+        self.row_of.update(zip(steps.tolist(), range(self.n, self.n + k)))
+        for field in ("prob", "loss", "entropy", "rank", "top1"):
+            getattr(self, field)[rows, :n] = arrays[field]
+        self.present[rows, :n] = True
+        if "rank_gt" in arrays and "p_lt" in arrays:
+            if self.p_lt is None:
+                for field, (dtype, fill) in self.BOUND.items():
+                    setattr(self, field, np.full(self.prob.shape, fill, dtype=dtype))
+            self.rank_gt[rows, :n] = arrays["rank_gt"]
+            self.p_lt[rows, :n] = arrays["p_lt"]
+        self.n += k
+
+        # learned-when state: what add() does step by step, along the rows
+        rank = arrays["rank"]
+        hit1 = rank == 1
+        before = np.concatenate([self.top1_now[None, :n], hit1[:-1]])
+        gained, lost = hit1 & ~before, before & ~hit1
+        index = np.arange(k)[:, None]
+        start = np.maximum.accumulate(np.where(gained, index, -1), axis=0)  # row where the top-1 run began
+        since = np.where(start >= 0, steps[np.maximum(start, 0)], self.since1[None, :n])
+        r, p = np.nonzero(lost)
+        prev = np.maximum(r - 1, 0)
+        events = np.stack([r, p, np.where(r > 0, since[prev, p], self.since1[p]),
+                           np.where(r > 0, steps[prev], self.last_seen[p])], 1).astype(np.int64)
+        self.times_forgotten[:n] += lost.sum(0, dtype=np.int32)
+        self.since1[:n] = np.where(hit1[-1], since[-1], -1)
+        self.top1_now[:n] = hit1[-1]
+        hit5 = (rank - 1).astype(np.uint64) < 5
+        miss = np.where(~hit5, index, -1).max(0)  # the last row outside the top 5
+        carried = np.where(self.since5[:n] >= 0, self.since5[:n], steps[0])
+        self.since5[:n] = np.where(~hit5[-1], -1, np.where(miss >= 0, steps[np.minimum(miss + 1, k - 1)], carried))
+        self.last_seen[:n] = steps[-1]
+        return gained.sum(1), lost.sum(1), events
+
     def set_text(self, seq: dict[str, Any], cols: Columns) -> None:
         """Take the tokens, and the targets at ``cols``' positions, from ``seq`` when they are new
         (call after :meth:`add`)."""
@@ -172,6 +215,12 @@ class _Grow:
         self.data[self.n] = value
         self.n += 1
 
+    def extend(self, values: np.ndarray) -> None:
+        while self.n + len(values) > len(self.data):
+            self.data = np.concatenate([self.data, np.zeros_like(self.data)])
+        self.data[self.n:self.n + len(values)] = values
+        self.n += len(values)
+
     def view(self) -> np.ndarray:
         return self.data[:self.n]
 
@@ -218,6 +267,47 @@ class Dynamics:
         self._add(step, [(key, None, cols) for key, _text, cols in seqs])
         for top, string in vocab.items():
             self.vocab.setdefault(top, string)
+        return True
+
+    def add_block(self, block: Any) -> bool:
+        """Add the steps of a :class:`~seqviz_trackers.storage.columns.Block` at once, as
+        :meth:`add_columns` would one by one. Returns False, adding nothing, when a sequence is
+        new or its text or targets are not known yet (then none of the block's steps can be added
+        this way: add its first step's entry, then the rest of the block)."""
+        steps = block.steps
+        if not len(steps):
+            return True
+        for key, text, n in block.seqs:
+            track = self._by_key.get(key)
+            if track is None or text != track.text or n > track.width or (track.target[:n] == -2).any():
+                return False
+        last = self.steps.data[self.steps.n - 1] if self.steps.n else -1
+        if steps[0] < 0 or steps[0] <= last or (np.diff(steps) <= 0).any():
+            raise ValueError(f"steps {steps.tolist()} do not increase after step {int(last)}")
+        k = len(steps)
+        n_gained = np.zeros(k, dtype=np.int64)
+        n_lost = np.zeros(k, dtype=np.int64)
+        events, numbers = [], []
+        for order, ((key, _text, _n), arrays) in enumerate(zip(block.seqs, block.arrays)):
+            track = self._by_key[key]
+            numbers.append(track.number)
+            gained, lost, rows = track.add_rows(steps, arrays)
+            n_gained += gained
+            n_lost += lost
+            if len(rows):
+                events.append(np.column_stack([rows[:, 0], np.full(len(rows), order), rows[:, 1],
+                                               np.full(len(rows), track.number), steps[rows[:, 0]], rows[:, 2], rows[:, 3]]))
+        self.steps.extend(steps)
+        self.gained.extend(n_gained)
+        self.forgotten.extend(n_lost)
+        self.step_seqs.extend(list(numbers) for _ in range(k))
+        if events:
+            rows = np.concatenate(events)
+            rows = rows[np.lexsort((rows[:, 2], rows[:, 1], rows[:, 0]))]  # by step, sequence, position
+            self._events.append(rows[:, [3, 2, 4, 5, 6]].astype(np.int64))
+        for vocab in block.vocab:
+            for top, string in vocab.items():
+                self.vocab.setdefault(int(top), string)
         return True
 
     def _add(self, step: Any, seqs: list[tuple[Hashable, dict[str, Any] | None, Columns]]) -> None:

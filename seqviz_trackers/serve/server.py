@@ -582,10 +582,10 @@ class SeqVizServer:
     def _tail(self, run: str) -> TrainingDataReader:
         """The live loop's own reader of ``run``. Only :meth:`_poll_run` refreshes it, so
         every appended step is announced exactly once (HTTP requests use other readers)."""
-        path = self.runs.reader(run).path
+        served = self.runs.reader(run)
         reader = self._tails.get(run)
-        if reader is None or reader.path != path:
-            reader = self._tails[run] = TrainingDataReader(path)
+        if reader is None or reader.path != served.path:
+            reader = self._tails[run] = TrainingDataReader(served.path, columns=getattr(served, "columns", None))
         return reader
 
     async def _tick_forever(self) -> None:

@@ -9,7 +9,11 @@ step instead of parsing about 700 bytes of JSON per position.
 The JSONL file stays the only source of truth. A record is used only when it matches
 its line (same offset, length, step and timestamp) and its checksum; otherwise, or when
 the columns file is missing, damaged or deleted, readers parse the line itself. The file
-may be deleted at any time; the next writer starts a new one.
+may be deleted at any time; the next writer starts a new one. The reader's index also
+locates lines from the records' offsets and lengths, checking each line's header and
+newline in the JSONL (:meth:`ColumnsReader.lines`), and the dynamics views read runs of
+records with the same sequences as one :class:`Block` of 2-D arrays
+(:meth:`ColumnsReader.records`).
 
 Record layout: ``b"SVC2"``, two little-endian uint32 (header and body lengths), a JSON
 header ``{"step", "offset", "length", "timestamp", "crc", "seqs": [{"key", "text", "n", "bound"?}],
@@ -26,17 +30,20 @@ are parsed, and a writer resuming the run starts the file again.
 
 from __future__ import annotations
 
+import bisect
 import json
 import os
 import struct
+import threading
 import zlib
+from dataclasses import dataclass
 from typing import Any, BinaryIO, Hashable, Iterator
 
 import numpy as np
 
 from ..format.entry import Columns, KnownIds, columns, sequence_key, text_checksum
 
-__all__ = ["SUFFIX", "ColumnsWriter", "ColumnsReader", "Record", "encode_record", "decode_record"]
+__all__ = ["SUFFIX", "ColumnsWriter", "ColumnsReader", "Record", "Block", "encode_record", "decode_record"]
 
 SUFFIX = ".cols"
 MAGIC = b"SVC2"
@@ -75,10 +82,15 @@ def encode_record(entry: dict[str, Any], offset: int, length: int, known: KnownI
     return _PREFIX.pack(MAGIC, len(header), len(body)) + header + body
 
 
-def checksum(seqs: Any, vocab: Any, body: bytes) -> int:
-    """The ``crc`` of a record: its sequences, its display strings and its arrays."""
-    covered = json.dumps([seqs, vocab], ensure_ascii=False, separators=(",", ":")).encode("utf-8", "surrogatepass")
+def checksum(seqs: Any, vocab: Any, body: bytes, seqs_json: bytes | None = None) -> int:
+    """The ``crc`` of a record: its sequences, its display strings and its arrays
+    (``seqs_json``: ``_compact(seqs)``, when the caller has it already)."""
+    covered = b"[" + (_compact(seqs) if seqs_json is None else seqs_json) + b"," + _compact(vocab) + b"]"
     return zlib.crc32(body, zlib.crc32(covered))
+
+
+def _compact(value: Any) -> bytes:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8", "surrogatepass")
 
 
 def decode_record(header: dict[str, Any], body: bytes) -> Record:
@@ -156,46 +168,81 @@ class ColumnsReader:
     Args:
         jsonl_path: the JSONL file (the columns file is this path plus :data:`SUFFIX`).
         files: how to open and stat files (see :class:`~seqviz_trackers.storage.jsonl.Files`).
+
+    One reader may be shared by threads.
     """
 
     def __init__(self, jsonl_path: str, files: Any):
         self.path = jsonl_path + SUFFIX
         self.files = files
+        self._lock = threading.RLock()
         self._end = 0
         self._identity: Any = None
         self._index: dict[int, tuple[dict[str, Any], int, int]] = {}  # line offset -> (header, body start, length)
+        self._offsets: list[int] = []  # the keys of _index, sorted
+        self._sorted = True
 
     def _refresh(self) -> None:
         stat = self.files.stat(self.path)
         if stat is None:
-            self._end, self._identity, self._index = 0, None, {}
+            self._end, self._identity, self._index, self._offsets = 0, None, {}, []
             return
         size, identity = stat
         if identity != self._identity or size < self._end:
-            self._end, self._index = 0, {}
+            self._end, self._index, self._offsets = 0, {}, []
         self._identity = identity
         if size == self._end:
             return
         with self.files.open(self.path) as f:
             for header, body, blen in _scan(f, self._end, size):
-                if isinstance(header.get("offset"), int):
-                    self._index[header["offset"]] = (header, body, blen)
+                offset = header.get("offset")
+                if isinstance(offset, int) and not isinstance(offset, bool):
+                    if offset not in self._index:
+                        self._sorted = self._sorted and (not self._offsets or offset > self._offsets[-1])
+                        self._offsets.append(offset)
+                    self._index[offset] = (header, body, blen)
                 self._end = body + blen
 
-    def get(self, info: Any) -> Record | None:
-        """The record of the line ``info`` (a :class:`~seqviz_trackers.storage.jsonl.StepInfo`), or None."""
-        if info.offset not in self._index:
+    def lines(self, start: int) -> list[tuple[int, int, Any, Any]]:
+        """``(offset, length, step, timestamp)`` of the lines that records describe, from byte
+        ``start`` of the JSONL file on, by offset (nothing when there is no usable columns file).
+        What a record says is not checked here: compare it with the line before trusting it."""
+        with self._lock:
             try:
                 self._refresh()
             except OSError:
-                return None  # no usable columns file: the line is parsed instead
+                return []
+            if not self._sorted:
+                self._offsets.sort()
+                self._sorted = True
+            out = []
+            for offset in self._offsets[bisect.bisect_left(self._offsets, start):]:
+                header = self._index[offset][0]
+                length = header.get("length")
+                if isinstance(length, int) and not isinstance(length, bool) and length > 0:
+                    out.append((offset, length, header.get("step"), header.get("timestamp")))
+            return out
+
+    def _found(self, info: Any) -> tuple[dict[str, Any], int, int] | None:
         found = self._index.get(info.offset)
         if found is None:
             return None
-        header, body, blen = found
-        line = (header.get("step"), header.get("length"), header.get("timestamp"))
-        if line != (info.step, info.length, info.timestamp):
+        header = found[0]
+        return found if (header.get("step"), header.get("length"), header.get("timestamp")) == \
+            (info.step, info.length, info.timestamp) else None
+
+    def get(self, info: Any) -> Record | None:
+        """The record of the line ``info`` (a :class:`~seqviz_trackers.storage.jsonl.StepInfo`), or None."""
+        with self._lock:
+            if info.offset not in self._index:
+                try:
+                    self._refresh()
+                except OSError:
+                    return None  # no usable columns file: the line is parsed instead
+            found = self._found(info)
+        if found is None:
             return None
+        header, body, blen = found
         try:
             with self.files.open(self.path) as f:
                 f.seek(body)
@@ -204,3 +251,109 @@ class ColumnsReader:
             return decode_record(header, data) if good else None
         except (OSError, ValueError, KeyError, TypeError):
             return None
+
+    def records(self, infos: list[Any]) -> Iterator[Block | Record | None]:
+        """The records of the lines ``infos`` (:class:`~seqviz_trackers.storage.jsonl.StepInfo`,
+        in step order), read in one pass: runs of records with the same sequences and
+        contiguous positions as one :class:`Block`, others one :data:`Record` each, and None
+        for a line with no valid record. The items cover ``infos`` in order."""
+        with self._lock:
+            if infos and any(info.offset not in self._index for info in infos):
+                try:
+                    self._refresh()
+                except OSError:
+                    pass
+            found = [self._found(info) for info in infos]
+        if not any(found):
+            yield from (None for _ in infos)
+            return
+        try:
+            f = self.files.open(self.path)
+        except OSError:
+            yield from (None for _ in infos)
+            return
+        with f:
+            run: list[tuple[dict[str, Any], bytes]] = []
+            seqs: Any = None
+            seqs_json = b""
+            for item in found:
+                data = None
+                if item is not None:
+                    header, body, blen = item
+                    try:
+                        if header.get("seqs") != seqs or seqs is None:
+                            seqs, seqs_json = header.get("seqs"), _compact(header.get("seqs"))
+                        f.seek(body)
+                        data = f.read(blen)
+                        if checksum(seqs, header.get("vocab"), data, seqs_json) != header.get("crc"):
+                            data = None
+                    except (OSError, ValueError, TypeError):
+                        data = None
+                if run and (data is None or header["seqs"] != run[0][0]["seqs"]):
+                    yield from _decode_run(run)
+                    run = []
+                if data is None:
+                    yield None
+                else:
+                    run.append((header, data))
+            yield from _decode_run(run)
+
+
+@dataclass
+class Block:
+    """Consecutive records with the same sequences (keys, texts, lengths) and positions
+    ``0 .. n - 1``, as 2-D arrays: ``arrays[i][field]`` is sequence ``i``'s field (a
+    :class:`~seqviz_trackers.format.entry.Columns` name) with one row per record."""
+
+    steps: np.ndarray
+    seqs: list[tuple[Hashable, int, int]]  # (key, text checksum, n) per sequence
+    arrays: list[dict[str, np.ndarray]]
+    vocab: list[dict[str, str]]  # per record, as in its header: display strings by top-1 id (a decimal string)
+
+    def __len__(self) -> int:
+        return len(self.steps)
+
+    def __getitem__(self, rows: slice) -> "Block":
+        return Block(self.steps[rows], self.seqs, [{k: v[rows] for k, v in a.items()} for a in self.arrays], self.vocab[rows])
+
+    def record(self, row: int) -> Record:
+        """Row ``row`` as a :data:`Record`."""
+        out = []
+        for (key, text, n), arrays in zip(self.seqs, self.arrays):
+            index = np.arange(n)
+            get = {field: arrays[field][row] for field in arrays}
+            out.append((key, text, Columns(index, get["prob"], get["rank"], get["loss"], get["entropy"], get["top1"], None,
+                                           index, True, get.get("rank_gt"), get.get("p_lt"))))
+        return int(self.steps[row]), out, {int(k): v for k, v in self.vocab[row].items()}
+
+
+def _decode_run(run: list[tuple[dict[str, Any], bytes]]) -> Iterator[Block | Record | None]:
+    """Records sharing one ``seqs`` header as a :class:`Block` (or one by one where that does not fit)."""
+    if not run:
+        return
+    try:
+        header = run[0][0]
+        fields, names, seqs = [], [], []
+        for i, seq in enumerate(header["seqs"]):
+            n = int(seq["n"])
+            for dtype, field in _ARRAYS + (_BOUND if seq.get("bound") is True else ()):
+                fields.append((f"{i}.{field}", dtype, (n,)))
+            kind, value = seq["key"]
+            seqs.append(((kind, tuple(value) if isinstance(value, list) else value), int(seq["text"]), n))
+            names.append([f for _d, f in _ARRAYS + (_BOUND if seq.get("bound") is True else ())])
+        dtype = np.dtype(fields)
+        if any(len(data) != dtype.itemsize for _h, data in run):
+            raise ValueError("record body of another length")
+        table = np.frombuffer(b"".join(data for _h, data in run), dtype=dtype)
+        arrays = [{field: table[f"{i}.{field}"] for field in names[i]} for i in range(len(seqs))]
+        keys = [key for key, _t, _n in seqs]
+        if len(set(keys)) < len(keys) or not all((a["pos"] == np.arange(n)).all() for a, (_k, _t, n) in zip(arrays, seqs)):
+            raise ValueError("not a block")  # a sequence twice in a step, or gaps in positions: one by one
+        yield Block(np.array([int(h["step"]) for h, _d in run], dtype=np.int64), seqs, arrays,
+                    [h["vocab"] for h, _d in run])
+    except (ValueError, KeyError, TypeError):
+        for h, data in run:
+            try:
+                yield decode_record(h, data)
+            except (ValueError, KeyError, TypeError):
+                yield None

@@ -5,7 +5,10 @@ worst leave an incomplete *last* line, which the next writer removes and every r
 skips. A writer holds an exclusive advisory lock (``flock``) on its file while it is
 open: a second writer on the same file is an error, so no writer ever cuts a line another
 is still writing; a write that fails (a full disk) is cut off again. Reading indexes the byte offset of each line once and extends the index as the
-file grows, so ``get_step`` is one seek and one parse, however long the run.
+file grows, so ``get_step`` is one seek and one parse, however long the run. Where the
+columns file (:mod:`~seqviz_trackers.storage.columns`) records a line, the index takes its
+offset and length from there and reads only the line's first bytes (its header) and its
+newline, not the whole line.
 """
 
 from __future__ import annotations
@@ -336,9 +339,13 @@ def _edges(f: BinaryIO, end: int) -> tuple[bytes, bytes]:
 
 class LocalFiles:
     """The local file system: ``stat`` gives (size, identity) or None when missing.
+    Small reads are cheap (``small_reads``): a reader may locate lines from the columns
+    file and read only their first bytes.
 
     Only regular files are read: a folder, FIFO or device where a run's file should be
     raises :class:`OSError` (opening a FIFO would wait for a writer forever)."""
+
+    small_reads = True
 
     def open(self, path: str) -> BinaryIO:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
@@ -444,7 +451,8 @@ class TrainingDataReader:
       line is skipped and reported in ``problems`` with its line number.
 
     Indexing reads only each line's header (the fields :class:`TrainingDataWriter` writes
-    first), so a line whose header is fine but whose body is broken is found when it is
+    first) and finds its end (from the columns file where that locates the line, on local
+    files), so a line whose header is fine but whose body is broken is found when it is
     read: it then stops being a step at once (it leaves ``steps``, :meth:`get_step` gives
     None, and it joins ``problems``). :meth:`verify` reads every line not read yet, so that
     every step listed is one that can be read; :meth:`get_summary` does that first.
@@ -456,10 +464,15 @@ class TrainingDataReader:
     :meth:`get_latest`, :meth:`get_step`, :meth:`get_summary` (with its keys).
     """
 
-    def __init__(self, path: str | os.PathLike[str], files: Files | None = None):
+    def __init__(self, path: str | os.PathLike[str], files: Files | None = None, columns: Any = None):
         self.path = str(path)
         self.files: Files = files or LocalFiles()
         self._lock = threading.RLock()
+        from .columns import ColumnsReader
+
+        #: the columns file beside this one (its records locate lines, and feed the dynamics
+        #: views); ``columns`` shares another reader's of the same file (it is read once)
+        self.columns = columns if columns is not None else ColumnsReader(self.path, self.files)
         self._clear()
 
     def _clear(self) -> None:
@@ -503,6 +516,9 @@ class TrainingDataReader:
         if size <= max(self._offset, self._scanned):
             return update
         with self.files.open(self.path) as f:
+            if self._scanned <= self._offset and getattr(self.files, "small_reads", False):
+                self._index_from_columns(f, size, update)
+                self._scanned = self._offset
             # Bytes from self._offset (the start of an incomplete last line) to self._scanned
             # hold no newline: only what came after them is read, so a huge fragment costs
             # its bytes once, not once per poll.
@@ -528,6 +544,53 @@ class TrainingDataReader:
             self._scanned = pos  # an incomplete last line waits for its newline
             self._edges = (*_edges(f, self._offset), mtime)
         return update
+
+    def _index_from_columns(self, f: BinaryIO, size: int, update: Update) -> None:
+        """Index the lines that the columns file's records locate, from ``self._offset`` on,
+        reading only the start and the end of each line (not its whole bytes). A record is
+        used only when its line starts where the last one ended, holds the header the record
+        names (step, timestamp) and ends in a newline where the record says; lines between
+        records (written without one) are read as usual. It stops at the first record that
+        does not fit; the rest of the file is then read as usual."""
+        for offset, length, step, timestamp in self.columns.lines(self._offset):
+            end = offset + length
+            if end >= size:
+                return
+            if offset > self._offset:
+                self._index_span(f, offset, update)
+                if self._offset != offset:
+                    return
+            f.seek(offset)
+            head = f.read(min(length, 256))
+            f.seek(end)
+            m = _HEADER_RE.match(head)
+            if (f.read(1) != b"\n" or not m or b"\n" in head or int(m[1]) != step or int(m[1]) > MAX_STEP
+                    or _number(m[2]) != timestamp):
+                return
+            self._line += 1
+            self._add_info(StepInfo(step, self._line, offset, length, _number(m[3]), _number(m[4]), _number(m[2])), update)
+            self._offset = end + 1
+
+    def _index_span(self, f: BinaryIO, stop: int, update: Update) -> None:
+        """Index the complete lines from ``self._offset`` up to byte ``stop``, block by block."""
+        pos = self._offset
+        while self._offset < stop:
+            f.seek(pos)
+            block = f.read(min(_BLOCK, stop - pos))
+            if not block:
+                return
+            nl = block.rfind(b"\n")
+            if nl < 0:
+                pos += len(block)
+                continue
+            end = pos + nl + 1
+            if pos == self._offset:
+                data = block[:nl + 1]
+            else:  # a line began in an earlier block: its bytes are read now, once
+                f.seek(self._offset)
+                data = f.read(end - self._offset)
+            self._index_lines(data, self._offset, update)
+            self._offset = pos = end
 
     def _index_lines(self, data: bytes, base: int, update: Update) -> None:
         """Index the complete lines of ``data`` (those ending in a newline), found at ``base``."""
@@ -579,6 +642,9 @@ class TrainingDataReader:
             info = StepInfo(entry["step"], self._line, offset, end - start, finite_number(entry.get("loss")),
                             finite_number(entry.get("perplexity")), finite_number(entry.get("timestamp")))
             self._verified.add(self._line)
+        self._add_info(info, update)
+
+    def _add_info(self, info: StepInfo, update: Update) -> None:
         if info.step in self._by_step:
             self._changes += 1  # a step logged again: its earlier line no longer counts
         self._by_step[info.step] = info
