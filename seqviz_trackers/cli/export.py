@@ -59,9 +59,7 @@ def _file_dynamics(args: argparse.Namespace, reader: Any, entries: list[dict]) -
 
 def run(args: argparse.Namespace) -> int:
     if args.format == "parquet":
-        from ..storage.arrow import export_parquet
-
-        return export_parquet(args)
+        return _parquet(args)
     path = existing_file(args.file)
     reader = TrainingDataReader(path)
     reader.verify()  # every line read once: a broken one is never exported, listed or charted
@@ -143,3 +141,35 @@ def _valid_entries(reader: TrainingDataReader, infos: Iterable[StepInfo], first_
         if first_only:
             break
     return entries, broken
+
+
+def _parquet(args: argparse.Namespace) -> int:
+    """``--format parquet``: the token table (:func:`seqviz_trackers.storage.arrow.write_parquet`)."""
+    from ..storage.arrow import require_pyarrow, write_parquet
+
+    source = existing_file(args.file)
+    try:
+        require_pyarrow()
+    except ImportError as exc:
+        raise CommandError(str(exc)) from None
+    reader = TrainingDataReader(source)
+    out = Path(args.output) if args.output else source.with_suffix(".parquet")
+    if args.step:
+        have = {info.step for info in reader.steps}
+        missing = [n for n in args.step if n not in have]
+        if missing:
+            raise DataError(f"{source} has no step {missing[0]}")
+    try:
+        result = write_parquet(reader, out, top_k=not args.no_top_k, steps=args.step or None)
+    except OSError as exc:
+        raise DataError(f"cannot write {out}: {exc.strerror or exc}") from None
+    for problem in reader.problems:
+        say(args, f"{source}:{problem.line}: skipped: {problem.message}")
+    if not result.rows:
+        raise DataError(f"{source}: no predictions to export (wrote an empty table to {out})")
+    print(f"wrote {out} ({result.bytes / 1e6:.2f} MB; {result.rows:,} rows, {result.steps} steps, "
+          f"{result.row_groups} row group{'s' if result.row_groups != 1 else ''})")
+    if result.vocab_path is not None:
+        print(f"wrote {result.vocab_path} ({result.vocab_bytes / 1e6:.2f} MB; the display strings of "
+              f"{result.vocab_rows:,} candidate ids: join top_k[].id on id)")
+    return 0

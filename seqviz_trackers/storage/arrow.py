@@ -47,7 +47,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import sys
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -478,42 +477,3 @@ def _replacing(path: Path) -> Iterator[Path]:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-
-
-def export_parquet(args: Any) -> int:
-    """``seqviz export FILE --format parquet``: the command line's side of :func:`write_parquet`."""
-    from .jsonl import TrainingDataReader
-
-    source = Path(args.file)
-    if not source.is_file():
-        print(f"seqviz export: {source}: no such file", file=sys.stderr)
-        return 2
-    try:
-        require_pyarrow()
-    except ImportError as exc:
-        print(f"seqviz export: {exc}", file=sys.stderr)
-        return 2
-    reader = TrainingDataReader(source)
-    out = Path(args.output) if args.output else source.with_suffix(".parquet")
-    if args.step:
-        have = {info.step for info in reader.steps}
-        missing = [n for n in args.step if n not in have]
-        if missing:
-            print(f"seqviz export: {source} has no step {missing[0]}", file=sys.stderr)
-            return 1
-    try:
-        result = write_parquet(reader, out, top_k=not args.no_top_k, steps=args.step or None)
-    except OSError as exc:
-        print(f"seqviz export: cannot write {out}: {exc.strerror or exc}", file=sys.stderr)
-        return 1
-    for problem in reader.problems:
-        print(f"seqviz export: {source}:{problem.line}: skipped: {problem.message}", file=sys.stderr)
-    if not result.rows:
-        print(f"seqviz export: {source}: no predictions to export (wrote an empty table to {out})", file=sys.stderr)
-        return 1
-    print(f"wrote {out} ({result.bytes / 1e6:.2f} MB; {result.rows:,} rows, {result.steps} steps, "
-          f"{result.row_groups} row group{'s' if result.row_groups != 1 else ''})")
-    if result.vocab_path is not None:
-        print(f"wrote {result.vocab_path} ({result.vocab_bytes / 1e6:.2f} MB; the display strings of "
-              f"{result.vocab_rows:,} candidate ids: join top_k[].id on id)")
-    return 0
