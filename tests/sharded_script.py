@@ -83,7 +83,11 @@ def run_lightning(out: Path) -> dict:
     fit = trainer(out, devices=2, max_steps=4, callbacks=[viz], val_check_interval=3,
                   strategy=ModelParallelStrategy(data_parallel_size=2, tensor_parallel_size=1))
     fit.fit(module, loader(tok, repeat=4), loader(tok))
-    return {"probe_forwards": viz.probe_forwards, "sharded": sharded(module)}
+    report = {"probe_forwards": viz.probe_forwards, "sharded": sharded(module)}
+    if torch.distributed.is_initialized():  # (torn down at interpreter exit, the group can abort a rank)
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
+    return report
 
 
 def main(mode: str, out: Path) -> None:
