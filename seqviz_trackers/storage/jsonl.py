@@ -521,27 +521,8 @@ class TrainingDataReader:
                 self._scanned = self._offset
             # Bytes from self._offset (the start of an incomplete last line) to self._scanned
             # hold no newline: only what came after them is read, so a huge fragment costs
-            # its bytes once, not once per poll.
-            pos = max(self._offset, self._scanned)
-            f.seek(pos)
-            while True:
-                block = f.read(_BLOCK)
-                if not block:
-                    break
-                nl = block.rfind(b"\n")
-                if nl < 0:
-                    pos += len(block)
-                    continue
-                end = pos + nl + 1
-                if self._offset == pos:
-                    data = block  # its bytes after the last newline are not a line yet
-                else:  # a line began in an earlier block: its bytes are read now, once
-                    f.seek(self._offset)
-                    data = f.read(end - self._offset)
-                self._index_lines(data, self._offset, update)
-                self._offset = pos = end
-                f.seek(end)
-            self._scanned = pos  # an incomplete last line waits for its newline
+            # its bytes once, not once per poll. An incomplete last line waits for its newline.
+            self._scanned = self._index_span(f, size, update, max(self._offset, self._scanned))
             self._edges = (*_edges(f, self._offset), mtime)
         return update
 
@@ -571,14 +552,16 @@ class TrainingDataReader:
             self._add_info(StepInfo(step, self._line, offset, length, _number(m[3]), _number(m[4]), _number(m[2])), update)
             self._offset = end + 1
 
-    def _index_span(self, f: BinaryIO, stop: int, update: Update) -> None:
-        """Index the complete lines from ``self._offset`` up to byte ``stop``, block by block."""
-        pos = self._offset
-        while self._offset < stop:
+    def _index_span(self, f: BinaryIO, stop: int, update: Update, pos: int | None = None) -> int:
+        """Index the complete lines from ``self._offset`` up to byte ``stop``, block by block,
+        reading from ``pos`` on (default ``self._offset``; the bytes before it hold no
+        newline). Returns how far it read."""
+        pos = self._offset if pos is None else pos
+        while pos < stop:
             f.seek(pos)
             block = f.read(min(_BLOCK, stop - pos))
             if not block:
-                return
+                break
             nl = block.rfind(b"\n")
             if nl < 0:
                 pos += len(block)
@@ -591,6 +574,7 @@ class TrainingDataReader:
                 data = f.read(end - self._offset)
             self._index_lines(data, self._offset, update)
             self._offset = pos = end
+        return pos
 
     def _index_lines(self, data: bytes, base: int, update: Update) -> None:
         """Index the complete lines of ``data`` (those ending in a newline), found at ``base``."""
