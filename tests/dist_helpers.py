@@ -28,3 +28,14 @@ def torchrun(script: Path, *args: object, nproc: int = 2, timeout: float = 280) 
     proc = subprocess.run(cmd, env=quiet_env(), capture_output=True, text=True, timeout=timeout)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc
+
+
+def end_process_group() -> None:
+    """End the default process group while every rank is still there. Trainers leave it up,
+    and one torn down at interpreter exit can abort a rank under load (gloo: "terminate
+    called without an active exception"), failing a run that did all its work."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()

@@ -45,3 +45,6 @@ def main(out: Path) -> None:
 
 if __name__ == "__main__":
     main(Path(sys.argv[1]))
+    from dist_helpers import end_process_group
+
+    end_process_group()

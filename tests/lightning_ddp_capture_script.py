@@ -31,12 +31,10 @@ def main(out: Path) -> None:
     fit.fit(TinyLM(tok), loader)
     rank = int(os.environ["RANK"])
     (out / f"rank{rank}.json").write_text(json.dumps({"rank": rank, "world_size": fit.world_size}))
-    # Lightning leaves the process group up; one torn down at interpreter exit can abort
-    # ("terminate called without an active exception"): end it while both ranks are here.
-    if torch.distributed.is_initialized():
-        torch.distributed.barrier()
-        torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":
     main(Path(sys.argv[1]))
+    from dist_helpers import end_process_group
+
+    end_process_group()

@@ -15,6 +15,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 
 from hf_helpers import dataset, tiny_model, tokenizer, training_args  # noqa: E402
+from dist_helpers import end_process_group  # noqa: E402
 
 
 def sharded(model: torch.nn.Module) -> bool:
@@ -83,11 +84,7 @@ def run_lightning(out: Path) -> dict:
     fit = trainer(out, devices=2, max_steps=4, callbacks=[viz], val_check_interval=3,
                   strategy=ModelParallelStrategy(data_parallel_size=2, tensor_parallel_size=1))
     fit.fit(module, loader(tok, repeat=4), loader(tok))
-    report = {"probe_forwards": viz.probe_forwards, "sharded": sharded(module)}
-    if torch.distributed.is_initialized():  # (torn down at interpreter exit, the group can abort a rank)
-        torch.distributed.barrier()
-        torch.distributed.destroy_process_group()
-    return report
+    return {"probe_forwards": viz.probe_forwards, "sharded": sharded(module)}
 
 
 def main(mode: str, out: Path) -> None:
@@ -95,6 +92,7 @@ def main(mode: str, out: Path) -> None:
     report = (run_hf if mode == "hf" else run_lightning)(out)
     rank = int(os.environ["RANK"])
     (out / f"rank{rank}.json").write_text(json.dumps({"rank": rank, **report}))
+    end_process_group()
 
 
 if __name__ == "__main__":
