@@ -467,3 +467,32 @@ def test_a_slow_request_does_not_delay_live_steps(served, monkeypatch):
         t.join(10)
         assert answer["r"][0] == 200 and json.loads(answer["r"][1]) == {"slow": True}
         assert recv(ws, "response", id=3, timeout=10)["body"] == {"slow": True}
+
+
+def test_a_line_appended_while_the_latest_step_is_sent_is_announced(tmp_path):
+    """The live loop's reader is refreshed only where what it finds is announced: a line
+    that lands between that refresh and the read of the latest step (a trainer appending
+    meanwhile) still reaches the clients as ``steps_added``, never silently indexed."""
+    from seqviz_trackers.serve.server import SeqVizServer, make_runs
+
+    path = tmp_path / "run.jsonl"
+    write(path, 1)
+    server = SeqVizServer(make_runs(file=path))
+    sent: list[dict] = []
+    server._broadcast = lambda run, obj, clients=None, feed=None: sent.append(obj)
+    server._share_problems = lambda: None
+    reader = server._tail("run")
+    real_refresh = reader.refresh
+
+    def refresh_then_a_writer_appends():
+        update = real_refresh()
+        if update.new and update.new[-1].step < 3:
+            write(path, update.new[-1].step + 1)  # lands right after this refresh
+        return update
+
+    reader.refresh = refresh_then_a_writer_appends
+    for _ in range(4):
+        server._poll_run("run")
+    announced = [s["step"] for m in sent if m["type"] == "steps_added" for s in m["steps"]]
+    assert announced == [1, 2, 3]
+    assert [m["entry"]["step"] for m in sent if m["type"] == "step"] == [1, 2, 3]

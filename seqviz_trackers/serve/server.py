@@ -533,9 +533,11 @@ class SeqVizServer:
                 "problems": [p.to_json() for p in reader.problems]}
 
     def _latest_entry(self, run: str, reader: TrainingDataReader) -> dict[str, Any] | None:
-        """The latest readable entry of ``run``; broken lines met on the way are shared."""
+        """The latest readable entry of ``run`` as indexed (the live loop's refresh tells
+        what is new; a refresh here would index lines no one is told of); broken lines met
+        on the way are shared."""
         try:
-            return reader.latest()
+            return reader.latest(refresh=False)
         except OSError:
             return None  # the file cannot be read now: the live loop reports it
         finally:

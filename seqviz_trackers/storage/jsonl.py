@@ -768,10 +768,12 @@ class TrainingDataReader:
         with self._lock:
             return next((p for p in reversed(list(self._problems.values())) if p.step == step), None)
 
-    def latest(self) -> dict[str, Any] | None:
-        """The entry with the highest readable step, or None when there is none."""
+    def latest(self, refresh: bool = True) -> dict[str, Any] | None:
+        """The entry with the highest readable step, or None when there is none.
+        ``refresh=False``: among the steps indexed so far (for a caller that reports what
+        each :meth:`refresh` found, and must not have lines indexed behind its back)."""
         while True:
-            steps = self.steps
+            steps = self.steps if refresh else self.indexed()
             if not steps:
                 return None
             try:
