@@ -88,8 +88,8 @@ def test_click_shows_top_k_with_target_in_green(page, server):
     page.locator(".seq").first.locator(".tok").nth(4).click()
     detail = page.locator(".detail")
     assert detail.locator(".sel-head .chip").inner_text() != ""
-    assert detail.locator(".bar-row").count() == 5
-    assert detail.locator(".mini-col").count() == 20
+    expect(detail.locator(".bar-row")).to_have_count(5, timeout=15000)  # candidates are fetched on click
+    expect(detail.locator(".mini-col")).to_have_count(20)
     assert detail.locator(".stat-l").all_inner_texts() == ["p(target)", "rank", "entropy", "loss", "top-1"]
     # the target is highlighted when it is among the candidates
     entry = json.loads(server.path.read_text().splitlines()[-1])
@@ -248,7 +248,7 @@ def test_export_opens_from_disk(page, tmp_path):
     wait_step(page, 100)
     assert page.locator(".step-count").inner_text().startswith("1 / 2")
     page.locator(".seq").first.locator(".tok").nth(3).click()
-    assert page.locator(".detail .bar-row").count() == 5
+    expect(page.locator(".detail .bar-row")).to_have_count(5, timeout=15000)
     assert page.locator("img").count() == 0 and page.dialogs == [] and not page.js_errors
 
 

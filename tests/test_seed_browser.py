@@ -79,7 +79,8 @@ def check_predictions_shown(page, entry, errors=None):
     stats = dict(zip(detail.locator(".stat-l").all_inner_texts(), detail.locator(".stat-v").all_inner_texts()))
     assert stats["rank"] == "> 20" and stats["p(target)"].startswith("< ")
     assert stats["top-1"] == "\u2717 miss"
-    assert detail.locator(".bar-row").count() == 5 and detail.locator(".mini-col").count() == 20
+    expect(detail.locator(".bar-row")).to_have_count(5, timeout=15000)
+    expect(detail.locator(".mini-col")).to_have_count(20)
     assert detail.locator(".mini-col.hit").count() == 0
     legend = page.locator(".legend-below")
     expect(legend).to_contain_text("below top-20")
