@@ -33,9 +33,12 @@ from seqviz_trackers.cli.demo import demo_trainer
 from seqviz_trackers.integrations import VisualizationCallback
 
 
-def time_inside(callback: VisualizationCallback, spent: list[float]) -> None:
-    """Add the wall time of each of the callback's event handlers to ``spent[0]``."""
-    for name in ("on_init_end", "on_train_begin", "on_step_end", "on_evaluate", "on_train_end"):
+HF_EVENTS = ("on_init_end", "on_train_begin", "on_step_end", "on_evaluate", "on_train_end")
+
+
+def time_inside(callback: object, spent: list[float], names: tuple[str, ...] = HF_EVENTS) -> None:
+    """Add the wall time of each of the callback's event handlers ``names`` to ``spent[0]``."""
+    for name in names:
         handler = getattr(callback, name)
 
         def timed(*args, _handler=handler, **kwargs):
@@ -94,17 +97,7 @@ def lightning_training(out: str, steps: int, every: int | None, spent: list[floa
     if every is not None:
         viz = SeqVizCallback(probe_texts=PROBE_LINES, tokenizer=tok, every_n_steps=every, on_validation_end=False,
                              output_file=f"{out}/seqviz.jsonl", model_name="tiny-gpt2-hamlet")
-        for name in ("setup", "on_fit_start", "on_train_batch_end", "teardown"):
-            handler = getattr(viz, name)
-
-            def timed(*args, _handler=handler, **kwargs):
-                start = time.perf_counter()
-                try:
-                    return _handler(*args, **kwargs)
-                finally:
-                    spent[0] += time.perf_counter() - start
-
-            setattr(viz, name, timed)
+        time_inside(viz, spent, ("setup", "on_fit_start", "on_train_batch_end", "teardown"))
         callbacks.append(viz)
     trainer = L.Trainer(default_root_dir=out, accelerator="cpu", devices=1, max_steps=steps, logger=False,
                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
