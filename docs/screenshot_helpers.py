@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator
 
@@ -9,7 +10,7 @@ from playwright.sync_api import Browser, Page, sync_playwright
 
 from seqviz_trackers.serve.server import start_in_thread
 
-CHROMIUM = "/usr/bin/chromium"
+CHROMIUM = os.environ.get("SEQVIZ_CHROMIUM", "/usr/bin/chromium")
 
 
 @contextmanager
