@@ -42,12 +42,16 @@ from typing import Any, BinaryIO, Hashable, Iterator
 import numpy as np
 
 from ..format.entry import Columns, KnownIds, columns, sequence_key, text_checksum
+from ..format.view import step_view
 
 __all__ = ["SUFFIX", "ColumnsWriter", "ColumnsReader", "Record", "Block", "encode_record", "decode_record"]
 
 SUFFIX = ".cols"
-MAGIC = b"SVC2"
-_PREFIX = struct.Struct("<4sII")
+MAGIC = b"SVC3"
+_PREFIX = struct.Struct("<4sIII")
+#: the previous layout: no step view (its records still feed the dynamics and the index)
+_MAGIC2 = b"SVC2"
+_PREFIX2 = struct.Struct("<4sII")
 #: (dtype, Columns field) of the body's arrays, in order
 _ARRAYS = (("<i4", "pos"), ("<f4", "prob"), ("<f4", "loss"), ("<f4", "entropy"), ("<i4", "rank"), ("<i8", "top1"))
 #: the arrays that follow them in a sequence whose ``bound`` is true
@@ -58,10 +62,13 @@ _BOUND = (("<i4", "rank_gt"), ("<f4", "p_lt"))
 Record = tuple[int, list[tuple[Hashable, int, Columns]], dict[int, str]]
 
 
-def encode_record(entry: dict[str, Any], offset: int, length: int, known: KnownIds | None = None) -> bytes:
+def encode_record(entry: dict[str, Any], offset: int, length: int, known: KnownIds | None = None,
+                  line: bytes | memoryview | None = None) -> bytes:
     """The record of ``entry``, whose line (``length`` bytes without its newline) starts at ``offset``.
 
     ``known`` holds the top-1 ids whose display string an earlier record has; it is updated.
+    ``line``: the line's bytes (made by :func:`~seqviz_trackers.storage.jsonl.encode_entry`
+    from ``entry``); with them the record holds the step view too, and their checksum.
     """
     known = KnownIds() if known is None else known
     seqs, bodies, vocab = [], [], {}
@@ -76,10 +83,40 @@ def encode_record(entry: dict[str, Any], offset: int, length: int, known: KnownI
         bodies.extend(np.ascontiguousarray(getattr(cols, f), dtype=d).tobytes() for d, f in _ARRAYS + (_BOUND if bound else ()))
         vocab.update((str(top), string) for top, string in known.new_strings(seq, cols).items())
     body = b"".join(bodies)
-    header = json.dumps({"step": entry["step"], "offset": offset, "length": length, "timestamp": entry.get("timestamp"),
-                         "crc": checksum(seqs, vocab, body), "seqs": seqs, "vocab": vocab},
-                        ensure_ascii=False, separators=(",", ":")).encode()
-    return _PREFIX.pack(MAGIC, len(header), len(body)) + header + body
+    fields = {"step": entry["step"], "offset": offset, "length": length, "timestamp": entry.get("timestamp"),
+              "crc": checksum(seqs, vocab, body), "seqs": seqs, "vocab": vocab}
+    view = _view_section(entry) if line is not None else b""
+    if view:
+        fields.update(line_crc=zlib.crc32(memoryview(line)[:length]), view_crc=zlib.crc32(view))
+    header = json.dumps(fields, ensure_ascii=False, separators=(",", ":")).encode()
+    return _PREFIX.pack(MAGIC, len(header), len(body), len(view)) + header + body + view
+
+
+def _view_section(entry: dict[str, Any]) -> bytes:
+    """The step view of ``entry`` as its line reads back (zlib-compressed JSON), or b"" when
+    it might not be that view: then the line is parsed instead.
+
+    The line is ``entry`` as JSON with the header fields first; JSON writes a tuple as a
+    list, and the view reads sequences, predictions and candidate lists only as lists, so
+    an entry with a tuple there gets no view. The view's other parts go through JSON just
+    as they went through it in the line (the same keys, the same values)."""
+    from .jsonl import HEADER
+
+    seqs = entry.get("sequences")
+    if isinstance(seqs, tuple):
+        return b""
+    for seq in seqs if isinstance(seqs, list) else ():
+        preds = seq.get("predictions") if isinstance(seq, dict) else None
+        if isinstance(preds, tuple) or isinstance(preds, list) and any(
+                isinstance(p, dict) and (isinstance(p.get("top_k"), tuple) or isinstance(p.get("top_20"), tuple)) for p in preds):
+            return b""
+    ordered = {key: entry[key] for key in HEADER if key in entry}
+    ordered.update(entry)
+    try:
+        text = json.dumps(step_view(ordered), ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode("utf-8")
+    except Exception:  # odd data the view or JSON does not take (NaN, huge numbers): the line is parsed
+        return b""
+    return zlib.compress(text, 1)
 
 
 def checksum(seqs: Any, vocab: Any, body: bytes, seqs_json: bytes | None = None) -> int:
@@ -112,23 +149,38 @@ def decode_record(header: dict[str, Any], body: bytes) -> Record:
     return int(header["step"]), out, {int(k): v for k, v in header["vocab"].items()}
 
 
-def _scan(f: BinaryIO, start: int, size: int) -> Iterator[tuple[dict[str, Any], int, int]]:
-    """(header, body start, body length) of each whole record from ``start``;
-    stops at the end, at an incomplete record, or at one that is not a record."""
+#: Where a record is: (header, body start, body length, step view length); the step view
+#: follows the body.
+_Found = tuple[dict[str, Any], int, int, int]
+
+
+def _scan(f: BinaryIO, start: int, size: int) -> Iterator[_Found]:
+    """Each whole record from ``start`` (see :data:`_Found`; records of the layout before,
+    ``SVC2``, have no view); stops at the end, at an incomplete record, or at one that is
+    not a record."""
     pos = start
-    while pos + _PREFIX.size <= size:
+    while pos + _PREFIX2.size <= size:
         f.seek(pos)
-        magic, hlen, blen = _PREFIX.unpack(f.read(_PREFIX.size))
-        end = pos + _PREFIX.size + hlen + blen
-        if magic != MAGIC or end > size:
+        head = f.read(_PREFIX.size)
+        if head[:4] == MAGIC and len(head) == _PREFIX.size:
+            _magic, hlen, blen, vlen = _PREFIX.unpack(head)
+            at = pos + _PREFIX.size
+        elif head[:4] == _MAGIC2:
+            (_magic, hlen, blen), vlen = _PREFIX2.unpack(head[:_PREFIX2.size]), 0
+            at = pos + _PREFIX2.size
+        else:
             return
+        end = at + hlen + blen + vlen
+        if end > size:
+            return
+        f.seek(at)
         try:
             header = json.loads(f.read(hlen))
         except ValueError:
             return
         if not isinstance(header, dict):
             return
-        yield header, pos + _PREFIX.size + hlen, blen
+        yield header, at + hlen, blen, vlen
         pos = end
 
 
@@ -147,14 +199,15 @@ class ColumnsWriter:
         end = 0
         if jsonl_size:
             with open(self.path, "rb") as f:
-                for _header, body, blen in _scan(f, 0, size):
-                    end = body + blen
+                for _header, body, blen, vlen in _scan(f, 0, size):
+                    end = body + blen + vlen
         if end < size:
             os.ftruncate(self._fd, end)
 
-    def append(self, entry: dict[str, Any], offset: int, length: int) -> None:
-        """Append the record of ``entry``, whose line starts at ``offset`` and has ``length`` bytes."""
-        view = memoryview(encode_record(entry, offset, length, self._known))
+    def append(self, entry: dict[str, Any], offset: int, length: int, line: bytes | memoryview | None = None) -> None:
+        """Append the record of ``entry``, whose line starts at ``offset`` and has ``length``
+        bytes (``line``: those bytes, for the step view; see :func:`encode_record`)."""
+        view = memoryview(encode_record(entry, offset, length, self._known, line))
         while view:
             view = view[os.write(self._fd, view):]
 
@@ -178,7 +231,7 @@ class ColumnsReader:
         self._lock = threading.RLock()
         self._end = 0
         self._identity: Any = None
-        self._index: dict[int, tuple[dict[str, Any], int, int]] = {}  # line offset -> (header, body start, length)
+        self._index: dict[int, _Found] = {}  # line offset -> where its record is
         self._offsets: list[int] = []  # the keys of _index, sorted
         self._sorted = True
 
@@ -194,14 +247,15 @@ class ColumnsReader:
         if size == self._end:
             return
         with self.files.open(self.path) as f:
-            for header, body, blen in _scan(f, self._end, size):
+            for found in _scan(f, self._end, size):
+                header, body, blen, vlen = found
                 offset = header.get("offset")
                 if isinstance(offset, int) and not isinstance(offset, bool):
                     if offset not in self._index:
                         self._sorted = self._sorted and (not self._offsets or offset > self._offsets[-1])
                         self._offsets.append(offset)
-                    self._index[offset] = (header, body, blen)
-                self._end = body + blen
+                    self._index[offset] = found
+                self._end = body + blen + vlen
 
     def lines(self, start: int) -> list[tuple[int, int, Any, Any]]:
         """``(offset, length, step, timestamp)`` of the lines that records describe, from byte
@@ -223,7 +277,7 @@ class ColumnsReader:
                     out.append((offset, length, header.get("step"), header.get("timestamp")))
             return out
 
-    def _found(self, info: Any) -> tuple[dict[str, Any], int, int] | None:
+    def _found(self, info: Any) -> _Found | None:
         found = self._index.get(info.offset)
         if found is None:
             return None
@@ -231,18 +285,21 @@ class ColumnsReader:
         return found if (header.get("step"), header.get("length"), header.get("timestamp")) == \
             (info.step, info.length, info.timestamp) else None
 
-    def get(self, info: Any) -> Record | None:
-        """The record of the line ``info`` (a :class:`~seqviz_trackers.storage.jsonl.StepInfo`), or None."""
+    def _lookup(self, info: Any) -> _Found | None:
         with self._lock:
             if info.offset not in self._index:
                 try:
                     self._refresh()
                 except OSError:
                     return None  # no usable columns file: the line is parsed instead
-            found = self._found(info)
+            return self._found(info)
+
+    def get(self, info: Any) -> Record | None:
+        """The record of the line ``info`` (a :class:`~seqviz_trackers.storage.jsonl.StepInfo`), or None."""
+        found = self._lookup(info)
         if found is None:
             return None
-        header, body, blen = found
+        header, body, blen, _vlen = found
         try:
             with self.files.open(self.path) as f:
                 f.seek(body)
@@ -250,6 +307,25 @@ class ColumnsReader:
             good = checksum(header.get("seqs"), header.get("vocab"), data) == header.get("crc")
             return decode_record(header, data) if good else None
         except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+    def view(self, info: Any) -> tuple[bytes, int] | None:
+        """``(the step view as JSON, the CRC-32 of the line it was made from)`` from the record
+        of the line ``info``, or None (no record, none with a view, or a damaged one). The
+        view is that line's only while the line has that checksum: the caller compares."""
+        found = self._lookup(info)
+        if found is None:
+            return None
+        header, body, blen, vlen = found
+        line_crc, view_crc = header.get("line_crc"), header.get("view_crc")
+        if not vlen or not isinstance(line_crc, int) or not isinstance(view_crc, int):
+            return None
+        try:
+            with self.files.open(self.path) as f:
+                f.seek(body + blen)
+                data = f.read(vlen)
+            return (zlib.decompress(data), line_crc) if zlib.crc32(data) == view_crc else None
+        except (OSError, zlib.error):
             return None
 
     def records(self, infos: list[Any]) -> Iterator[Block | Record | None]:
@@ -279,7 +355,7 @@ class ColumnsReader:
             for item in found:
                 data = None
                 if item is not None:
-                    header, body, blen = item
+                    header, body, blen, _vlen = item
                     try:
                         if header.get("seqs") != seqs or seqs is None:
                             seqs, seqs_json = header.get("seqs"), _compact(header.get("seqs"))

@@ -23,6 +23,7 @@ import re
 import stat as stat_module
 import threading
 import time
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, Iterator, Protocol
@@ -239,7 +240,7 @@ class TrainingDataWriter:
             start, line = start + 1, line[1:]
         if self._columns is not None and entry is not None:
             try:
-                self._columns.append(entry, start, len(line) - 1)
+                self._columns.append(entry, start, len(line) - 1, line)
             except Exception as exc:  # the JSONL line is written; only the cache is lost
                 log.warning("%s: columns file switched off (%s: %s); dynamics views will parse the JSONL instead",
                             self.path, type(exc).__name__, exc)
@@ -745,6 +746,38 @@ class TrainingDataReader:
                     break  # the file went away; the next call tries again
         return found
 
+    def read_view(self, info: StepInfo) -> dict[str, Any]:
+        """The step view (:func:`~seqviz_trackers.format.view.step_view`) of the entry at
+        ``info``: from its columns record when that holds the view and the line is the one
+        the record was made from (the same CRC-32), without parsing the line; else from the
+        parsed line. Raises ValueError as :meth:`read` does."""
+        found = self.columns.view(info)
+        if found is not None:
+            view, line_crc = found
+            with self.files.open(self.path) as f:
+                f.seek(info.offset)
+                raw = f.read(info.length)
+            if len(raw) == info.length and zlib.crc32(raw) == line_crc:
+                try:
+                    out = json.loads(view)
+                except ValueError:
+                    out = None
+                if isinstance(out, dict) and out.get("step") == info.step:
+                    return out
+        from ..format.view import step_view
+
+        return step_view(self.read(info))
+
+    def get_view(self, step: int) -> dict[str, Any] | None:
+        """:meth:`get_step`, as its step view (see :meth:`read_view`)."""
+        info = self.step_info(step)
+        if info is None:
+            return None
+        try:
+            return self.read_view(info)
+        except ValueError:
+            return None
+
     def get_step(self, step: int) -> dict[str, Any] | None:
         """The entry logged at ``step``, or None (also when its line turns out broken:
         then it is listed in ``problems``). The file is looked at first (a ``stat``), so a
@@ -768,16 +801,17 @@ class TrainingDataReader:
         with self._lock:
             return next((p for p in reversed(list(self._problems.values())) if p.step == step), None)
 
-    def latest(self, refresh: bool = True) -> dict[str, Any] | None:
+    def latest(self, refresh: bool = True, view: bool = False) -> dict[str, Any] | None:
         """The entry with the highest readable step, or None when there is none.
         ``refresh=False``: among the steps indexed so far (for a caller that reports what
-        each :meth:`refresh` found, and must not have lines indexed behind its back)."""
+        each :meth:`refresh` found, and must not have lines indexed behind its back).
+        ``view``: its step view (see :meth:`read_view`)."""
         while True:
             steps = self.steps if refresh else self.indexed()
             if not steps:
                 return None
             try:
-                return self.read(steps[-1])
+                return self.read_view(steps[-1]) if view else self.read(steps[-1])
             except ValueError:
                 continue  # that line is broken and was dropped: the one before is the latest
 
