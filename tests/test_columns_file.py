@@ -188,19 +188,26 @@ def test_record_round_trip_keeps_keys_positions_and_strings():
     assert vocab == firsts
 
 
-def test_the_logger_keeps_a_columns_file_beside_the_file_and_the_tensorboard_assets(tmp_path):
+def test_the_logger_keeps_a_columns_file_beside_the_file_and_the_tensorboard_assets(tmp_path, monkeypatch):
     from seqviz_trackers import SeqVizLogger
+    from seqviz_trackers.format.view import step_view
     from tb_plugin.writer import asset_path
 
+    made = []
+    real = columns_file._make_view_section
+    monkeypatch.setattr(columns_file, "_make_view_section", lambda entry: made.append(entry["step"]) or real(entry))
     entries = story()[:3]
     with SeqVizLogger(tmp_path / "steps.jsonl", tensorboard=tmp_path / "tb") as logger:
         for e in entries:
             logger.log_step(e)
+    assert made == [e["step"] for e in entries]  # one view per step, for both files
     for path in (str(tmp_path / "steps.jsonl"), str(asset_path(tmp_path / "tb"))):
         reader = TrainingDataReader(path)
         cols = columns_file.ColumnsReader(path, reader.files)
         records = [cols.get(info) for info in reader.steps]
         assert [r[0] for r in records if r is not None] == [e["step"] for e in entries], path
+        assert all(cols.view(info) is not None for info in reader.steps)
+        assert [reader.read_view(info) for info in reader.steps] == [step_view(reader.read(info)) for info in reader.steps]
 
 
 def one_record_at_a_time(reader) -> Dynamics:

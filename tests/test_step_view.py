@@ -292,3 +292,46 @@ def test_bulk_reading_of_the_view_is_the_reading_one_prediction_at_a_time():
                 assert json.dumps(got) == json.dumps(slow), i  # the same types too (1.0 is not 1)
     assert fast > 20  # the converter's form is read in bulk, and most mutations too
     check_view(masked)
+
+
+def test_seqviz_serve_answers_the_same_view_with_and_without_the_columns_file(tmp_path):
+    """``seqviz serve`` reads a step's view from the columns file when it holds it; the
+    same lines without a columns file (the original tool's files, ``columns=False``) are
+    parsed: the answers are the same bytes."""
+    import shutil
+    import signal
+    import subprocess
+
+    from factories import HOSTILE
+    from proc_helpers import cli_process
+    from seqviz_trackers.storage.columns import SUFFIX
+
+    cached, plain = tmp_path / "cached.jsonl", tmp_path / "plain.jsonl"
+    entries = [learning_entry(step, 300) for step in (0, 100)] + [make_entry(200, [HOSTILE + " caf\u00e9 \U0001F600"])]
+    entries.append(seed_entry(300, 300))  # the original form: bounded targets
+    with TrainingDataWriter(cached) as w:
+        for e in entries:
+            w.write_step(e)
+    shutil.copy(cached, plain)
+    assert (tmp_path / ("cached.jsonl" + SUFFIX)).exists() and not (tmp_path / ("plain.jsonl" + SUFFIX)).exists()
+    proc = cli_process("serve", "--logdir", str(tmp_path), "--port", "0", stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                       text=True)
+    try:
+        proc.stdout.readline()
+        port = int(proc.stdout.readline().split()[1].rsplit(":", 1)[1].strip("/"))
+        for e in entries:
+            bodies = []
+            for run in ("cached", "plain"):
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+                conn.request("GET", f"/step?run={run}&step={e['step']}&view=1")
+                resp = conn.getresponse()
+                bodies.append((resp.status, resp.read()))
+                conn.close()
+            assert bodies[0] == bodies[1] and bodies[0][0] == 200
+            assert json.loads(bodies[0][1]) == json.loads(json.dumps(step_view(e)))
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()

@@ -85,21 +85,42 @@ def encode_record(entry: dict[str, Any], offset: int, length: int, known: KnownI
     body = b"".join(bodies)
     fields = {"step": entry["step"], "offset": offset, "length": length, "timestamp": entry.get("timestamp"),
               "crc": checksum(seqs, vocab, body), "seqs": seqs, "vocab": vocab}
-    view = _view_section(entry) if line is not None else b""
-    if view:
-        fields.update(line_crc=zlib.crc32(memoryview(line)[:length]), view_crc=zlib.crc32(view))
+    view = b""
+    if line is not None:
+        line_crc = zlib.crc32(memoryview(line)[:length])
+        view = _view_section(entry, (entry["step"], length, line_crc))
+        if view:
+            fields.update(line_crc=line_crc, view_crc=zlib.crc32(view))
     header = json.dumps(fields, ensure_ascii=False, separators=(",", ":")).encode()
     return _PREFIX.pack(MAGIC, len(header), len(body), len(view)) + header + body + view
 
 
-def _view_section(entry: dict[str, Any]) -> bytes:
+#: The last step view made, by (step, length, CRC-32) of its line: the logger hands one line
+#: to two writers (the JSONL file's and the TensorBoard mirror's); the view is made once.
+_last_view: tuple[tuple[Any, int, int], bytes] | None = None
+_last_lock = threading.Lock()
+
+
+def _view_section(entry: dict[str, Any], key: tuple[Any, int, int]) -> bytes:
     """The step view of ``entry`` as its line reads back (zlib-compressed JSON), or b"" when
-    it might not be that view: then the line is parsed instead.
+    it might not be that view: then the line is parsed instead. ``key``: the line's step,
+    length and CRC-32 (the same line gets the same view).
 
     The line is ``entry`` as JSON with the header fields first; JSON writes a tuple as a
     list, and the view reads sequences, predictions and candidate lists only as lists, so
     an entry with a tuple there gets no view. The view's other parts go through JSON just
     as they went through it in the line (the same keys, the same values)."""
+    global _last_view
+    with _last_lock:
+        if _last_view is not None and _last_view[0] == key:
+            return _last_view[1]
+    view = _make_view_section(entry)
+    with _last_lock:
+        _last_view = (key, view)
+    return view
+
+
+def _make_view_section(entry: dict[str, Any]) -> bytes:
     from .jsonl import HEADER
 
     seqs = entry.get("sequences")
