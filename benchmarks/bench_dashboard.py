@@ -171,6 +171,8 @@ def main() -> None:
 def server_side(run: Path, entries: list[dict]) -> None:
     """Where a cold step view's time goes on the server: reading and parsing the line,
     building the view, encoding it (medians of 3)."""
+    import os
+
     from seqviz_trackers import TrainingDataReader
     from seqviz_trackers.format.view import step_view
     from seqviz_trackers.storage.jsonl import client_json
@@ -187,6 +189,18 @@ def server_side(run: Path, entries: list[dict]) -> None:
         read.append(t1 - t0); build.append(t2 - t1); encode.append(time.perf_counter() - t2)
     print(f"server side of a cold step view: read + parse the line {1000 * statistics.median(read):.0f} ms, "
           f"build the view {1000 * statistics.median(build):.0f} ms, encode it {1000 * statistics.median(encode):.0f} ms")
+    # what the step route does now: the view from the line's columns record, the line only checksummed
+    info = reader.step_info(entries[0]["step"])
+    read, encode = [], []
+    for _ in range(3):
+        t0 = time.perf_counter()
+        view = TrainingDataReader(run).read_view(info)
+        t1 = time.perf_counter()
+        client_json(view)
+        read.append(t1 - t0); encode.append(time.perf_counter() - t1)
+    print(f"  from the columns file (step route): read the view + check the line {1000 * statistics.median(read):.0f} ms, "
+          f"encode it {1000 * statistics.median(encode):.0f} ms; columns file {os.path.getsize(str(run) + '.cols') / 2e6:.2f} MB "
+          f"per step, JSONL {os.path.getsize(run) / 2e6:.2f} MB per step")
 
 
 def sizes(panel_steps: int) -> None:

@@ -391,7 +391,10 @@ def odd_entries() -> list[dict]:
     shapes["sequences"].append("not a sequence")
     shapes["sequences"][0]["view"] = "a field named view"  # replaced by the view, where it was
     shapes["sequences"][1]["predictions"].append({"target_token_id": 1})  # no position: left out
-    shapes["metadata"][7] = "an int key"
+    keys = copy.deepcopy(base)
+    keys["metadata"][7] = "an int key"
+    keys["metadata"]["7"] = "the same key once written"
+    keys["sequences"].append([{1: "in a sequence that is not an object"}])
     shapes["extra"] = {"nested": [1, 2.5, None, True]}
     no_preds = copy.deepcopy(base)
     del no_preds["sequences"][0]["predictions"]
@@ -404,7 +407,7 @@ def odd_entries() -> list[dict]:
     tuple_seqs["sequences"] = tuple(tuple_seqs["sequences"])
     no_seqs = {k: v for k, v in base.items() if k != "sequences"}
     reordered = {"sequences": base["sequences"], "metadata": base["metadata"], **base}  # header fields first in the line
-    entries = [base, hostile, shapes, no_preds, tuples, tuple_preds, tuple_seqs, no_seqs, reordered, odd_entry(),
+    entries = [base, hostile, shapes, no_preds, tuples, tuple_preds, tuple_seqs, no_seqs, reordered, keys, odd_entry(),
                make_entry(4, [HOSTILE + " text"]), seed_entry(0), seed_entry(150, with_loss=True)]
     entries += [m for m in mutations(base, 7) if writable(m)][:25]
     return [{**e, "step": i, "timestamp": 1000.0 + i} for i, e in enumerate(entries)]
@@ -426,16 +429,23 @@ def holds_tuple(value) -> bool:
 
 
 def views_of(path: str) -> tuple[list[dict], list[dict], list[int]]:
-    """(read_view of each step, step_view of each parsed line, the steps whose view parsed its line)."""
+    """(read_view of each step, step_view of each parsed line, the steps whose view parsed
+    its line); the views encoded (what the step route sends) are client_json's of the parsed."""
     from seqviz_trackers.format.view import step_view
+    from seqviz_trackers.storage.jsonl import EncodedJSON, client_json
 
     reader = TrainingDataReader(path)
     parsed: list[int] = []
     real = reader.read
     reader.read = lambda info: parsed.append(info.step) or real(info)
     views = [reader.read_view(info) for info in reader.steps]
+    encoded = [reader.read_view(info, encoded=True) for info in reader.steps]
     plain = TrainingDataReader(path)
-    return views, [step_view(plain.read(info)) for info in plain.steps], parsed
+    expected = [step_view(plain.read(info)) for info in plain.steps]
+    assert all(type(e) is EncodedJSON for e in encoded)
+    assert [bytes(e) for e in encoded] == [client_json(v) for v in expected]
+    assert parsed[:len(parsed) // 2] == parsed[len(parsed) // 2:]  # the same lines parsed both times
+    return views, expected, parsed[:len(parsed) // 2]
 
 
 def test_the_record_holds_the_step_view_of_its_line_whatever_the_entry(tmp_path):
@@ -447,8 +457,9 @@ def test_the_record_holds_the_step_view_of_its_line_whatever_the_entry(tmp_path)
     assert len(views) == len(entries)
     for got, want in zip(views, expected):
         assert got == want and client_json(got) == client_json(want)  # the same values, keys in the same order
-    # only entries with tuples where the view reads lists (JSON makes them lists) are parsed
-    assert {4, 5, 6} <= set(parsed) <= {e["step"] for e in entries if holds_tuple(e)}
+    # parsed: only entries with tuples where the view reads lists or keys that are not
+    # strings (JSON makes them lists and strings)
+    assert {4, 5, 6, 9} <= set(parsed) <= {e["step"] for e in entries if holds_tuple(e)} | {9}
     assert len(parsed) < len(entries) / 4
 
 

@@ -1,31 +1,49 @@
-"""The columns file: a binary cache of the numbers the training-dynamics views read.
+"""The columns file: a binary cache of the numbers the training-dynamics views read, and
+of each step's view.
 
 Next to ``steps.jsonl``, :class:`~seqviz_trackers.storage.jsonl.TrainingDataWriter` keeps
 ``steps.jsonl.cols``: for each line it appends, one record holding that step's target
 probability, target rank, loss, entropy and top-1 token id per predicted position, as
-little-endian arrays. Building per-token series from it costs a few NumPy copies per
-step instead of parsing about 700 bytes of JSON per position.
+little-endian arrays, and the step's view (:func:`~seqviz_trackers.format.view.step_view`:
+what the dashboard draws of it, without the candidates). Building per-token series from it
+costs a few NumPy copies per step instead of parsing about 700 bytes of JSON per position,
+and the ``step`` route's view (``view=1``) costs reading ~0.4 MB of compressed view and a
+checksum of the line instead of parsing a 10 MB line (8 x 2,048 tokens, top-20).
 
 The JSONL file stays the only source of truth. A record is used only when it matches
-its line (same offset, length, step and timestamp) and its checksum; otherwise, or when
-the columns file is missing, damaged or deleted, readers parse the line itself. The file
-may be deleted at any time; the next writer starts a new one. The reader's index also
-locates lines from the records' offsets and lengths, checking each line's header and
-newline in the JSONL (:meth:`ColumnsReader.lines`), and the dynamics views read runs of
-records with the same sequences as one :class:`Block` of 2-D arrays
-(:meth:`ColumnsReader.records`).
+its line (same offset, length, step and timestamp) and its checksum; its view only when,
+besides, the line's bytes have the CRC-32 the writer took of them (``line_crc``) and the
+view its own (``view_crc``). Otherwise, or when the columns file is missing, damaged or
+deleted, readers parse the line itself. The file may be deleted at any time; the next
+writer starts a new one. The reader's index also locates lines from the records' offsets
+and lengths, checking each line's header and newline in the JSONL (:meth:`ColumnsReader.lines`),
+and the dynamics views read runs of records with the same sequences as one :class:`Block`
+of 2-D arrays (:meth:`ColumnsReader.records`).
 
-Record layout: ``b"SVC2"``, two little-endian uint32 (header and body lengths), a JSON
-header ``{"step", "offset", "length", "timestamp", "crc", "seqs": [{"key", "text", "n", "bound"?}],
-"vocab": {"<id>": str}}``, then per sequence ``n`` × int32 position, float32 target
-probability, float32 loss, float32 entropy, int32 target rank and int64 top-1 id, and,
-when its ``bound`` is true (a target outside the logged candidates, see
-:class:`~seqviz_trackers.format.entry.Columns`), ``n`` × int32 ``rank_gt`` and float32 ``p_lt``.
-Records of an earlier layout (``b"SVC1"``, without the bound) are not read: their lines
-are parsed, and a writer resuming the run starts the file again.
-``crc`` is the CRC-32 of ``seqs`` and ``vocab`` (as compact JSON) followed by the body, ``key`` the sequence's identity
-(:func:`~seqviz_trackers.dynamics.sequence_key`), ``text`` a checksum of its tokens, and
-``vocab`` holds the display strings of top-1 ids this writer has not recorded before.
+Record layout: ``b"SVC3"``, three little-endian uint32 (header, body and view lengths), a
+JSON header ``{"step", "offset", "length", "timestamp", "crc", "seqs": [{"key", "text", "n",
+"bound"?}], "vocab": {"<id>": str}, "line_crc"?, "view_crc"?}``, the body: per sequence ``n`` ×
+int32 position, float32 target probability, float32 loss, float32 entropy, int32 target rank
+and int64 top-1 id, and, when its ``bound`` is true (a target outside the logged candidates,
+see :class:`~seqviz_trackers.format.entry.Columns`), ``n`` × int32 ``rank_gt`` and float32
+``p_lt``; then the view: the step view as UTF-8 JSON, zlib-compressed (empty when the record
+has none). ``crc`` is the CRC-32 of ``seqs`` and ``vocab`` (as compact JSON) followed by the
+body, ``key`` the sequence's identity (:func:`~seqviz_trackers.dynamics.sequence_key`),
+``text`` a checksum of its tokens, and ``vocab`` holds the display strings of top-1 ids this
+writer has not recorded before.
+
+The view is the one of the line as it reads back, or there is none: it is made from the
+entry with the line's key order (header fields first), and JSON turns nothing in it into
+something else, except tuples into lists, so an entry with a tuple where the view reads a
+list (sequences, predictions, ``top_k`` / ``top_20``) gets no view; nor does one the view or
+JSON cannot take (a NaN the line was written with elsewhere, say). The writer makes a view
+only with the line's bytes at hand (``encode_record(..., line=)``).
+
+Records of the layout before (``b"SVC2"``: a 12-byte prefix, no view) are read as before
+for the dynamics and the index, and their steps' views are parsed from the lines; a writer
+resuming the run appends ``SVC3`` records after them. Records of the first layout
+(``b"SVC1"``, without the bound) are not read: their lines are parsed, and a writer
+resuming the run starts the file again.
 """
 
 from __future__ import annotations
@@ -108,8 +126,10 @@ def _view_section(entry: dict[str, Any], key: tuple[Any, int, int]) -> bytes:
 
     The line is ``entry`` as JSON with the header fields first; JSON writes a tuple as a
     list, and the view reads sequences, predictions and candidate lists only as lists, so
-    an entry with a tuple there gets no view. The view's other parts go through JSON just
-    as they went through it in the line (the same keys, the same values)."""
+    an entry with a tuple there gets no view; nor does one with a key that is not a string
+    outside the predictions. The view's other parts go through JSON just as they went
+    through it in the line: the bytes are what :func:`~seqviz_trackers.storage.jsonl.client_json`
+    makes of the view of the line read back."""
     global _last_view
     with _last_lock:
         if _last_view is not None and _last_view[0] == key:
@@ -133,6 +153,11 @@ def _make_view_section(entry: dict[str, Any]) -> bytes:
             return b""
     ordered = {key: entry[key] for key in HEADER if key in entry}
     ordered.update(entry)
+    outside = [{k: v for k, v in ordered.items() if k != "sequences"}]
+    outside += [{k: v for k, v in seq.items() if k != "predictions"} if isinstance(seq, dict) else seq
+                for seq in (seqs if isinstance(seqs, list) else ())]
+    if not _str_keys(outside):
+        return b""
     try:
         text = json.dumps(step_view(ordered), ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode("utf-8")
     except Exception:  # odd data the view or JSON does not take (NaN, huge numbers): the line is parsed
@@ -173,6 +198,14 @@ def decode_record(header: dict[str, Any], body: bytes) -> Record:
 #: Where a record is: (header, body start, body length, step view length); the step view
 #: follows the body.
 _Found = tuple[dict[str, Any], int, int, int]
+
+
+def _str_keys(value: Any) -> bool:
+    """Whether every object in ``value`` has only str keys (JSON writes others as strings,
+    which may then be the same key twice: the view as read back has one of them)."""
+    if isinstance(value, dict):
+        return all(type(k) is str for k in value) and _str_keys(list(value.values()))
+    return all(_str_keys(v) for v in value if isinstance(v, (dict, list, tuple)))
 
 
 def _scan(f: BinaryIO, start: int, size: int) -> Iterator[_Found]:

@@ -32,7 +32,7 @@ from ..format.schema import SchemaValidationError, check_schema, find_non_finite
 
 __all__ = [
     "TrainingDataWriter", "FileInUseError", "TrainingDataReader", "StepInfo", "Problem", "Update",
-    "encode_entry", "client_json", "parse_line", "LocalFiles", "MAX_STEP",
+    "encode_entry", "client_json", "EncodedJSON", "parse_line", "LocalFiles", "MAX_STEP",
 ]
 
 try:
@@ -81,6 +81,11 @@ def encode_entry(entry: dict[str, Any], validate: bool = True) -> bytes:
                                     "cannot be written as UTF-8", found[0] if found else "$") from None
 
 
+class EncodedJSON(bytes):
+    """JSON that is already what :func:`client_json` makes of its value (a step view read
+    from the columns file): :func:`client_json` returns it as it is."""
+
+
 def client_json(value: Any) -> bytes:
     """``value`` as the JSON a client (a browser) gets: strict JSON, in UTF-8, whatever it
     holds. Non-finite numbers (NaN, Infinity: a step read from a file written with Python's
@@ -91,6 +96,8 @@ def client_json(value: Any) -> bytes:
     Raises:
         TypeError: ``value`` holds something JSON has no form for.
     """
+    if isinstance(value, EncodedJSON):
+        return bytes(value)
     try:
         text = json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
     except ValueError:
@@ -746,11 +753,12 @@ class TrainingDataReader:
                     break  # the file went away; the next call tries again
         return found
 
-    def read_view(self, info: StepInfo) -> dict[str, Any]:
+    def read_view(self, info: StepInfo, encoded: bool = False) -> Any:
         """The step view (:func:`~seqviz_trackers.format.view.step_view`) of the entry at
         ``info``: from its columns record when that holds the view and the line is the one
         the record was made from (the same CRC-32), without parsing the line; else from the
-        parsed line. Raises ValueError as :meth:`read` does."""
+        parsed line. ``encoded``: as :class:`EncodedJSON` (what :func:`client_json` makes
+        of the view), which the record holds as it is. Raises ValueError as :meth:`read` does."""
         found = self.columns.view(info)
         if found is not None:
             view, line_crc = found
@@ -758,23 +766,24 @@ class TrainingDataReader:
                 f.seek(info.offset)
                 raw = f.read(info.length)
             if len(raw) == info.length and zlib.crc32(raw) == line_crc:
+                if encoded:
+                    return EncodedJSON(view)
                 try:
-                    out = json.loads(view)
+                    return json.loads(view)
                 except ValueError:
-                    out = None
-                if isinstance(out, dict) and out.get("step") == info.step:
-                    return out
+                    pass
         from ..format.view import step_view
 
-        return step_view(self.read(info))
+        out = step_view(self.read(info))
+        return EncodedJSON(client_json(out)) if encoded else out
 
-    def get_view(self, step: int) -> dict[str, Any] | None:
+    def get_view(self, step: int, encoded: bool = False) -> Any:
         """:meth:`get_step`, as its step view (see :meth:`read_view`)."""
         info = self.step_info(step)
         if info is None:
             return None
         try:
-            return self.read_view(info)
+            return self.read_view(info, encoded)
         except ValueError:
             return None
 
