@@ -395,6 +395,7 @@ def odd_entries() -> list[dict]:
     keys["metadata"][7] = "an int key"
     keys["metadata"]["7"] = "the same key once written"
     keys["sequences"].append([{1: "in a sequence that is not an object"}])
+    odd_seqs = {**base, "sequences": {1: "not a list", "1": "of sequences"}}
     shapes["extra"] = {"nested": [1, 2.5, None, True]}
     no_preds = copy.deepcopy(base)
     del no_preds["sequences"][0]["predictions"]
@@ -407,7 +408,7 @@ def odd_entries() -> list[dict]:
     tuple_seqs["sequences"] = tuple(tuple_seqs["sequences"])
     no_seqs = {k: v for k, v in base.items() if k != "sequences"}
     reordered = {"sequences": base["sequences"], "metadata": base["metadata"], **base}  # header fields first in the line
-    entries = [base, hostile, shapes, no_preds, tuples, tuple_preds, tuple_seqs, no_seqs, reordered, keys, odd_entry(),
+    entries = [base, hostile, shapes, no_preds, tuples, tuple_preds, tuple_seqs, no_seqs, reordered, keys, odd_seqs, odd_entry(),
                make_entry(4, [HOSTILE + " text"]), seed_entry(0), seed_entry(150, with_loss=True)]
     entries += [m for m in mutations(base, 7) if writable(m)][:25]
     return [{**e, "step": i, "timestamp": 1000.0 + i} for i, e in enumerate(entries)]
@@ -459,7 +460,7 @@ def test_the_record_holds_the_step_view_of_its_line_whatever_the_entry(tmp_path)
         assert got == want and client_json(got) == client_json(want)  # the same values, keys in the same order
     # parsed: only entries with tuples where the view reads lists or keys that are not
     # strings (JSON makes them lists and strings)
-    assert {4, 5, 6, 9} <= set(parsed) <= {e["step"] for e in entries if holds_tuple(e)} | {9}
+    assert {4, 5, 6, 9, 10} <= set(parsed) <= {e["step"] for e in entries if holds_tuple(e)} | {9, 10}
     assert len(parsed) < len(entries) / 4
 
 

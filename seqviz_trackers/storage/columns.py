@@ -35,9 +35,12 @@ writer has not recorded before.
 The view is the one of the line as it reads back, or there is none: it is made from the
 entry with the line's key order (header fields first), and JSON turns nothing in it into
 something else, except tuples into lists, so an entry with a tuple where the view reads a
-list (sequences, predictions, ``top_k`` / ``top_20``) gets no view; nor does one the view or
-JSON cannot take (a NaN the line was written with elsewhere, say). The writer makes a view
-only with the line's bytes at hand (``encode_record(..., line=)``).
+list (sequences, predictions, ``top_k`` / ``top_20``) gets no view; nor does one with a key
+that is not a string outside the predictions (JSON makes it a string, maybe one the object
+has already), nor one the view or JSON cannot take (a NaN the line was written with
+elsewhere, say). Its bytes are then what :func:`~seqviz_trackers.storage.jsonl.client_json`
+makes of the view of the line read back, and the ``step`` route sends them as they are.
+The writer makes a view only with the line's bytes at hand (``encode_record(..., line=)``).
 
 Records of the layout before (``b"SVC2"``: a 12-byte prefix, no view) are read as before
 for the dynamics and the index, and their steps' views are parsed from the lines; a writer
@@ -153,16 +156,24 @@ def _make_view_section(entry: dict[str, Any]) -> bytes:
             return b""
     ordered = {key: entry[key] for key in HEADER if key in entry}
     ordered.update(entry)
-    outside = [{k: v for k, v in ordered.items() if k != "sequences"}]
-    outside += [{k: v for k, v in seq.items() if k != "predictions"} if isinstance(seq, dict) else seq
-                for seq in (seqs if isinstance(seqs, list) else ())]
-    if not _str_keys(outside):
+    # what the view holds as it is: all but the predictions
+    kept = [{k: v for k, v in seq.items() if k != "predictions"} if isinstance(seq, dict) else seq
+            for seq in seqs] if isinstance(seqs, list) else seqs
+    if not _str_keys([{k: v for k, v in ordered.items() if k != "sequences"}, kept]):
         return b""
     try:
         text = json.dumps(step_view(ordered), ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode("utf-8")
     except Exception:  # odd data the view or JSON does not take (NaN, huge numbers): the line is parsed
         return b""
     return zlib.compress(text, 1)
+
+
+def _str_keys(value: Any) -> bool:
+    """Whether every object in ``value`` has only str keys (JSON writes others as strings,
+    which may then be the same key twice: the view as read back has one of them)."""
+    if isinstance(value, dict):
+        return all(type(k) is str for k in value) and _str_keys(list(value.values()))
+    return all(_str_keys(v) for v in value if isinstance(v, (dict, list, tuple)))
 
 
 def checksum(seqs: Any, vocab: Any, body: bytes, seqs_json: bytes | None = None) -> int:
@@ -198,14 +209,6 @@ def decode_record(header: dict[str, Any], body: bytes) -> Record:
 #: Where a record is: (header, body start, body length, step view length); the step view
 #: follows the body.
 _Found = tuple[dict[str, Any], int, int, int]
-
-
-def _str_keys(value: Any) -> bool:
-    """Whether every object in ``value`` has only str keys (JSON writes others as strings,
-    which may then be the same key twice: the view as read back has one of them)."""
-    if isinstance(value, dict):
-        return all(type(k) is str for k in value) and _str_keys(list(value.values()))
-    return all(_str_keys(v) for v in value if isinstance(v, (dict, list, tuple)))
 
 
 def _scan(f: BinaryIO, start: int, size: int) -> Iterator[_Found]:
