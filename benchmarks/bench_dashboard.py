@@ -53,6 +53,14 @@ MEASURE_CANDIDATES = """async (args) => {
   return { total: performance.now() - t0, n: answer.top_k.length };
 }"""
 
+MEASURE_GET = """async (step) => {
+  // the fetch alone: request over the websocket, answer, JSON.parse (no rendering)
+  const app = window.seqvizDashboard;
+  const t0 = performance.now();
+  await app.source.get("step", { run: app.state.run, step, view: 1 });
+  return { total: performance.now() - t0 };
+}"""
+
 MEASURE_FIRST = """async (index) => {
   // a first render: the step's entry is at hand (parsed), no token box exists yet
   const app = window.seqvizDashboard;
@@ -128,6 +136,7 @@ def main() -> None:
             for i in range(args.repeat * 2):
                 page.evaluate("window.seqvizDashboard.cache.clear()")
                 fetched.append(page.evaluate(MEASURE_SWITCH, i % 2))
+            gets = [page.evaluate(MEASURE_GET, entries[i % 2]["step"]) for i in range(args.repeat * 2)]
             for i in range(args.repeat * 2):
                 clicks.append(page.evaluate(MEASURE_CANDIDATES, {"step": entries[i % 2]["step"], "seq": i % args.seqs, "pos": 7 * i}))
             # as a reader uses it: the neighbours are fetched while the current step is looked at
@@ -164,6 +173,8 @@ def main() -> None:
           f"the whole {full_mb:.1f} MB logged entry instead (as before step views): median "
           f"{statistics.median(r['total'] for r in whole):.0f} ms (DOM+layout {statistics.median(r['render'] for r in whole):.0f} ms); "
           f"with the neighbours prefetched while the page is read (2 s): median {statistics.median(r['total'] for r in ready):.0f} ms")
+    print(f"served live: of a cold step switch, the step view's request + answer + JSON.parse alone: median "
+          f"{statistics.median(r['total'] for r in gets):.0f} ms")
     print(f"served live: one prediction's candidates (a click): median {statistics.median(r['total'] for r in clicks):.0f} ms, "
           f"max {max(r['total'] for r in clicks):.0f} ms")
 
@@ -171,6 +182,8 @@ def main() -> None:
 def server_side(run: Path, entries: list[dict]) -> None:
     """Where a cold step view's time goes on the server: reading and parsing the line,
     building the view, encoding it (medians of 3)."""
+    import os
+
     from seqviz_trackers import TrainingDataReader
     from seqviz_trackers.format.view import step_view
     from seqviz_trackers.storage.jsonl import client_json
@@ -187,6 +200,20 @@ def server_side(run: Path, entries: list[dict]) -> None:
         read.append(t1 - t0); build.append(t2 - t1); encode.append(time.perf_counter() - t2)
     print(f"server side of a cold step view: read + parse the line {1000 * statistics.median(read):.0f} ms, "
           f"build the view {1000 * statistics.median(build):.0f} ms, encode it {1000 * statistics.median(encode):.0f} ms")
+    # what the step route does now: the view as the line's columns record holds it (encoded
+    # already), the line only checksummed
+    info = reader.step_info(entries[0]["step"])
+    read = []
+    for _ in range(3):
+        t0 = time.perf_counter()
+        client_json(TrainingDataReader(run).read_view(info, encoded=True))
+        read.append(time.perf_counter() - t0)
+    from seqviz_trackers.storage.columns import encode_record
+
+    without = encode_record(entries[0], info.offset, info.length)  # a record as before the views
+    print(f"  now, from the columns file (the step route): read the view, check the line and send the view as stored "
+          f"{1000 * statistics.median(read):.0f} ms; columns file {os.path.getsize(str(run) + '.cols') / 2e6:.2f} MB "
+          f"per step ({len(without) / 1e6:.2f} MB without the view), JSONL {os.path.getsize(run) / 2e6:.2f} MB per step")
 
 
 def sizes(panel_steps: int) -> None:
