@@ -20,14 +20,16 @@ from seqviz_trackers.format.view import step_view
 
 def assert_as_page_holds(got: dict, view: dict) -> None:
     """``got`` (a page's entry, read back) is the step view ``view`` with its candidates'
-    probabilities to within 1/(2 P_SCALE) (0 and 1 kept), all else equal."""
+    probabilities to within 1/P_SCALE (the multiples of 2/P_SCALE kept exactly), all else equal."""
     def without_p(v):
         return {**v, "sequences": [{**s, "candidates": {k: c for k, c in s["candidates"].items() if k != "p"}}
                                    for s in v["sequences"]]}
     assert without_p(got) == without_p(view)
     for a, b in zip(got["sequences"], view["sequences"]):
         for p_page, p in zip(a["candidates"]["p"], b["candidates"]["p"], strict=True):
-            assert abs(p - p_page) <= 0.5 / P_SCALE + 1e-12 and (p_page == 0) == (p == 0) and (p_page == 1) == (p == 1)
+            assert abs(p - p_page) < 1 / P_SCALE
+            if round(p * P_SCALE / 2) * 2 / P_SCALE == p:
+                assert p_page == p
 
 
 def test_page_is_self_contained_and_escaped():
@@ -76,25 +78,21 @@ def test_columns_are_packed_and_read_back():
     counts = [3, 0, 2, 1]
     probs = [0.9, 0.05, 0.0000001, 0.5, 0.5, 1.0]
     back = unpack_probs(pack_probs(probs, counts), counts)
-    assert back == [18000.5 / P_SCALE, 1000.5 / P_SCALE, 0.5 / P_SCALE, 10000.5 / P_SCALE, 10000.5 / P_SCALE, 1.0]
+    assert back == [0.9, 0.05, 1 / P_SCALE, 0.5, 0.5, 1.0]  # on the 2 / P_SCALE grid: as they are
     assert unpack_probs(pack_probs([0.0, 0.0], [2]), [2]) == [0.0, 0.0]
+    assert unpack_probs(pack_probs([0.16567, 0.031512, 0.0315], [3]), [3]) == [6627 / P_SCALE, 1261 / P_SCALE, 0.0315]
     assert pack_probs([0.1, 0.2], [2]) is None and pack_probs([1.5], [1]) is None and pack_probs([-0.1], [1]) is None
 
 
 def test_a_page_keeps_the_shown_digits_of_each_probability():
     """The dashboard prints probabilities as fmtPct does (web/util.js): the page's values print alike."""
-    def fmt_pct(p):
-        if p >= 0.995:
-            return "100%"
-        if p < 0.001:
-            return "0%" if p == 0 else "<0.1%"
-        return f"{p * 100:.{1 if p < 0.1 else 0}f}%"
-
     import numpy as np
 
+    from page_helpers import fmt_pct
+
     rng = np.random.default_rng(0)
-    probs = np.sort(np.concatenate([rng.random(20000) ** 4, [0, 1e-9, 0.001, 0.0995, 0.0996, 0.995, 0.9999, 1]]))[::-1]
-    probs = probs.tolist()
+    probs = np.concatenate([rng.random(20000) ** 4, [0, 1e-9, 0.001, 0.0995, 0.0996, 0.995, 0.9999, 1]])
+    probs = sorted(probs.tolist() + [float(f"{p:.3g}") for p in probs] + [float(f"{p:.5g}") for p in probs], reverse=True)
     back = unpack_probs(pack_probs(probs, [len(probs)]), [len(probs)])
     assert [fmt_pct(p) for p in back] == [fmt_pct(p) for p in probs]
 

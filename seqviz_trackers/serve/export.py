@@ -42,13 +42,14 @@ __all__ = ["export_html", "page_data", "page_form", "pack_ints", "unpack_ints", 
            "strip_lines", "dashboard_bundle", "json_for_html", "dynamics_extra", "runs_compare_extra", "batches_extra",
            "MODULES", "P_SCALE"]
 
-#: A page holds a candidate's probability p as the code floor(p * P_SCALE) + 1 (0 for p = 0),
-#: and the dashboard reads it back as the middle of that 1/P_SCALE wide interval (1 for
-#: p = 1). It prints probabilities as percentages (``fmtPct`` in ``web/util.js``: in steps
-#: of 0.1% below 10%, of 1% above, "<0.1%" below 0.1%), every rounding boundary of which is
-#: a multiple of 1/20,000, so the value read back prints as the logged value does, and is
-#: within 1/40,000 of it (bars, tooltips).
-P_SCALE = 20000
+#: A page holds a candidate's probability p as an integer code c, read back as c / P_SCALE:
+#: c = 2k when p is k / 20,000 exactly (0 and 1 among them), else 2 floor(p * 20,000) + 1, the
+#: middle of the 1/20,000 wide interval p is in. The dashboard prints probabilities as
+#: percentages (``fmtPct`` in ``web/util.js``: in steps of 0.1% below 10%, of 1% above, "<0.1%"
+#: below 0.1%), and every rounding boundary of those is a multiple of 1/20,000: a value on
+#: one is kept as it is, any other is read back inside the same interval, so the page prints
+#: the digits of the logged value; it is within 1/40,000 of it (bars, tooltips).
+P_SCALE = 40000
 
 #: The dashboard's modules in dependency order (each imports only earlier ones).
 MODULES = ("util.js", "entry.js", "sources.js", "chart.js", "dynamics.js", "runcompare.js", "tokens.js", "batches.js", "detail.js", "app.js", "index.js")
@@ -274,7 +275,9 @@ def pack_probs(probs: Any, counts: Any) -> str | None:
     p, n = np.asarray(probs, dtype=np.float64), np.asarray(counts, dtype=np.int64)
     if p.ndim != 1 or p.size != int(n.sum()) or (p.size and not (np.all(p >= 0) and np.all(p <= 1))):
         return None
-    q = np.where(p > 0, np.floor(p * P_SCALE + 1e-9).astype(np.int64) + 1, 0)
+    half = P_SCALE // 2
+    k = np.round(p * half)
+    q = np.where(k / half == p, 2 * k, 2 * np.floor(p * half) + 1).astype(np.int64)
     codes = np.empty_like(q)
     codes[1:] = q[:-1] - q[1:]
     first = (np.cumsum(n) - n)[n > 0]
@@ -283,14 +286,13 @@ def pack_probs(probs: Any, counts: Any) -> str | None:
 
 
 def unpack_probs(text: str, counts: list[int], scale: int = P_SCALE) -> list[float]:
-    """The probabilities of :func:`pack_probs` as the dashboard reads them: 0, or the middle of
-    the code's interval, at most 1."""
+    """The probabilities of :func:`pack_probs`, as the dashboard reads them (code / ``scale``)."""
     codes, out, k = unpack_ints(text), [], 0
     for n in counts:
         q = 0
         for j in range(n):
             q = codes[k] if j == 0 else q - codes[k]
-            out.append(0.0 if q == 0 else min(1.0, (q - 0.5) / scale))
+            out.append(q / scale)
             k += 1
     return out
 

@@ -150,9 +150,9 @@ export function unpackInts(col) {
 }
 
 /** A sequence's candidate columns (format/view.py with_candidates) read once: the packed ids
- *  unpacked, the probabilities from their codes (each prediction's first, then how much each
- *  next one is below the one before; code q: p = 0 for q = 0, else the middle of
- *  [(q - 1) / p_scale, q / p_scale), at most 1), where each prediction's begin. */
+ *  unpacked, the probabilities from their codes (p = code / p_scale; each prediction's first
+ *  code, then how much each next one is below the one before: P_SCALE in export.py), where
+ *  each prediction's begin. */
 function candidateColumns(cand) {
   if (cand.start) return cand;
   cand.id = unpackInts(cand.id);
@@ -161,7 +161,7 @@ function candidateColumns(cand) {
     const p = new Array(codes.length);
     for (let i = 0, k = 0; i < cand.n.length; i++) {
       let q = 0;
-      for (let j = 0; j < cand.n[i]; j++, k++) { q = j === 0 ? codes[k] : q - codes[k]; p[k] = q === 0 ? 0 : Math.min(1, (q - 0.5) / scale); }
+      for (let j = 0; j < cand.n[i]; j++, k++) { q = j === 0 ? codes[k] : q - codes[k]; p[k] = q / scale; }
     }
     cand.p = p;
   }
