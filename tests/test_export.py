@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import gzip
+import math
 import re
 import subprocess
 import sys
@@ -80,7 +81,10 @@ def test_columns_are_packed_and_read_back():
     back = unpack_probs(pack_probs(probs, counts), counts)
     assert back == [0.9, 0.05, 1 / P_SCALE, 0.5, 0.5, 1.0]  # on the 2 / P_SCALE grid: as they are
     assert unpack_probs(pack_probs([0.0, 0.0], [2]), [2]) == [0.0, 0.0]
-    assert unpack_probs(pack_probs([0.16567, 0.031512, 0.0315], [3]), [3]) == [6627 / P_SCALE, 1261 / P_SCALE, 0.0315]
+    def middle(p):  # of the 2 / P_SCALE wide interval p is in
+        return (2 * math.floor(p * P_SCALE / 2) + 1) / P_SCALE
+
+    assert unpack_probs(pack_probs([0.16567, 0.031512, 0.0315], [3]), [3]) == [middle(0.16567), middle(0.031512), 0.0315]
     assert pack_probs([0.1, 0.2], [2]) is None and pack_probs([1.5], [1]) is None and pack_probs([-0.1], [1]) is None
 
 

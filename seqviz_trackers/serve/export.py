@@ -43,13 +43,15 @@ __all__ = ["export_html", "page_data", "page_form", "pack_ints", "unpack_ints", 
            "MODULES", "P_SCALE"]
 
 #: A page holds a candidate's probability p as an integer code c, read back as c / P_SCALE:
-#: c = 2k when p is k / 20,000 exactly (0 and 1 among them), else 2 floor(p * 20,000) + 1, the
-#: middle of the 1/20,000 wide interval p is in. The dashboard prints probabilities as
+#: c = 2k when p is k / 4,000 exactly (0 and 1 among them), else 2 floor(p * 4,000) + 1, the
+#: middle of the 1/4,000 wide interval p is in. The dashboard prints probabilities as
 #: percentages (``fmtPct`` in ``web/util.js``: in steps of 0.1% below 10%, of 1% above, "<0.1%"
-#: below 0.1%), and every rounding boundary of those is a multiple of 1/20,000: a value on
-#: one is kept as it is, any other is read back inside the same interval, so the page prints
-#: the digits of the logged value; it is within 1/40,000 of it (bars, tooltips).
-P_SCALE = 40000
+#: below 0.1%), and every rounding boundary of those is a multiple of 1/2,000: a value on a
+#: multiple of 1/4,000 is kept as it is, any other is read back inside the same interval, so
+#: the page prints the digits of the logged value. It is within 1/8,000 of it: the bars of
+#: the detail panel (drawn relative to the top candidate's p) move by under a pixel unless
+#: that p is below about 2%.
+P_SCALE = 8000
 
 #: The dashboard's modules in dependency order (each imports only earlier ones).
 MODULES = ("util.js", "entry.js", "sources.js", "chart.js", "dynamics.js", "runcompare.js", "tokens.js", "batches.js", "detail.js", "app.js", "index.js")
