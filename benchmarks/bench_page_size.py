@@ -9,8 +9,8 @@
 
 Both panels are logged by a real ``WandbMirror`` into an offline run, the pages are read
 from the files wandb wrote. Each page is split into the dashboard's code, style and markup,
-and its data's parts, each compressed on its own as the page holds it (gzip, then base64):
-their sum is a little more than the data.
+and its data's parts, each compressed on its own as the page holds it (gzip, then base85, or
+base64 before): their sum is a little more than the data.
 
     python benchmarks/bench_page_size.py [--panel-steps 25] [--no-browser]
 
@@ -41,18 +41,19 @@ def mb(n: int) -> str:
     return f"{n / 1e6:.3f} MB"
 
 
-def packed(obj) -> int:
-    """Bytes of ``obj`` as a page holds it: JSON, gzip-compressed, base64-encoded."""
-    text = json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode()
-    return len(base64.b64encode(gzip.compress(text, 6, mtime=0)))
-
-
 def parts(page: str) -> dict[str, int]:
     """Where the page's bytes go (the data's parts as it holds them, before they are read)."""
     found = DATA.search(page)
     wrapper = json.loads(found.group(1))
-    data = json.loads(gzip.decompress(base64.b64decode(wrapper["data"])))
+    base85 = wrapper["encoding"] == "gzip+base85"
+    raw = (base64.b85decode(wrapper["data"].encode().translate(bytes.maketrans(b",.[", b"<>&"))) if base85
+           else base64.b64decode(wrapper["data"]))
+    data = json.loads(gzip.decompress(raw))
     out = {"code, style, markup": len(page.encode()) - len(found.group(1))}
+
+    def packed(obj) -> int:  # as the page holds it: JSON, gzip-compressed, in base85 (or base64)
+        n = len(gzip.compress(json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode(), 6, mtime=0))
+        return -(-n * 5 // 4) if base85 else -(-n // 3) * 4
 
     def seqs(entry):
         return [s for s in entry.get("sequences") or () if isinstance(s, dict)]

@@ -14,8 +14,8 @@ import pytest
 
 from factories import HOSTILE, make_entry, write_run
 from seqviz_trackers.serve.export import (MODULES, P_SCALE, _dashboard_css, dashboard_bundle, export_html, json_for_html,
-                                          pack_ints, pack_probs, page_data, page_form, strip_lines, unpack_ints,
-                                          unpack_probs)
+                                          pack_ints, pack_probs, page_bytes, page_data, page_form, page_text,
+                                          strip_lines, unpack_ints, unpack_probs)
 from seqviz_trackers.format.view import step_view
 
 
@@ -86,6 +86,16 @@ def test_columns_are_packed_and_read_back():
 
     assert unpack_probs(pack_probs([0.16567, 0.031512, 0.0315], [3]), [3]) == [middle(0.16567), middle(0.031512), 0.0315]
     assert pack_probs([0.1, 0.2], [2]) is None and pack_probs([1.5], [1]) is None and pack_probs([-0.1], [1]) is None
+
+
+def test_page_text_is_base85_without_markup_characters():
+    import os
+
+    for n in range(0, 12):
+        raw = os.urandom(n) + bytes(range(256))
+        text = page_text(raw)
+        assert page_bytes(text) == raw and len(text) == -(-len(raw) * 5 // 4)
+        assert not set(text) & set('<>&"\\/:\n ')
 
 
 def test_a_page_keeps_the_shown_digits_of_each_probability():

@@ -7,9 +7,11 @@ it), so it opens from disk, from an e-mail attachment, or inside a W&B panel.
 steps, ``--all`` takes every one); :func:`export_html` is the same from Python.
 
 The data sits in ``<script type="application/json" id="seqviz-data">`` as
-``{"title", "encoding": "gzip+base64", "data"}``: the JSON of ``{"entries", "title",
-"steps"?, "extra"?}``, gzip-compressed and base64-encoded (the page unpacks it with the
-browser's ``DecompressionStream``); :func:`page_data` reads it back.
+``{"title", "encoding": "gzip+base85", "data"}``: the JSON of ``{"entries", "title",
+"steps"?, "extra"?}``, gzip-compressed and encoded in base85 (RFC 1924's alphabet with
+``<``, ``>``, ``&`` written ``,``, ``.``, ``[``: 5 characters for 4 bytes, base64 takes 5.33)
+(the page unpacks it with the browser's ``DecompressionStream``); :func:`page_data` reads
+it back (and the ``"gzip+base64"`` of earlier pages).
 
 The page's form of that data (:func:`page_form`, the one encoder of every page: exports and
 W&B panels) packs its long columns of numbers: the entries (and the training batches'
@@ -38,7 +40,7 @@ import numpy as np
 from ..format.view import step_view
 from ..storage.jsonl import client_json
 
-__all__ = ["export_html", "page_data", "page_form", "pack_ints", "unpack_ints", "pack_probs", "unpack_probs",
+__all__ = ["export_html", "page_data", "page_form", "page_text", "page_bytes", "pack_ints", "unpack_ints", "pack_probs", "unpack_probs",
            "strip_lines", "dashboard_bundle", "json_for_html", "dynamics_extra", "runs_compare_extra", "batches_extra",
            "MODULES", "P_SCALE"]
 
@@ -196,11 +198,11 @@ def export_html(entries: list[dict], *, steps: list[dict] | None = None, title: 
         data["extra"] = form["extra"]
     entries_text = _json_text(form["entries"])
     data_text = '{"entries":' + entries_text + "," + _json_text(data)[1:]
-    packed = base64.b64encode(gzip.compress(data_text.encode("utf-8"), 6, mtime=0)).decode("ascii")
+    packed = page_text(gzip.compress(data_text.encode("utf-8"), 6, mtime=0))
     opens = extra.get("open") if isinstance(extra, dict) else None  # needed before the data is unpacked
     wrapper = ('{"title":' + _html_safe(_json_text(data["title"]))
                + (',"open":' + _html_safe(_json_text(opens)) if isinstance(opens, str) else "")
-               + ',"encoding":"gzip+base64","data":"' + packed + '"}')
+               + ',"encoding":"gzip+base85","data":"' + packed + '"}')
     page_title = html.escape(title or "seqviz export").replace("/", "&#47;")
     css = _dashboard_css()
     return (
@@ -226,9 +228,26 @@ def page_data(page: str) -> dict[str, Any]:
     if found is None:
         raise ValueError("the page holds no seqviz data (no <script id=\"seqviz-data\">)")
     wrapper = json.loads(found.group(1))
-    if wrapper.get("encoding") != "gzip+base64":
+    encoding = wrapper.get("encoding")
+    if encoding not in ("gzip+base85", "gzip+base64"):
         return wrapper
-    return _each_part(json.loads(gzip.decompress(base64.b64decode(wrapper["data"]))), _read_entry, _read_track)
+    raw = page_bytes(wrapper["data"]) if encoding == "gzip+base85" else base64.b64decode(wrapper["data"])
+    return _each_part(json.loads(gzip.decompress(raw)), _read_entry, _read_track)
+
+
+_TO_PAGE = bytes.maketrans(b"<>&", b",.[")
+_FROM_PAGE = bytes.maketrans(b",.[", b"<>&")
+
+
+def page_text(raw: bytes) -> str:
+    """``raw`` in a page's base85 (see the module docstring): no ``<``, ``>``, ``&``, quote,
+    backslash, slash or colon, so it stays one JSON string and never reads as markup or a URL."""
+    return base64.b85encode(raw).translate(_TO_PAGE).decode("ascii")
+
+
+def page_bytes(text: str) -> bytes:
+    """The bytes of :func:`page_text`."""
+    return base64.b85decode(text.encode("ascii").translate(_FROM_PAGE))
 
 
 def page_form(entries: list[dict], extra: dict | None = None) -> dict[str, Any]:
