@@ -5,14 +5,15 @@
 - the W&B training-batch panel (``seqviz/train_batch``) of a capture step of 8 rows x 512
   tokens, all 8 captured (the defaults: 4 highest-loss + 4 random rows, ``batch_top_k=5``);
 - ``export_html`` of 2 steps at 4 x 512 and at 8 x 2,048 tokens, and (unless ``--no-browser``)
-  the time the 8 x 2,048 page takes to open and draw in headless Chromium.
+  the time the 8 x 2,048 page takes to open and draw in headless Chromium, beside the same
+  page holding its data as before (plain columns, base64), in the same run.
 
 Both panels are logged by a real ``WandbMirror`` into an offline run, the pages are read
 from the files wandb wrote. Each page is split into the dashboard's code, style and markup,
 and its data's parts, each compressed on its own as the page holds it (gzip, then base85, or
 base64 before): their sum is a little more than the data.
 
-    python benchmarks/bench_page_size.py [--panel-steps 25] [--no-browser]
+    python benchmarks/bench_page_size.py [--panel-steps 25] [--no-browser] [--batch-top-k 5]
 
 It uses only ``export_html`` and ``WandbMirror``, so run it from another checkout
 (``PYTHONPATH=<checkout>``) for the figures before a change.
@@ -26,6 +27,7 @@ import gzip
 import json
 import os
 import re
+import statistics
 import sys
 import tempfile
 import time
@@ -88,7 +90,7 @@ def show(name: str, page: str) -> None:
             print(f"    {part:<36} {mb(n)}")
 
 
-def wandb_panels(tmp: Path, panel_steps: int) -> tuple[str, str]:
+def wandb_panels(tmp: Path, panel_steps: int, batch_top_k: int | None) -> tuple[str, str]:
     """(the last step panel, the batch panel) of an offline run."""
     import torch
     from factories import bpe_tokenizer
@@ -108,7 +110,7 @@ def wandb_panels(tmp: Path, panel_steps: int) -> tuple[str, str]:
     gen = torch.Generator().manual_seed(0)
     run = wandb.init(project="seqviz-bench", dir=str(tmp), settings=wandb.Settings(
         x_disable_stats=True, x_disable_meta=True, x_disable_machine_info=True, console="off"))
-    with SeqVizLogger(tmp / "run.jsonl", mirrors=[WandbMirror(run)]) as logger:
+    with SeqVizLogger(tmp / "run.jsonl", mirrors=[WandbMirror(run, batch_top_k=batch_top_k)]) as logger:
         for step in range(1, 3):  # step 2 is a capture step: its batch panel
             ids = torch.randint(0, len(tok), (8, 512), generator=gen)
             logits = torch.randn(8, 512, len(tok), generator=gen) * 3
@@ -123,27 +125,46 @@ def wandb_panels(tmp: Path, panel_steps: int) -> tuple[str, str]:
     return newest("dashboard").read_text("utf-8"), newest("train_batch").read_text("utf-8")
 
 
-def open_time(page_html: str) -> float:
-    """Seconds from navigation to the dashboard's first drawn step, in headless Chromium."""
+def unpacked_page(page: str) -> str:
+    """The same page with its data as before packing: plain columns, base64 (the dashboard reads both)."""
+    from seqviz_trackers.serve.export import page_data
+
+    found = DATA.search(page)
+    wrapper = json.loads(found.group(1))
+    text = json.dumps(page_data(page), ensure_ascii=False, separators=(",", ":")).encode()
+    old = {**wrapper, "encoding": "gzip+base64", "data": base64.b64encode(gzip.compress(text, 6, mtime=0)).decode()}
+    return page[:found.start(1)] + json.dumps(old) + page[found.end(1):]
+
+
+def open_times(pages: dict[str, str], repeat: int = 3) -> dict[str, float]:
+    """Median seconds from navigation to the dashboard's first drawn step, in headless Chromium,
+    the pages taken in turn."""
     from playwright.sync_api import sync_playwright
 
+    times: dict[str, list[float]] = {name: [] for name in pages}
     with tempfile.TemporaryDirectory() as tmp, sync_playwright() as pw:
-        path = Path(tmp) / "page.html"
-        path.write_text(page_html, "utf-8")
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--headless", "--no-sandbox", "--disable-gpu"])
-        page = browser.new_page(viewport={"width": 1400, "height": 900})
-        start = time.perf_counter()
-        page.goto(path.as_uri())
-        page.wait_for_selector(".probe .seq .tok", timeout=120_000)
-        seconds = time.perf_counter() - start
+        files = {}
+        for i, (name, text) in enumerate(pages.items()):
+            files[name] = Path(tmp) / f"page{i}.html"
+            files[name].write_text(text, "utf-8")
+        for _ in range(repeat):
+            for name in pages:
+                page = browser.new_page(viewport={"width": 1400, "height": 900})
+                start = time.perf_counter()
+                page.goto(files[name].as_uri())
+                page.wait_for_selector(".probe .seq .tok", timeout=120_000)
+                times[name].append(time.perf_counter() - start)
+                page.close()
         browser.close()
-    return seconds
+    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--panel-steps", type=int, default=25)
     parser.add_argument("--no-browser", action="store_true")
+    parser.add_argument("--batch-top-k", type=int, default=5, help="WandbMirror(batch_top_k=...); 0: None (all)")
     args = parser.parse_args()
     print(f"load average before: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPU(s)")
     from web_data import long_entry
@@ -151,14 +172,17 @@ def main() -> None:
     from seqviz_trackers.serve.export import export_html
 
     with tempfile.TemporaryDirectory(prefix="seqviz-bench-pages-") as tmp:
-        step_panel, batch_panel = wandb_panels(Path(tmp), args.panel_steps)
+        step_panel, batch_panel = wandb_panels(Path(tmp), args.panel_steps, args.batch_top_k or None)
     show(f"W&B step panel, 4 x 512, after {args.panel_steps} steps (goal <= 0.5 MB)", step_panel)
-    show("W&B training-batch panel, 8 rows x 512, all captured", batch_panel)
+    show(f"W&B training-batch panel, 8 rows x 512, all captured, batch_top_k={args.batch_top_k or None}", batch_panel)
     show("export of 2 steps at 4 x 512", export_html([long_entry(s, 4, 512, seed=1) for s in (100, 200)], title="bench"))
     big = export_html([long_entry(s, 8, 2048) for s in (100, 200)], title="bench")
     show("export of 2 steps at 8 x 2,048", big)
     if not args.no_browser:
-        print(f"8 x 2,048 export: open, unpack and first render in headless Chromium {open_time(big) * 1000:.0f} ms wall")
+        times = open_times({"packed": big, "plain": unpacked_page(big)})
+        print(f"8 x 2,048 export, open, unpack and first render in headless Chromium (median of 3, wall): "
+              f"{times['packed'] * 1000:.0f} ms; the same page with plain columns in base64 "
+              f"{times['plain'] * 1000:.0f} ms (ratio {times['packed'] / times['plain']:.2f})")
     print(f"load average after: {os.getloadavg()[0]:.1f}")
 
 
