@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import gzip
+import math
 import re
 import subprocess
 import sys
@@ -12,9 +13,24 @@ import sys
 import pytest
 
 from factories import HOSTILE, make_entry, write_run
-from seqviz_trackers.serve.export import MODULES, _dashboard_css, dashboard_bundle, export_html, json_for_html, page_data
+from seqviz_trackers.serve.export import (MODULES, P_SCALE, _dashboard_css, dashboard_bundle, export_html, json_for_html,
+                                          pack_ints, pack_probs, page_bytes, page_data, page_form, page_text,
+                                          strip_lines, unpack_ints, unpack_probs)
 from seqviz_trackers.format.view import step_view
 
+
+def assert_as_page_holds(got: dict, view: dict) -> None:
+    """``got`` (a page's entry, read back) is the step view ``view`` with its candidates'
+    probabilities to within 1/P_SCALE (the multiples of 2/P_SCALE kept exactly), all else equal."""
+    def without_p(v):
+        return {**v, "sequences": [{**s, "candidates": {k: c for k, c in s["candidates"].items() if k != "p"}}
+                                   for s in v["sequences"]]}
+    assert without_p(got) == without_p(view)
+    for a, b in zip(got["sequences"], view["sequences"]):
+        for p_page, p in zip(a["candidates"]["p"], b["candidates"]["p"], strict=True):
+            assert abs(p - p_page) < 1 / P_SCALE
+            if round(p * P_SCALE / 2) * 2 / P_SCALE == p:
+                assert p_page == p
 
 
 def test_page_is_self_contained_and_escaped():
@@ -32,7 +48,7 @@ def test_page_is_self_contained_and_escaped():
     assert not re.search(r"<(link|img|iframe)\b|\bsrc=|\bhref=", page.split('id="seqviz-data">')[0])
     data = page_data(page)
     # the entry as its step view with its candidates (the escapes are plain JSON escapes)
-    assert data["entries"][0] == step_view(entry, with_candidates=True)
+    assert_as_page_holds(data["entries"][0], step_view(entry, with_candidates=True))
     assert data["steps"] == [{"step": 1, "loss": 2.0, "perplexity": 7.4}]
     assert data["extra"] == {"series": {"x": [1]}}
 
@@ -43,13 +59,67 @@ def test_size_grows_with_the_entry_not_the_run():
     two = len(export_html([entry, make_entry(4)]))
     history = [{"step": s, "loss": 1.0, "perplexity": 2.7} for s in range(1000)]
     with_history = len(export_html([entry], steps=history))
-    # the entry goes in as its step view with its candidates, compressed: a fraction of its line
-    entry_bytes = len(base64.b64encode(gzip.compress(json_for_html(step_view(make_entry(4), with_candidates=True)).encode())))
+    # the entry goes in as its step view with its candidates, packed and compressed: a fraction of its line
+    entry_bytes = len(base64.b64encode(gzip.compress(json_for_html(page_form([make_entry(4)])["entries"]).encode())))
     assert entry_bytes < len(json_for_html(make_entry(4))) / 2
     assert 0.5 * entry_bytes < two - one < 1.2 * entry_bytes
     assert (with_history - one) / 1000 < 60  # a few bytes per history point
     # besides the entry, the page is the dashboard's own files, once, and a little markup
     assert one - entry_bytes < len(dashboard_bundle()) + len(_dashboard_css()) + 5_000
+
+
+def test_columns_are_packed_and_read_back():
+    for values in ([], [0], [3, None, 0, 254], [255, 1], [65534, 7, None], [2 ** 32 - 2, 0]):
+        packed = pack_ints(values)
+        assert unpack_ints(packed) == values
+        assert packed.split(":")[0] == ("u8" if max((v for v in values if v is not None), default=0) < 255
+                                        else "u16" if max(v for v in values if v is not None) < 65535 else "u32")
+    for odd in ([-1], [2 ** 32 - 1], [0.5], ["3"], [[1]], [float("inf")]):
+        assert pack_ints(odd) is None  # kept as a list
+    counts = [3, 0, 2, 1]
+    probs = [0.9, 0.05, 0.0000001, 0.5, 0.5, 1.0]
+    back = unpack_probs(pack_probs(probs, counts), counts)
+    assert back == [0.9, 0.05, 1 / P_SCALE, 0.5, 0.5, 1.0]  # on the 2 / P_SCALE grid: as they are
+    assert unpack_probs(pack_probs([0.0, 0.0], [2]), [2]) == [0.0, 0.0]
+    def middle(p):  # of the 2 / P_SCALE wide interval p is in
+        return (2 * math.floor(p * P_SCALE / 2) + 1) / P_SCALE
+
+    assert unpack_probs(pack_probs([0.16567, 0.031512, 0.0315], [3]), [3]) == [middle(0.16567), middle(0.031512), 0.0315]
+    assert pack_probs([0.1, 0.2], [2]) is None and pack_probs([1.5], [1]) is None and pack_probs([-0.1], [1]) is None
+
+
+def test_page_text_is_base85_without_markup_characters():
+    import os
+
+    for n in range(0, 12):
+        raw = os.urandom(n) + bytes(range(256))
+        text = page_text(raw)
+        assert page_bytes(text) == raw and len(text) == -(-len(raw) * 5 // 4)
+        assert not set(text) & set('<>&"\\/:\n ')
+
+
+def test_a_page_keeps_the_shown_digits_of_each_probability():
+    """The dashboard prints probabilities as fmtPct does (web/util.js): the page's values print alike."""
+    import numpy as np
+
+    from page_helpers import fmt_pct
+
+    rng = np.random.default_rng(0)
+    probs = np.concatenate([rng.random(20000) ** 4, [0, 1e-9, 0.001, 0.0995, 0.0996, 0.995, 0.9999, 1]])
+    probs = sorted(probs.tolist() + [float(f"{p:.3g}") for p in probs] + [float(f"{p:.5g}") for p in probs], reverse=True)
+    back = unpack_probs(pack_probs(probs, [len(probs)]), [len(probs)])
+    assert [fmt_pct(p) for p in back] == [fmt_pct(p) for p in probs]
+
+
+def test_strip_lines_drops_comments_and_indentation_only():
+    js = "\n".join([
+        "// a comment line", "/** a doc", " *  comment */", "function f(a) {", "    /* one line */",
+        "    const s = \"// not a comment\"; // trailing kept", "    const t = `a", "    // inside a template",
+        "  b`;", "    /* x */ return a / 2; /* y", "    still a comment", "  */ f(1);", "    const u = 'a\\", "    b';",
+        "}", ""])
+    assert strip_lines(js).split("\n") == [
+        "function f(a) {", "const s = \"// not a comment\"; // trailing kept", "const t = `a", "    // inside a template",
+        "  b`;", "/* x */ return a / 2; /* y", "still a comment", "*/ f(1);", "const u = 'a\\", "    b';", "}"]
 
 
 def test_bundle_inlines_every_module_once():

@@ -121,9 +121,13 @@ def test_a_panel_per_capture_step_holding_that_batch(logged):
         record = next(r for r in records if r["step"] == step)
         assert [r["row"] for r in batch["rows"]] == sorted(range(len(record["rows"]["loss"])),
                                                           key=lambda i: -record["rows"]["loss"][i])
-        seqs = batch["capture"]["sequences"]
+        seqs = batch["capture"]["sequences"]  # the captured rows as a step view, candidates in columns
         assert len(seqs) == len(record["capture"]["sequences"])
-        assert all(len(p["top_k"]) <= 5 for s in seqs for p in s["predictions"])  # batch_top_k
+        assert all("predictions" not in s and 1 <= n <= 5 for s in seqs for n in s["candidates"]["n"])  # batch_top_k
+        for got, logged in zip(seqs, record["capture"]["sequences"]):
+            assert got["view"]["position"] == [p["position"] for p in logged["predictions"]]
+            first = got["candidates"]["n"][0]
+            assert got["candidates"]["id"][:first] == [c[0] for c in logged["predictions"][0]["top_k"][:first]]
         assert "http://" not in path.read_text("utf-8") and "https://" not in path.read_text("utf-8")
 
 

@@ -24,8 +24,9 @@ With training-batch capture on (``capture_train=``), each capture step (see
   sorted by loss, the row-loss histogram, tokens coloured by loss, top-k on click), with
   the training loss so far (thinned to ``history_points``) and the spikes found so far
   as marks. The page carries that one batch (its captured rows with ``batch_top_k``
-  candidates per position) and no probe step, so its size depends on the step's captured
-  rows, not on the run.
+  candidates per position, as step views with their candidates in columns, packed like
+  the step panel's: :func:`seqviz_trackers.serve.export.page_form`) and no probe step, so
+  its size depends on the step's captured rows, not on the run.
 
 Every batch record received (one per optimizer step) is appended to
 ``<run folder>/seqviz/steps.jsonl.batches`` (the panel is made from it) and goes into
@@ -80,7 +81,7 @@ class WandbMirror:
         series_points: at most this many steps of each token's p(target) / rank
             series are inlined in each panel (0: no training dynamics in the panel).
         batch_top_k: candidates per position kept in the ``seqviz/train_batch`` panel (the
-            detail panel's top 5; None: all that were captured, 20 by default, about 2.5
+            detail panel's top 5; None: all that were captured, 20 by default, about 1.5
             times the page). The batches copy and the artifact keep them all.
         artifact_on_close: log the ``seqviz`` artifact in :meth:`close`.
         artifact_name: the artifact's name; default ``seqviz-<run id>``.

@@ -7,9 +7,21 @@ it), so it opens from disk, from an e-mail attachment, or inside a W&B panel.
 steps, ``--all`` takes every one); :func:`export_html` is the same from Python.
 
 The data sits in ``<script type="application/json" id="seqviz-data">`` as
-``{"title", "encoding": "gzip+base64", "data"}``: the JSON of ``{"entries", "title",
-"steps"?, "extra"?}``, gzip-compressed and base64-encoded (the page unpacks it with the
-browser's ``DecompressionStream``); :func:`page_data` reads it back.
+``{"title", "encoding": "gzip+base85", "data"}``: the JSON of ``{"entries", "title",
+"steps"?, "extra"?}``, gzip-compressed and encoded in base85 (RFC 1924's alphabet with
+``<``, ``>``, ``&`` written ``,``, ``.``, ``[``: 5 characters for 4 bytes, base64 takes 5.33)
+(the page unpacks it with the browser's ``DecompressionStream``); :func:`page_data` reads
+it back (and the ``"gzip+base64"`` of earlier pages).
+
+The page's form of that data (:func:`page_form`, the one encoder of every page: exports and
+W&B panels) packs its long columns of numbers: the entries (and the training batches'
+captured rows) are step views with their candidates in columns, the candidates' ids as a
+packed column and their probabilities as codes (see :data:`P_SCALE`); the dynamics'
+series (``p1000``, ``target_rank``, ``plt1000``, ``rank_gt``) are packed columns too. A
+packed column is the text ``"u8:"`` / ``"u16:"`` / ``"u32:"`` and the base64 of each value
+plus one (0: null) in that many little-endian bytes, the lowest byte of every value first,
+then the next (which compresses better). ``web/entry.js`` (``unpackInts``) reads them.
+The dashboard's code and style are inlined without their comment lines and indentation.
 """
 
 from __future__ import annotations
@@ -21,13 +33,27 @@ import json
 import re
 from functools import lru_cache
 from importlib import resources
-from typing import Any
+from typing import Any, Callable
+
+import numpy as np
 
 from ..format.view import step_view
 from ..storage.jsonl import client_json
 
-__all__ = ["export_html", "page_data", "dashboard_bundle", "json_for_html", "dynamics_extra", "runs_compare_extra", "batches_extra",
-           "MODULES"]
+__all__ = ["export_html", "page_data", "page_form", "page_text", "page_bytes", "pack_ints", "unpack_ints", "pack_probs", "unpack_probs",
+           "strip_lines", "dashboard_bundle", "json_for_html", "dynamics_extra", "runs_compare_extra", "batches_extra",
+           "MODULES", "P_SCALE"]
+
+#: A page holds a candidate's probability p as an integer code c, read back as c / P_SCALE:
+#: c = 2k when p is k / 4,000 exactly (0 and 1 among them), else 2 floor(p * 4,000) + 1, the
+#: middle of the 1/4,000 wide interval p is in. The dashboard prints probabilities as
+#: percentages (``fmtPct`` in ``web/util.js``: in steps of 0.1% below 10%, of 1% above, "<0.1%"
+#: below 0.1%), and every rounding boundary of those is a multiple of 1/2,000: a value on a
+#: multiple of 1/4,000 is kept as it is, any other is read back inside the same interval, so
+#: the page prints the digits of the logged value. It is within 1/8,000 of it: the bars of
+#: the detail panel (drawn relative to the top candidate's p) move by under a pixel unless
+#: that p is below about 2%.
+P_SCALE = 8000
 
 #: The dashboard's modules in dependency order (each imports only earlier ones).
 MODULES = ("util.js", "entry.js", "sources.js", "chart.js", "dynamics.js", "runcompare.js", "tokens.js", "batches.js", "detail.js", "app.js", "index.js")
@@ -56,7 +82,7 @@ def dashboard_bundle() -> str:
         if leftover:
             raise RuntimeError(f"web/{name}: cannot inline {leftover.group(0).strip()!r}; use single-line "
                                "'import {...} from \"./x.js\";' and 'export function|class|const'")
-        parts.append(f"// ---- {name}\n{text}")
+        parts.append(f"// ---- {name}\n{strip_lines(text)}")
     bundle = "\n".join(parts)
     if re.search(r"</?script|<!--|https?://", bundle, re.I):
         raise RuntimeError("the dashboard's code must not contain a script tag, '<!--' or a URL")
@@ -66,10 +92,46 @@ def dashboard_bundle() -> str:
 @lru_cache(maxsize=1)
 def _dashboard_css() -> str:
     """The dashboard's stylesheet, read once (the W&B mirror makes a page per logged step)."""
-    css = _web_text("dashboard.css")
+    css = strip_lines(_web_text("dashboard.css"))
     if "</style" in css.lower():
         raise RuntimeError("dashboard.css must not contain '</style'")
     return css
+
+
+def strip_lines(text: str) -> str:
+    """``text`` (JavaScript or CSS) without its blank lines, its comment-only lines and
+    the indentation of the others: the same code in fewer bytes.
+
+    Lines are taken whole: a line that starts a ``/* ... */`` comment is dropped with the
+    lines up to the one that ends it (whatever follows the ``*/`` there is kept), and a line
+    starting with ``//`` is dropped; code is never cut within a line. Inside a template
+    literal that spans lines (a backtick left open) and after a line ending with a
+    backslash, lines are kept exactly as they are.
+    """
+    out: list[str] = []
+    in_comment = in_template = verbatim = False
+    for line in text.split("\n"):
+        if not (in_template or verbatim):
+            line = line.lstrip()
+            if in_comment:
+                end = line.find("*/")
+                if end < 0:
+                    continue
+                in_comment, line = False, line[end + 2:].lstrip()
+            elif line.startswith("/*"):
+                end = line.find("*/", 2)
+                if end < 0:
+                    in_comment = True
+                    continue
+                if not line[end + 2:].strip():
+                    continue
+            if not line or line.startswith("//"):
+                continue
+        out.append(line)
+        if (line.count("`") - line.count("\\`")) % 2:
+            in_template = not in_template
+        verbatim = line.endswith("\\") and not in_template
+    return "\n".join(out)
 
 
 def json_for_html(data: Any) -> str:
@@ -112,8 +174,9 @@ def export_html(entries: list[dict], *, steps: list[dict] | None = None, title: 
 
     Returns:
         The HTML text (:func:`page_data` reads its data back). The entries are in it as step views with their candidates in columns
-        (:func:`seqviz_trackers.format.view.step_view` with ``with_candidates``), compressed
-        with the rest; its size grows with them (plus a few bytes per history step).
+        (:func:`seqviz_trackers.format.view.step_view` with ``with_candidates``), in the page's
+        form (:func:`page_form`), compressed with the rest; its size grows with them (plus a few
+        bytes per history step).
 
     Raises:
         ValueError: an entry is not an object with an integer ``step``, or the data is not JSON.
@@ -130,15 +193,16 @@ def export_html(entries: list[dict], *, steps: list[dict] | None = None, title: 
     data: dict[str, Any] = {"title": title or "seqviz export"}
     if history is not None:
         data["steps"] = history
+    form = page_form(entries, extra)
     if extra is not None:
-        data["extra"] = extra
-    entries_text = _json_text([step_view(entry, with_candidates=True) for entry in entries])
+        data["extra"] = form["extra"]
+    entries_text = _json_text(form["entries"])
     data_text = '{"entries":' + entries_text + "," + _json_text(data)[1:]
-    packed = base64.b64encode(gzip.compress(data_text.encode("utf-8"), 6, mtime=0)).decode("ascii")
+    packed = page_text(gzip.compress(data_text.encode("utf-8"), 6, mtime=0))
     opens = extra.get("open") if isinstance(extra, dict) else None  # needed before the data is unpacked
     wrapper = ('{"title":' + _html_safe(_json_text(data["title"]))
                + (',"open":' + _html_safe(_json_text(opens)) if isinstance(opens, str) else "")
-               + ',"encoding":"gzip+base64","data":"' + packed + '"}')
+               + ',"encoding":"gzip+base85","data":"' + packed + '"}')
     page_title = html.escape(title or "seqviz export").replace("/", "&#47;")
     css = _dashboard_css()
     return (
@@ -164,9 +228,181 @@ def page_data(page: str) -> dict[str, Any]:
     if found is None:
         raise ValueError("the page holds no seqviz data (no <script id=\"seqviz-data\">)")
     wrapper = json.loads(found.group(1))
-    if wrapper.get("encoding") != "gzip+base64":
+    encoding = wrapper.get("encoding")
+    if encoding not in ("gzip+base85", "gzip+base64"):
         return wrapper
-    return json.loads(gzip.decompress(base64.b64decode(wrapper["data"])))
+    raw = page_bytes(wrapper["data"]) if encoding == "gzip+base85" else base64.b64decode(wrapper["data"])
+    return _each_part(json.loads(gzip.decompress(raw)), _read_entry, _read_track)
+
+
+_TO_PAGE = bytes.maketrans(b"<>&", b",.[")
+_FROM_PAGE = bytes.maketrans(b",.[", b"<>&")
+
+
+def page_text(raw: bytes) -> str:
+    """``raw`` in a page's base85 (see the module docstring): no ``<``, ``>``, ``&``, quote,
+    backslash, slash or colon, so it stays one JSON string and never reads as markup or a URL."""
+    return base64.b85encode(raw).translate(_TO_PAGE).decode("ascii")
+
+
+def page_bytes(text: str) -> bytes:
+    """The bytes of :func:`page_text`."""
+    return base64.b85decode(text.encode("ascii").translate(_FROM_PAGE))
+
+
+def page_form(entries: list[dict], extra: dict | None = None) -> dict[str, Any]:
+    """``{"entries", "extra"}`` as a page holds them (see the module docstring): each entry, and
+    each training batch's captured rows (``extra["train_batches"]``), as a step view with its
+    candidates in columns, packed; the series of ``extra["dynamics"]`` (and of
+    ``extra["vs"]["dynamics"]``) packed. ``extra`` itself is left as it is. Columns that do not
+    fit (a probability outside [0, 1] or out of order, an id that is not an int in [0, 2**32 - 2])
+    stay lists; :func:`page_data` reads either."""
+    return _each_part({"entries": list(entries), "extra": extra}, _page_entry, _page_track)
+
+
+def pack_ints(values: Any) -> str | None:
+    """Integers >= 0 (None among them) as a packed column (see the module docstring); None
+    when some value is not such an integer below 2**32 - 1."""
+    if isinstance(values, np.ndarray) and values.dtype.kind in "iu":
+        values = values.ravel()
+    elif not all(v is None or type(v) is int for v in values):
+        return None
+    arr = np.array(values, dtype=np.float64)
+    null = np.isnan(arr)
+    known = arr[~null]
+    if known.size and not (np.all(known >= 0) and np.all(known < 2 ** 32 - 1) and np.all(known == np.floor(known))):
+        return None
+    stored = np.where(null, 0, arr + 1).astype(np.uint64)
+    top = int(stored.max()) if stored.size else 0
+    size = 1 if top < 2 ** 8 else 2 if top < 2 ** 16 else 4
+    planes = stored.astype(f"<u{size}").view(np.uint8).reshape(-1, size).T
+    return f"u{8 * size}:" + base64.b64encode(planes.tobytes()).decode("ascii")
+
+
+def unpack_ints(text: str) -> list[int | None]:
+    """The values of a packed column (:func:`pack_ints`)."""
+    kind, _, body = text.partition(":")
+    size = {"u8": 1, "u16": 2, "u32": 4}[kind]
+    raw = np.frombuffer(base64.b64decode(body), dtype=np.uint8).reshape(size, -1).astype(np.int64)
+    stored = sum(raw[k] << (8 * k) for k in range(size))
+    return [None if v == 0 else v - 1 for v in np.asarray(stored).tolist()]
+
+
+def pack_probs(probs: Any, counts: Any) -> str | None:
+    """The candidates' probabilities as a packed column of codes (see :data:`P_SCALE`): each
+    prediction's first code, then how much each next code is below the one before
+    (``counts``: candidates per prediction, most likely first). None when some p is outside
+    [0, 1], or a prediction's are not in decreasing order."""
+    p, n = np.asarray(probs, dtype=np.float64), np.asarray(counts, dtype=np.int64)
+    if p.ndim != 1 or p.size != int(n.sum()) or (p.size and not (np.all(p >= 0) and np.all(p <= 1))):
+        return None
+    half = P_SCALE // 2
+    k = np.round(p * half)
+    q = np.where(k / half == p, 2 * k, 2 * np.floor(p * half) + 1).astype(np.int64)
+    codes = np.empty_like(q)
+    codes[1:] = q[:-1] - q[1:]
+    first = (np.cumsum(n) - n)[n > 0]
+    codes[first] = q[first]
+    return None if np.any(codes < 0) else pack_ints(codes)
+
+
+def unpack_probs(text: str, counts: list[int], scale: int = P_SCALE) -> list[float]:
+    """The probabilities of :func:`pack_probs`, as the dashboard reads them (code / ``scale``)."""
+    codes, out, k = unpack_ints(text), [], 0
+    for n in counts:
+        q = 0
+        for j in range(n):
+            q = codes[k] if j == 0 else q - codes[k]
+            out.append(q / scale)
+            k += 1
+    return out
+
+
+_TRACK_SERIES = ("p1000", "target_rank", "plt1000", "rank_gt")
+
+
+def _page_entry(entry: Any) -> Any:
+    """A logged entry as a page holds it: its step view, candidates packed."""
+    if not isinstance(entry, dict):
+        return entry
+    view = step_view(entry, with_candidates=True)
+    for seq in view.get("sequences") if isinstance(view.get("sequences"), list) else ():
+        cand = seq.get("candidates") if isinstance(seq, dict) else None
+        if cand is not None:
+            ids, probs = pack_ints(cand["id"]), pack_probs(cand["p"], cand["n"])
+            seq["candidates"] = {**cand, **({"id": ids} if ids else {}),
+                                 **({"p": probs, "p_scale": P_SCALE} if probs else {})}
+    return view
+
+
+def _read_entry(entry: Any) -> Any:
+    """An entry of a page with its candidate columns unpacked."""
+    seqs = entry.get("sequences") if isinstance(entry, dict) else None
+    if not isinstance(seqs, list):
+        return entry
+    out = []
+    for seq in seqs:
+        cand = seq.get("candidates") if isinstance(seq, dict) else None
+        if isinstance(cand, dict):
+            cand = {k: v for k, v in cand.items() if k != "p_scale"}
+            if isinstance(cand.get("id"), str):
+                cand["id"] = unpack_ints(cand["id"])
+            if isinstance(cand.get("p"), str):
+                cand["p"] = unpack_probs(cand["p"], cand["n"], seq["candidates"].get("p_scale", P_SCALE))
+            seq = {**seq, "candidates": cand}
+        out.append(seq)
+    return {**entry, "sequences": out}
+
+
+def _page_track(track: dict) -> dict:
+    """A track of ``dynamics_extra`` with its series (per position, per step) packed, position by position."""
+    width = len(track.get("steps") or ())
+    out = dict(track)
+    for key in _TRACK_SERIES:
+        rows = track.get(key)
+        if width and isinstance(rows, list) and all(isinstance(r, list) and len(r) == width for r in rows):
+            packed = pack_ints([v for r in rows for v in r])
+            if packed is not None:
+                out[key] = packed
+    return out
+
+
+def _read_track(track: dict) -> dict:
+    width = len(track.get("steps") or ())
+    out = dict(track)
+    for key in _TRACK_SERIES:
+        if isinstance(track.get(key), str):
+            flat = unpack_ints(track[key])
+            out[key] = [flat[i:i + width] for i in range(0, len(flat), width)]
+    return out
+
+
+def _each_part(data: dict[str, Any], entry_fn: Callable[[Any], Any], track_fn: Callable[[dict], dict]) -> dict[str, Any]:
+    """``data`` (a page's: entries, extra) with ``entry_fn`` applied to each entry and each training
+    batch's captured rows, ``track_fn`` to each track of the dynamics; new dicts, ``data`` is left as it is."""
+    def dynamics(d: Any) -> Any:
+        tracks = d.get("tracks") if isinstance(d, dict) else None
+        if not isinstance(tracks, dict):
+            return d
+        return {**d, "tracks": {k: track_fn(t) if isinstance(t, dict) else t for k, t in tracks.items()}}
+
+    out = dict(data)
+    if isinstance(out.get("entries"), list):
+        out["entries"] = [entry_fn(e) for e in out["entries"]]
+    extra = out.get("extra")
+    if isinstance(extra, dict):
+        extra = dict(extra)
+        if "dynamics" in extra:
+            extra["dynamics"] = dynamics(extra["dynamics"])
+        if isinstance(extra.get("vs"), dict) and "dynamics" in extra["vs"]:
+            extra["vs"] = {**extra["vs"], "dynamics": dynamics(extra["vs"]["dynamics"])}
+        batches = extra.get("train_batches")
+        if isinstance(batches, dict) and isinstance(batches.get("batch"), dict):
+            extra["train_batches"] = {**batches, "batch": {
+                k: {**b, "capture": entry_fn(b["capture"])} if isinstance(b, dict) and isinstance(b.get("capture"), dict) else b
+                for k, b in batches["batch"].items()}}
+        out["extra"] = extra
+    return out
 
 
 def dynamics_extra(dyn: Any, entries: list[dict], diffs: dict[int, dict] | None = None, *,
@@ -194,8 +430,6 @@ def dynamics_extra(dyn: Any, entries: list[dict], diffs: dict[int, dict] | None 
         a track with targets outside the logged candidates also has ``plt1000`` / ``rank_gt``
         (per position, per step: the bound p < p_lt in thousandths rounded up, rank > rank_gt).
     """
-    import numpy as np
-
     from ..dynamics.tracks import evenly_spaced
 
     points = max(2, int(points))

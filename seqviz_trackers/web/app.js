@@ -6,7 +6,7 @@ import { LineChart } from "./chart.js";
 import { TokenGrid, paintGrids } from "./tokens.js";
 import { DetailPanel } from "./detail.js";
 import { boundText, needsCandidates, attachCandidates } from "./entry.js";
-import { getStep } from "./sources.js";
+import { getStep, InlineSource } from "./sources.js";
 import { ChangeList, changesByToken, CHANGE_TABS } from "./dynamics.js";
 import { RunCompare, runCompareHash } from "./runcompare.js";
 import { BatchView } from "./batches.js";
@@ -513,6 +513,7 @@ export class Dashboard {
     if (!view.available) return;
     const want = view.pick(step);
     st.batch = { open: true, step: want };
+    if (!st.steps.length) this.hideBanner("wait");
     this.probeEl.hidden = true;
     view.root.hidden = false;
     setPressed(this.batchBtn, true);
@@ -523,6 +524,12 @@ export class Dashboard {
   closeBatch() {
     this.state.batch.open = false;
     this.updateBatches();
+    // a page of training batches only (the W&B batch panel) has no probe step to go back to
+    if (!this.state.steps.length) {
+      this.showBanner(this.source instanceof InlineSource
+        ? "This page holds training batches only, no logged step: the Batches button shows them again."
+        : "Waiting for the first step\u2026", "wait");
+    }
     this.showDetail();
     this.saveHash();
   }

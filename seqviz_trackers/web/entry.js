@@ -95,10 +95,12 @@ const VIEW_FIELDS = ["target_token_id", "target_token_str", "target_prob", "targ
 
 /** An entry with its sequences' `view` columns (a step view) as prediction objects
  *  {position, target_token_id, ..., rank_gt, p_lt, top1: {id, token}}, which every view
- *  reads through predictionFacts(); an entry in the logged form is returned as it is. */
-export function readStep(entry) {
+ *  reads through predictionFacts(); an entry in the logged form is returned as it is.
+ *  `withCandidates`: also give each prediction its candidates from the columns a page
+ *  carries (as attachCandidates does), for views that list them at once (a training batch). */
+export function readStep(entry, { withCandidates = false } = {}) {
   if (!entry || !Array.isArray(entry.sequences) || !entry.sequences.some((s) => s && s.view)) return entry;
-  const sequences = entry.sequences.map((seq) => {
+  const sequences = entry.sequences.map((seq, s) => {
     if (!seq || !seq.view) return seq;
     const { view, candidates, ...rest } = seq;
     const pos = view.position || [];
@@ -109,6 +111,7 @@ export function readStep(entry) {
       const pred = { position: pos[i] };
       for (let k = 0; k < VIEW_FIELDS.length; k++) pred[VIEW_FIELDS[k]] = cols[k][i] ?? undefined;
       pred.top1 = { id: ids[i] ?? undefined, token: strs[i] ?? undefined };
+      if (withCandidates && candidates) attachCandidates(pred, candidateList(entry, s, i));
       predictions[i] = pred;
     }
     return { ...rest, predictions };
@@ -127,6 +130,59 @@ export function attachCandidates(pred, answer) {
   pred.top_k = answer && Array.isArray(answer.top_k) ? answer.top_k : [];
 }
 
+/** The values of a column of numbers as a page packs it (seqviz_trackers/serve/export.py):
+ *  "u8:" / "u16:" / "u32:" and the base64 of each value + 1 (0: null) in that many bytes, the
+ *  lowest byte of every value first, then the next. A list is returned as it is. */
+export function unpackInts(col) {
+  if (typeof col !== "string") return col;
+  const colon = col.indexOf(":");
+  const size = { u8: 1, u16: 2, u32: 4 }[col.slice(0, colon)];
+  const bytes = atob(col.slice(colon + 1));
+  const n = bytes.length / (size || 1);
+  if (!size || !Number.isInteger(n)) throw new Error("a packed column this page cannot read");
+  const out = new Array(n);
+  for (let i = 0; i < n; i++) {
+    let v = 0;
+    for (let b = size - 1; b >= 0; b--) v = v * 256 + bytes.charCodeAt(b * n + i);
+    out[i] = v === 0 ? null : v - 1;
+  }
+  return out;
+}
+
+/** A sequence's candidate columns (format/view.py with_candidates) read once: the packed ids
+ *  unpacked, the probabilities from their codes (p = code / p_scale; each prediction's first
+ *  code, then how much each next one is below the one before: P_SCALE in export.py), where
+ *  each prediction's begin. */
+function candidateColumns(cand) {
+  if (cand.start) return cand;
+  cand.id = unpackInts(cand.id);
+  if (typeof cand.p === "string") {
+    const codes = unpackInts(cand.p), scale = cand.p_scale;
+    const p = new Array(codes.length);
+    for (let i = 0, k = 0; i < cand.n.length; i++) {
+      let q = 0;
+      for (let j = 0; j < cand.n[i]; j++, k++) { q = j === 0 ? codes[k] : q - codes[k]; p[k] = q / scale; }
+    }
+    cand.p = p;
+  }
+  cand.start = new Array(cand.n.length + 1);
+  cand.start[0] = 0;
+  for (let k = 0; k < cand.n.length; k++) cand.start[k + 1] = cand.start[k] + cand.n[k];
+  return cand;
+}
+
+/** The candidates of the i-th prediction of sequence `seq` of a step view with its candidate columns. */
+function candidateList(entry, seq, i) {
+  const cand = candidateColumns(entry.sequences[seq].candidates);
+  const strings = entry.candidate_strings || {};
+  const top_k = [];
+  for (let k = cand.start[i]; k < cand.start[i + 1]; k++) {
+    const id = cand.id[k];
+    top_k.push([id, cand.token ? cand.token[k] : strings[String(id)] ?? null, cand.p[k]]);
+  }
+  return { top_k };
+}
+
 /** The candidates of the prediction at position `pos` of sequence `seq` of an entry a page
  *  carries, as the `candidates` route answers them: from the logged form, or from a step
  *  view's candidate columns (format.view with_candidates). Null when there is none. */
@@ -138,18 +194,6 @@ export function candidatesAt(entry, seq, pos) {
     return pred ? { top_k: rawCandidates(pred).map((c) => { const x = candidate(c); return [x.id, x.token, x.p]; }) } : null;
   }
   const i = (s.view.position || []).indexOf(pos);
-  const cand = s.candidates;
-  if (i < 0 || !cand) return null;
-  if (!cand.start) {  // where each prediction's candidates begin, counted once
-    cand.start = new Array(cand.n.length + 1);
-    cand.start[0] = 0;
-    for (let k = 0; k < cand.n.length; k++) cand.start[k + 1] = cand.start[k] + cand.n[k];
-  }
-  const strings = entry.candidate_strings || {};
-  const top_k = [];
-  for (let k = cand.start[i]; k < cand.start[i + 1]; k++) {
-    const id = cand.id[k];
-    top_k.push([id, cand.token ? cand.token[k] : strings[String(id)] ?? null, cand.p[k]]);
-  }
-  return { top_k };
+  if (i < 0 || !s.candidates) return null;
+  return candidateList(entry, seq, i);
 }

@@ -1,14 +1,36 @@
 // The dashboard's entry module. TensorBoard imports it and calls render(); the
 // standalone server's index.html calls render({source: "websocket"}); an exported
 // page carries its data in a JSON script element with id "seqviz-data":
-// {title, open?, encoding: "gzip+base64", data} (seqviz_trackers/serve/export.py), or the data itself.
+// {title, open?, encoding: "gzip+base85", data} (seqviz_trackers/serve/export.py), or the data itself.
 
 import { Dashboard } from "./app.js";
 import { FetchSource, WebSocketSource, InlineSource } from "./sources.js";
 
-/** The data of a page: base64 of gzip-compressed JSON, unpacked by the browser. */
-async function unpackPageData(text) {
-  const bytes = Uint8Array.from(atob(text), (c) => c.charCodeAt(0));
+/** The alphabet of a page's base85: RFC 1924's, with "<", ">", "&" written ",", ".", "[". */
+const PAGE_85 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz!#$%[()*+-;,=.?@^_\x60{|}~";
+
+/** The bytes of a page's base85 text: each 5 characters are 4 bytes (big-endian), a last
+ *  group of k + 1 characters k bytes. */
+function fromBase85(text) {
+  const digit = new Int8Array(128).fill(-1);
+  for (let i = 0; i < 85; i++) digit[PAGE_85.charCodeAt(i)] = i;
+  const rest = text.length % 5;
+  const out = new Uint8Array(Math.floor(text.length / 5) * 4 + (rest ? rest - 1 : 0));
+  for (let at = 0, o = 0; at < text.length; at += 5) {
+    let v = 0;
+    for (let k = at; k < at + 5; k++) {
+      const d = k < text.length ? digit[text.charCodeAt(k)] : 84;
+      if (d < 0 || d === undefined) throw new Error("this page's data is damaged");
+      v = v * 85 + d;
+    }
+    for (let shift = 3; shift >= 0 && o < out.length; shift--) out[o++] = Math.floor(v / 2 ** (8 * shift)) % 256;
+  }
+  return out;
+}
+
+/** The data of a page: gzip-compressed JSON in base85 (or base64), unpacked by the browser. */
+async function unpackPageData(text, encoding) {
+  const bytes = encoding === "gzip+base85" ? fromBase85(text) : Uint8Array.from(atob(text), (c) => c.charCodeAt(0));
   const stream = new Blob([bytes]).stream().pipeThrough(new DecompressionStream("gzip"));
   return JSON.parse(await new Response(stream).text());
 }
@@ -40,7 +62,8 @@ export function render(options = {}) {
   } else if (mode === "inline") {
     const data = JSON.parse(inlineData.textContent);
     title = title || data.title;
-    source = new InlineSource(data.encoding === "gzip+base64" ? unpackPageData(data.data) : data,
+    const packed = data.encoding === "gzip+base85" || data.encoding === "gzip+base64";
+    source = new InlineSource(packed ? unpackPageData(data.data, data.encoding) : data,
                               typeof data.open === "string" ? data.open : "");
   } else {
     const base = options.base || new URL("./", import.meta.url).href;

@@ -14,7 +14,7 @@
 //         {type:"warning", run, line, message}  {type:"reset", run}  {type:"waiting", run?, message}
 
 import { stepInfo, own } from "./util.js";
-import { readStep, candidatesAt } from "./entry.js";
+import { readStep, candidatesAt, unpackInts } from "./entry.js";
 
 /** The entry of `step` in `run` as the dashboard draws it: the back ends send its step view
  *  (`step?view=1`), a page its own form; either is read by readStep() (entry.js). */
@@ -273,9 +273,11 @@ export class InlineSource extends SourceBase {
     const batches = this.data.extra && this.data.extra.train_batches;
     if (batches && route === "batches") return { run: this.runName, ...batches.summary };
     if (batches && route === "batch") {
-      const batch = batches.batch[String(params.step)];
+      const batch = own(batches.batch, String(params.step));
       if (!batch) throw new Error(`this page holds the training batches of steps ${batches.summary.available.join(", ")} only`);
-      return batch;
+      // its captured rows: a step view with its candidates in the page, read with them all
+      if (!batch.read) batch.read = { ...batch, capture: batch.capture ? readStep(batch.capture, { withCandidates: true }) : null };
+      return batch.read;
     }
     const dyn = this.data.extra && this.data.extra.dynamics;
     if (dyn && (route === "sequences" || route === "series" || route === "diff")) return inlineDynamics(dyn, this.runName, route, params);
@@ -285,24 +287,38 @@ export class InlineSource extends SourceBase {
   }
 }
 
+/** A track of a page's dynamics with its packed series unpacked (once), one list per position. */
+function readTrack(t) {
+  if (!t || t.read) return t;
+  const width = (t.steps || []).length;
+  for (const key of ["p1000", "target_rank", "plt1000", "rank_gt"]) {
+    if (typeof t[key] !== "string" || !width) continue;
+    const flat = unpackInts(t[key]), rows = [];
+    for (let i = 0; i < flat.length; i += width) rows.push(flat.slice(i, i + width));
+    t[key] = rows;
+  }
+  t.read = true;
+  return t;
+}
+
 /** The dynamics routes, answered from the compact form a page carries:
  *  {points, at_step: {step: [seq]}, tracks: {seq: {seq, name, label, num_steps, steps,
  *   p1000: [per position: [p(target) in thousandths, per step]], target_rank: [...],
  *   learned_at: [per position], learned_at_top5: [...], times_forgotten: [...],
  *   forgotten: [[pos, step, since, last_top1], the latest],
  *   plt1000?, rank_gt?: [per position: the bound of a target outside the candidates, per step]}},
- *  diffs: {b: diff}} */
+ *  diffs: {b: diff}}; a page packs the four series (per position, per step, flattened: unpackInts). */
 function inlineDynamics(dyn, run, route, params) {
   const tracks = dyn.tracks || {};
   if (route === "sequences") {
-    const seqs = Object.values(tracks).map((t) => ({ seq: t.seq, name: t.name, label: t.label, num_positions: t.p1000.length,
+    const seqs = Object.values(tracks).map(readTrack).map((t) => ({ seq: t.seq, name: t.name, label: t.label, num_positions: t.p1000.length,
       num_steps: t.num_steps, first_step: t.steps[0] ?? null, last_step: t.steps[t.steps.length - 1] ?? null }));
     const at = params.step !== undefined ? own(dyn.at_step, String(params.step)) : undefined;
     if (params.step !== undefined && !at) throw new Error(`no step ${params.step} in this page`);
     return { run, sequences: seqs, at_step: at ? { step: Number(params.step), seq: at } : null };
   }
   if (route === "series") {
-    const t = own(tracks, String(params.seq));
+    const t = readTrack(own(tracks, String(params.seq)));
     const pos = Number(params.pos);
     if (!t || !(pos >= 0 && pos < t.p1000.length)) throw new Error(`no history of sequence ${params.seq} position ${params.pos} in this page`);
     const none = t.steps.map(() => null);
