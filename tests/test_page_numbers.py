@@ -72,13 +72,17 @@ def shown_numbers(page, pred: dict) -> dict:
     expect(detail.locator(".mini-col")).to_have_count(min(20, len(candidates(pred))), timeout=15_000)
     stats = dict(zip(detail.locator(".stat-l").all_inner_texts(), detail.locator(".stat-v").all_inner_texts()))
     return {"bars": detail.locator(".bar-row .bar-p").all_inner_texts(),
+            "titles": detail.locator(".bar-row").evaluate_all("els => els.map((e) => e.title)"),
             "mini": [t.split()[-1] for t in detail.locator(".mini-col").evaluate_all("els => els.map((e) => e.title)")],
             "p": stats["p(target)"], "rank": stats["rank"]}
 
 
 def logged_numbers(pred: dict) -> dict:
     top, f = candidates(pred), facts(pred)
-    return {"bars": [fmt_pct(c[2]) for c in top[:5]], "mini": [fmt_pct(c[2]) for c in top[:20]],
+    return {"bars": [fmt_pct(c[2]) for c in top[:5]],
+            # a page's p is kept to a grid: its tooltip gives it as printed, never as an exact number
+            "titles": [f"{c[1]} (id {c[0]}): p \u2248 {fmt_pct(c[2])}" for c in top[:5]],
+            "mini": [fmt_pct(c[2]) for c in top[:20]],
             "p": fmt_pct(f.prob), "rank": f"#{f.rank}"}
 
 

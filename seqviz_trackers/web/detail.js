@@ -77,7 +77,7 @@ export class DetailPanel {
       fill.style.width = `${Math.max(0.5, (c.p / maxP) * 100)}%`;
       track.append(fill);
       row.append(label, track, el("span", "bar-p", fmtPct(c.p)));
-      row.title = `${c.token} (id ${c.id}): p = ${c.p}`;
+      row.title = `${c.token} (id ${c.id}): ` + (info.pred.p_step ? `p \u2248 ${fmtPct(c.p)}` : `p = ${c.p}`);
       bars.append(row);
     });
     root.append(bars);

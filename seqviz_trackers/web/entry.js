@@ -125,9 +125,10 @@ export function needsCandidates(pred) {
 }
 
 /** Give a step view's prediction its candidates (a `candidates` answer's top_k), so that
- *  predictionFacts() lists them. */
+ *  predictionFacts() lists them; `p_step`: the grid a page's probabilities are kept to. */
 export function attachCandidates(pred, answer) {
   pred.top_k = answer && Array.isArray(answer.top_k) ? answer.top_k : [];
+  if (answer && answer.p_step) pred.p_step = answer.p_step;
 }
 
 /** The values of a column of numbers as a page packs it (seqviz_trackers/serve/export.py):
@@ -180,7 +181,8 @@ function candidateList(entry, seq, i) {
     const id = cand.id[k];
     top_k.push([id, cand.token ? cand.token[k] : strings[String(id)] ?? null, cand.p[k]]);
   }
-  return { top_k };
+  // a page keeps probabilities to a grid of 1/p_scale (export.py): say so where p is printed whole
+  return cand.p_scale ? { top_k, p_step: 1 / cand.p_scale } : { top_k };
 }
 
 /** The candidates of the prediction at position `pos` of sequence `seq` of an entry a page
