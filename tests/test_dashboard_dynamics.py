@@ -165,20 +165,11 @@ def test_loss_chart_click_lists_the_tokens_by_loss_change(page, server):
 
 
 def test_wandb_panel_from_disk_shows_the_sparkline(page, tmp_path, monkeypatch):
-    wandb = pytest.importorskip("wandb")
-    from seqviz_trackers import SeqVizLogger
-    from wandb_helpers import html_files, init_run, offline_env, run_folder
+    pytest.importorskip("wandb")
+    from wandb_helpers import html_files, log_steps_offline, offline_env
 
     offline_env(monkeypatch, tmp_path)
-    run = init_run(mode="offline", dir=str(tmp_path))
-    try:
-        with SeqVizLogger(tmp_path / "steps.jsonl", wandb=run) as logger:
-            for step in STEPS:
-                logger.log_step(synthetic_entry(step))
-    finally:
-        run.finish()
-        wandb.teardown()
-    files = html_files(run_folder(run))
+    files = html_files(log_steps_offline(tmp_path, [synthetic_entry(step) for step in STEPS]))
     assert len(files) == len(STEPS)
     requests = []
     page.on("request", lambda r: requests.append(r.url))

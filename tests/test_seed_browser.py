@@ -162,21 +162,12 @@ def test_tensorboard_tab_shows_a_seed_run(page, seed_file, tmp_path):
 
 def test_wandb_panel_shows_a_seed_step(page, seed_file, tmp_path, monkeypatch):
     """A seed file logged through the W&B mirror (offline): the last step's HTML panel, opened from disk."""
-    wandb = pytest.importorskip("wandb")
-    from seqviz_trackers import SeqVizLogger
-    from wandb_helpers import html_files, init_run, offline_env, run_folder
+    pytest.importorskip("wandb")
+    from wandb_helpers import html_files, log_steps_offline, offline_env
 
     offline_env(monkeypatch, tmp_path)
     entries = [json.loads(line) for line in seed_file.read_text("utf-8").splitlines()]
-    run = init_run(mode="offline", dir=str(tmp_path))
-    try:
-        with SeqVizLogger(tmp_path / "steps.jsonl", wandb=run) as logger:
-            for entry in entries:
-                logger.log_step(entry)
-    finally:
-        run.finish()
-        wandb.teardown()
-    files = html_files(run_folder(run))
+    files = html_files(log_steps_offline(tmp_path, entries))
     assert len(files) == len(entries)
     page.goto(files[-1].resolve().as_uri())
     page.wait_for_selector(".tok", timeout=15000)

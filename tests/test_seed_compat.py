@@ -211,24 +211,16 @@ def test_write_step_stores_an_original_entry_as_given(tmp_path, entries):
 
 @pytest.mark.slow
 def test_wandb_table_rows_of_a_seed_entry(tmp_path, monkeypatch, entries):
-    wandb = pytest.importorskip("wandb")
-    from seqviz_trackers import SeqVizLogger
-    from wandb_helpers import init_run, offline_env, run_folder, table_rows
+    pytest.importorskip("wandb")
+    from wandb_helpers import log_steps_offline, offline_env, table_rows
     from wandb_panel.tables import COLUMNS, entry_rows
 
     offline_env(monkeypatch, tmp_path)
-    run = init_run(mode="offline", dir=str(tmp_path))
-    try:
-        with SeqVizLogger(tmp_path / "steps.jsonl", wandb=run) as logger:
-            for entry in entries:
-                logger.log_step(entry)
-    finally:
-        run.finish()
-        wandb.teardown()  # the service process this test started
-    rows = [dict(zip(COLUMNS, r)) for r in table_rows(run_folder(run))]
+    folder = log_steps_offline(tmp_path, entries)
+    rows = [dict(zip(COLUMNS, r)) for r in table_rows(folder)]
     expected = [(e, s, p) for e in entries for s, p in predictions(e)]
     assert len(rows) == len(expected)
-    assert table_rows(run_folder(run)) == json.loads(json.dumps([r for e in entries for r in entry_rows(e)]))
+    assert table_rows(folder) == json.loads(json.dumps([r for e in entries for r in entry_rows(e)]))
     absent = present = 0
     for row, (entry, s, pred) in zip(rows, expected):
         assert (row["step"], row["sequence"], row["position"]) == (entry["step"], s, pred["position"])

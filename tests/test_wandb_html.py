@@ -13,7 +13,7 @@ pytest.importorskip("seqviz_trackers.serve.export")
 
 from factories import HOSTILE, make_entry  # noqa: E402
 from seqviz_trackers import SeqVizLogger  # noqa: E402
-from wandb_helpers import html_files, init_run, offline_env, run_folder  # noqa: E402
+from wandb_helpers import html_files, init_run, log_steps_offline, offline_env, run_folder  # noqa: E402
 from wandb_panel import WandbMirror  # noqa: E402
 from playwright.sync_api import expect  # noqa: E402
 
@@ -46,15 +46,10 @@ def logged(tmp_path_factory):
     mp = pytest.MonkeyPatch()
     offline_env(mp, tmp)
     entries = [make_entry(100, TEXTS), hostile_entry(200)]
-    run = init_run(mode="offline", dir=str(tmp))
     try:
-        with SeqVizLogger(tmp / "steps.jsonl", wandb=run) as logger:
-            for entry in entries:
-                logger.log_step(entry)
+        files = html_files(log_steps_offline(tmp, entries))
     finally:
-        run.finish()
         mp.undo()
-    files = html_files(run_folder(run))
     assert len(files) == 2
     return entries, files
 

@@ -6,7 +6,7 @@ import json
 import struct
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 import pytest
 
@@ -29,6 +29,24 @@ def init_run(**kwargs: Any):
     settings = wandb.Settings(x_disable_stats=True, x_disable_meta=True, x_disable_machine_info=True,
                               console="off", disable_git=True, save_code=False)
     return wandb.init(project="seqviz-tests", settings=settings, **kwargs)
+
+
+def log_steps_offline(tmp: Path, entries: Iterable[dict[str, Any]]) -> Path:
+    """``entries`` logged through :class:`SeqVizLogger` (JSONL ``tmp/steps.jsonl``) into a new
+    offline run under ``tmp`` (:func:`offline_env` first), finished; returns the run's folder."""
+    import wandb
+
+    from seqviz_trackers import SeqVizLogger
+
+    run = init_run(mode="offline", dir=str(tmp))
+    try:
+        with SeqVizLogger(tmp / "steps.jsonl", wandb=run) as logger:
+            for entry in entries:
+                logger.log_step(entry)
+    finally:
+        run.finish()
+        wandb.teardown()  # the service process this run started
+    return run_folder(run)
 
 
 def run_folder(run: Any) -> Path:
