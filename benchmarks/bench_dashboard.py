@@ -75,6 +75,14 @@ WAIT_CACHED = """async (steps) => {
   return steps.every((s) => app.cache.has(s)) ? performance.now() - t0 : -1;
 }"""
 
+MEASURE_GET = """async (step) => {
+  // the fetch alone: request over the websocket, answer, JSON.parse (no rendering)
+  const app = window.seqvizDashboard;
+  const t0 = performance.now();
+  await app.source.get("step", { run: app.state.run, step, view: 1 });
+  return { total: performance.now() - t0 };
+}"""
+
 MEASURE_COMPARE = """async (on) => {
   const app = window.seqvizDashboard;
   const before = app.timings.length;
@@ -224,6 +232,7 @@ def measure(browser, kind: str, url: str, steps: list[int], repeat: int, scroll_
             frame.evaluate("window.seqvizDashboard.cache.clear()")
             cold.append(frame.evaluate(MEASURE_SWITCH, last - 1 - (i % 2) if n > 2 else (i + 1) % n))
         out["cold"] = cold
+        out["get"] = [frame.evaluate(MEASURE_GET, steps[i % n]) for i in range(repeat)]
         # warm: the neighbours prefetched while the step is read
         frame.evaluate("(() => { const app = window.seqvizDashboard; app.options.prefetch = true; app.prefetchAround(app.state.index); })()")
         warm = []
@@ -286,6 +295,8 @@ def report(case: str, kind: str, r: dict) -> None:
     over = sum(f > 50 for f in frames)
     print(f"  {kind:<6} open {r['open']:6.0f} ms ({goal(r['open'], 1500)}; {r['boxes_open']} boxes)")
     print(f"  {kind:<6} step change cold {med(r['cold'])} ({goal(statistics.median(x['total'] for x in r['cold']), 300)})")
+    print(f"  {kind:<6} of a cold step change, the step view's request + answer + JSON.parse alone: median "
+          f"{statistics.median(x['total'] for x in r['get']):.0f} ms")
     print(f"  {kind:<6} step change warm {med(r['warm'])} ({goal(statistics.median(x['total'] for x in r['warm']), 100)})")
     print(f"  {kind:<6} Compare          {med(r['compare'])} ({goal(statistics.median(x['total'] for x in r['compare']), 300)}; {r['compare'][0]['cells']} boxes)")
     c1, c2 = r["change_first"], r["change_again"]
@@ -305,16 +316,20 @@ def report(case: str, kind: str, r: dict) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cases", default="8x2048", help="comma-separated SEQSxTOKENS (default 8x2048)")
+    parser.add_argument("--seqs", type=int, help="with --tokens: one case, SEQS x TOKENS (instead of --cases)")
+    parser.add_argument("--tokens", type=int)
     parser.add_argument("--backends", default="serve,tb,export")
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--repeat", type=int, default=4)
     parser.add_argument("--scroll-frames", type=int, default=240)
     parser.add_argument("--scroll-px", type=int, default=60, help="px scrolled per frame (60: 3,600 px/s)")
     parser.add_argument("--screenshots", type=Path, help="save the served page and the TensorBoard tab here")
-    parser.add_argument("--server-side", action="store_true", help="also time the server's part of a cold step view")
+    parser.add_argument("--no-server-side", action="store_true", help="skip timing the server's part of a cold step view")
     parser.add_argument("--sizes", action="store_true", help="also the bytes of a step, an export and a W&B panel at 4 x 512")
     parser.add_argument("--panel-steps", type=int, default=25)
     args = parser.parse_args()
+    if args.seqs or args.tokens:
+        args.cases = f"{args.seqs or 8}x{args.tokens or 2048}"
     print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPU(s)")
     if args.sizes:
         sizes(args.panel_steps)
@@ -335,7 +350,7 @@ def main() -> None:
                 steps = [100 * (k + 1) for k in range(args.steps)]
                 print(f"\n{seqs} x {tokens} tokens, {args.steps} steps: written in {time.perf_counter() - t:.0f} s "
                       f"({jsonl.stat().st_size / 1e6:.0f} MB); load average {os.getloadavg()[0]:.1f}")
-                if args.server_side:
+                if "serve" in backends and not args.no_server_side:
                     from seqviz_trackers import TrainingDataReader
 
                     server_side(jsonl, TrainingDataReader(jsonl).get_step(steps[0]))
@@ -370,6 +385,8 @@ def main() -> None:
 def server_side(run: Path, entry: dict) -> None:
     """Where a cold step view's time goes on the server: reading and parsing the line,
     building the view, encoding it (medians of 3)."""
+    import os
+
     from seqviz_trackers import TrainingDataReader
     from seqviz_trackers.format.view import step_view
     from seqviz_trackers.storage.jsonl import client_json
@@ -386,6 +403,20 @@ def server_side(run: Path, entry: dict) -> None:
         read.append(t1 - t0); build.append(t2 - t1); encode.append(time.perf_counter() - t2)
     print(f"server side of a cold step view: read + parse the line {1000 * statistics.median(read):.0f} ms, "
           f"build the view {1000 * statistics.median(build):.0f} ms, encode it {1000 * statistics.median(encode):.0f} ms")
+    # what the step route does now: the view as the line's columns record holds it (encoded
+    # already), the line only checksummed
+    info = reader.step_info(entry["step"])
+    read = []
+    for _ in range(3):
+        t0 = time.perf_counter()
+        client_json(TrainingDataReader(run).read_view(info, encoded=True))
+        read.append(time.perf_counter() - t0)
+    from seqviz_trackers.storage.columns import encode_record
+
+    without = encode_record(entry, info.offset, info.length)  # a record as before the views
+    print(f"  now, from the columns file (the step route): read the view, check the line and send the view as stored "
+          f"{1000 * statistics.median(read):.0f} ms; columns file {os.path.getsize(str(run) + '.cols') / (1e6 * len(reader.steps)):.2f} MB "
+          f"per step ({len(without) / 1e6:.2f} MB without the view), JSONL {os.path.getsize(run) / (1e6 * len(reader.steps)):.2f} MB per step")
 
 
 def sizes(panel_steps: int) -> None:

@@ -18,9 +18,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from playwright.sync_api import sync_playwright
-
-from seqviz_trackers.serve.server import start_in_thread
+from screenshot_helpers import save, served
 
 RUNS = {"a": ["--seed", "1"], "b": ["--seed", "2", "--lr", "2e-3"]}
 
@@ -37,25 +35,12 @@ def main() -> None:
         if not (logdir / name / "seqviz.jsonl").exists():
             subprocess.run([sys.executable, "-m", "seqviz_trackers.cli", "demo", "--out", str(logdir / name),
                             "--steps", str(args.steps), "--no-wandb", *extra], check=True)
-    handle = start_in_thread(logdir=logdir, port=0)
-    try:
-        with sync_playwright() as pw:
-            browser = pw.chromium.launch(executable_path="/usr/bin/chromium", args=["--headless", "--no-sandbox"])
-            page = browser.new_page(viewport={"width": 1440, "height": 1060})
-            page.goto(f"{handle.url}#run=a%2Fseqviz&vs=b%2Fseqviz&rc={args.list}")
-            page.wait_for_selector(".status.live")
-            page.wait_for_selector(".runcmp .change-row")
-            page.locator(".runcmp .change-row").first.click()
-            page.wait_for_selector(".detail .spark-learned-b")
-            page.evaluate("window.scrollTo(0, 0)")
-            page.mouse.move(0, 0)
-            page.wait_for_timeout(400)
-            page.screenshot(path=args.out)
-            print(f"wrote {args.out}")
-            browser.close()
-    finally:
-        handle.stop()
-
+    with served(logdir=logdir) as open_page:
+        page = open_page(f"#run=a%2Fseqviz&vs=b%2Fseqviz&rc={args.list}", height=1060)
+        page.wait_for_selector(".runcmp .change-row")
+        page.locator(".runcmp .change-row").first.click()
+        page.wait_for_selector(".detail .spark-learned-b")
+        save(page, args.out)
 
 if __name__ == "__main__":
     main()

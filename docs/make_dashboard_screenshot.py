@@ -19,9 +19,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from playwright.sync_api import sync_playwright
-
-from seqviz_trackers.serve.server import start_in_thread
+from screenshot_helpers import save, served
 
 
 def main() -> None:
@@ -36,36 +34,19 @@ def main() -> None:
     if path is None:
         subprocess.run([sys.executable, "-m", "seqviz_trackers.cli", "demo", "--out", "runs/demo", "--no-wandb"], check=True)
         path = Path("runs/demo/seqviz.jsonl")
-    handle = start_in_thread(file=path, port=0)
-    try:
-        with sync_playwright() as pw:
-            browser = pw.chromium.launch(executable_path="/usr/bin/chromium", args=["--headless", "--no-sandbox"])
-            page = browser.new_page(viewport={"width": 1440, "height": 880})
-            page.goto(handle.url)
-            page.wait_for_selector(".status.live")
-            page.locator(".seq").first.locator(".tok").nth(args.token).click()
-            page.wait_for_selector(".detail .spark-learned")
-            page.wait_for_timeout(400)
-            page.screenshot(path=args.out)
-            print(f"wrote {args.out}")
+    with served(file=path) as open_page:
+        page = open_page()
+        page.locator(".seq").first.locator(".tok").nth(args.token).click()
+        page.wait_for_selector(".detail .spark-learned")
+        save(page, args.out, top=False)
 
-            page = browser.new_page(viewport={"width": 1440, "height": 1060})
-            page.goto(f"{handle.url}#step={args.change_step}&metric=change&changes=learned")
-            page.wait_for_selector(".status.live")
-            page.wait_for_selector(".change-row")
-            first_seq = page.locator(".seq-name").first.inner_text()
-            rows = page.locator(".change-row", has=page.locator(".c-seq", has_text=first_seq))
-            (rows if rows.count() else page.locator(".change-row")).first.click()
-            page.wait_for_selector(".detail .spark-learned")
-            page.evaluate("window.scrollTo(0, 0)")
-            page.mouse.move(0, 0)
-            page.wait_for_timeout(400)
-            page.screenshot(path=args.dynamics_out)
-            print(f"wrote {args.dynamics_out}")
-            browser.close()
-    finally:
-        handle.stop()
-
+        page = open_page(f"#step={args.change_step}&metric=change&changes=learned", height=1060)
+        page.wait_for_selector(".change-row")
+        first_seq = page.locator(".seq-name").first.inner_text()
+        rows = page.locator(".change-row", has=page.locator(".c-seq", has_text=first_seq))
+        (rows if rows.count() else page.locator(".change-row")).first.click()
+        page.wait_for_selector(".detail .spark-learned")
+        save(page, args.dynamics_out)
 
 if __name__ == "__main__":
     main()

@@ -15,9 +15,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from playwright.sync_api import sync_playwright
-
-from seqviz_trackers.serve.server import start_in_thread
+from screenshot_helpers import save, served
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from seed_files import HARD_EVERY, write_seed_file  # noqa: E402
@@ -29,23 +27,11 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         path = write_seed_file(Path(tmp) / "training_data.jsonl", list(range(0, 301, 25)))
-        handle = start_in_thread(file=path, port=0)
-        try:
-            with sync_playwright() as pw:
-                browser = pw.chromium.launch(executable_path="/usr/bin/chromium", args=["--headless", "--no-sandbox"])
-                page = browser.new_page(viewport={"width": 1280, "height": 760})
-                page.goto(handle.url)
-                page.wait_for_selector(".status.live")
-                page.locator(".seq").first.locator(".tok").nth(HARD_EVERY).click()  # its target is below the top 20
-                page.wait_for_selector(".detail .miss")
-                page.mouse.move(0, 0)
-                page.wait_for_timeout(400)
-                page.screenshot(path=args.out)
-                print(f"wrote {args.out}")
-                browser.close()
-        finally:
-            handle.stop()
-
+        with served(file=path) as open_page:
+            page = open_page(width=1280, height=760)
+            page.locator(".seq").first.locator(".tok").nth(HARD_EVERY).click()  # its target is below the top 20
+            page.wait_for_selector(".detail .miss")
+            save(page, args.out, top=False)
 
 if __name__ == "__main__":
     main()

@@ -17,9 +17,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from playwright.sync_api import sync_playwright
-
-from seqviz_trackers.serve.server import start_in_thread
+from screenshot_helpers import save, served
 
 
 def main() -> None:
@@ -38,24 +36,13 @@ def main() -> None:
 
         torch.set_num_threads(1)
         path = write_spike_run(Path(tempfile.mkdtemp(prefix="seqviz-spikes-")))
-    handle = start_in_thread(file=path, port=0)
-    try:
-        with sync_playwright() as pw:
-            browser = pw.chromium.launch(executable_path="/usr/bin/chromium", args=["--headless", "--no-sandbox"])
-            page = browser.new_page(viewport={"width": 1440, "height": 1000})
-            page.goto(handle.url)
-            page.wait_for_selector(".status.live")
-            page.locator(f".chart-mark[data-step='{args.step}']").click()
-            page.wait_for_selector(".batch-row .tok")
-            page.locator(".batch-row").first.locator(".tok").nth(args.token).click()
-            page.wait_for_selector(".detail .bar-row")
-            page.wait_for_timeout(400)
-            page.screenshot(path=args.out)
-            print(f"wrote {args.out}")
-            browser.close()
-    finally:
-        handle.stop()
-
+    with served(file=path) as open_page:
+        page = open_page(height=1000)
+        page.locator(f".chart-mark[data-step='{args.step}']").click()
+        page.wait_for_selector(".batch-row .tok")
+        page.locator(".batch-row").first.locator(".tok").nth(args.token).click()
+        page.wait_for_selector(".detail .bar-row")
+        save(page, args.out, top=False)
 
 if __name__ == "__main__":
     main()

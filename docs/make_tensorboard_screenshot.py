@@ -73,7 +73,7 @@ def train(out: Path, steps: int, log_every: int) -> None:
 
 
 def screenshot(logdir: Path, png: Path) -> None:
-    from playwright.sync_api import sync_playwright
+    from screenshot_helpers import chromium
 
     port = 6099
     tb = subprocess.Popen([str(Path(sys.executable).with_name("tensorboard")), "--logdir", str(logdir),
@@ -86,8 +86,7 @@ def screenshot(logdir: Path, png: Path) -> None:
                 break
             except OSError:
                 time.sleep(0.2)
-        with sync_playwright() as pw:
-            browser = pw.chromium.launch(executable_path="/usr/bin/chromium", args=["--headless", "--no-sandbox"])
+        with chromium() as browser:
             page = browser.new_page(viewport={"width": 1400, "height": 860})
             page.goto(f"http://127.0.0.1:{port}/#seqviz")
             page.wait_for_function("() => [...document.querySelectorAll('iframe')].some(f => f.src.includes('seqviz'))")
@@ -98,7 +97,6 @@ def screenshot(logdir: Path, png: Path) -> None:
             frame.wait_for_selector(".detail .bar-row")
             page.wait_for_timeout(300)
             page.screenshot(path=str(png))
-            browser.close()
     finally:
         tb.terminate()
         tb.wait()

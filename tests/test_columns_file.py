@@ -172,9 +172,10 @@ def test_record_round_trip_keeps_keys_positions_and_strings():
     header_len = int.from_bytes(raw[4:8], "little")
     import json
 
-    header = json.loads(raw[12:12 + header_len])
+    start = columns_file._PREFIX.size
+    header = json.loads(raw[start:start + header_len])
     assert (header["step"], header["offset"], header["length"]) == (5, 123, 456)
-    step, seqs, vocab = columns_file.decode_record(header, raw[12 + header_len:])
+    step, seqs, vocab = columns_file.decode_record(header, raw[start + header_len:])
     assert step == 5 and [k[0] for k, _t, _c in seqs] == ["ids", "ids"]
     assert seqs[0][0][1] == tuple(entry["sequences"][0]["token_ids"])
     c0, c1 = seqs[0][2], seqs[1][2]
@@ -187,19 +188,26 @@ def test_record_round_trip_keeps_keys_positions_and_strings():
     assert vocab == firsts
 
 
-def test_the_logger_keeps_a_columns_file_beside_the_file_and_the_tensorboard_assets(tmp_path):
+def test_the_logger_keeps_a_columns_file_beside_the_file_and_the_tensorboard_assets(tmp_path, monkeypatch):
     from seqviz_trackers import SeqVizLogger
+    from seqviz_trackers.format.view import step_view
     from tb_plugin.writer import asset_path
 
+    made = []
+    real = columns_file._make_view_section
+    monkeypatch.setattr(columns_file, "_make_view_section", lambda entry: made.append(entry["step"]) or real(entry))
     entries = story()[:3]
     with SeqVizLogger(tmp_path / "steps.jsonl", tensorboard=tmp_path / "tb") as logger:
         for e in entries:
             logger.log_step(e)
+    assert made == [e["step"] for e in entries]  # one view per step, for both files
     for path in (str(tmp_path / "steps.jsonl"), str(asset_path(tmp_path / "tb"))):
         reader = TrainingDataReader(path)
         cols = columns_file.ColumnsReader(path, reader.files)
         records = [cols.get(info) for info in reader.steps]
         assert [r[0] for r in records if r is not None] == [e["step"] for e in entries], path
+        assert all(cols.view(info) is not None for info in reader.steps)
+        assert [reader.read_view(info) for info in reader.steps] == [step_view(reader.read(info)) for info in reader.steps]
 
 
 def one_record_at_a_time(reader) -> Dynamics:
@@ -358,3 +366,182 @@ def test_the_index_is_right_whatever_the_columns_file_holds(tmp_path, change):
     assert_same(dynamics_for(reader), from_entries([reader.read(s) for s in reader.steps]))
     if change == "other run":
         assert {s.loss for s in reader.steps} == {1.25}
+
+
+# -- the step view in the record ----------------------------------------------------------
+
+def odd_entries() -> list[dict]:
+    """Entries of every form a writer may get: the converter's, the original tool's (bounded
+    targets, ``top_20``), fields missing or of odd types, hostile and non-ASCII text,
+    sequences that are not objects, keys that JSON turns into strings, tuples."""
+    import copy
+
+    from factories import make_entry
+    from seed_files import seed_entry
+    from test_step_view import mutations, odd_entry
+
+    base = entry_at(3, ["probe", "hostile"])
+    hostile = copy.deepcopy(base)
+    hostile["metadata"]["note"] = HOSTILE + " \u2028 \U0001F600"
+    hostile["sequences"][0]["name"] = HOSTILE
+    for pred in hostile["sequences"][0]["predictions"][:3]:
+        pred["target_token_str"] = HOSTILE
+        pred["top_k"][0][1] = "\u00e9\u0000" + HOSTILE
+    shapes = copy.deepcopy(base)
+    shapes["sequences"].append("not a sequence")
+    shapes["sequences"][0]["view"] = "a field named view"  # replaced by the view, where it was
+    shapes["sequences"][1]["predictions"].append({"target_token_id": 1})  # no position: left out
+    keys = copy.deepcopy(base)
+    keys["metadata"][7] = "an int key"
+    keys["metadata"]["7"] = "the same key once written"
+    keys["sequences"].append([{1: "in a sequence that is not an object"}])
+    odd_seqs = {**base, "sequences": {1: "not a list", "1": "of sequences"}}
+    shapes["extra"] = {"nested": [1, 2.5, None, True]}
+    no_preds = copy.deepcopy(base)
+    del no_preds["sequences"][0]["predictions"]
+    no_preds["sequences"][1]["predictions"] = []
+    tuples = copy.deepcopy(base)
+    tuples["sequences"][0]["predictions"][0]["top_k"] = tuple(tuples["sequences"][0]["predictions"][0]["top_k"])
+    tuple_preds = copy.deepcopy(base)
+    tuple_preds["sequences"][1]["predictions"] = tuple(tuple_preds["sequences"][1]["predictions"])
+    tuple_seqs = copy.deepcopy(base)
+    tuple_seqs["sequences"] = tuple(tuple_seqs["sequences"])
+    no_seqs = {k: v for k, v in base.items() if k != "sequences"}
+    reordered = {"sequences": base["sequences"], "metadata": base["metadata"], **base}  # header fields first in the line
+    entries = [base, hostile, shapes, no_preds, tuples, tuple_preds, tuple_seqs, no_seqs, reordered, keys, odd_seqs, odd_entry(),
+               make_entry(4, [HOSTILE + " text"]), seed_entry(0), seed_entry(150, with_loss=True)]
+    entries += [m for m in mutations(base, 7) if writable(m)][:25]
+    return [{**e, "step": i, "timestamp": 1000.0 + i} for i, e in enumerate(entries)]
+
+
+def writable(entry: dict) -> bool:
+    try:
+        encode_entry(entry, validate=False)
+    except ValueError:  # SchemaValidationError: infinite, say
+        return False
+    return True
+
+
+def holds_tuple(value) -> bool:
+    if isinstance(value, tuple):
+        return True
+    items = value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
+    return any(holds_tuple(v) for v in items)
+
+
+def views_of(path: str) -> tuple[list[dict], list[dict], list[int]]:
+    """(read_view of each step, step_view of each parsed line, the steps whose view parsed
+    its line); the views encoded (what the step route sends) are client_json's of the parsed."""
+    from seqviz_trackers.format.view import step_view
+    from seqviz_trackers.storage.jsonl import EncodedJSON, client_json
+
+    reader = TrainingDataReader(path)
+    parsed: list[int] = []
+    real = reader.read
+    reader.read = lambda info: parsed.append(info.step) or real(info)
+    views = [reader.read_view(info) for info in reader.steps]
+    encoded = [reader.read_view(info, encoded=True) for info in reader.steps]
+    plain = TrainingDataReader(path)
+    expected = [step_view(plain.read(info)) for info in plain.steps]
+    assert all(type(e) is EncodedJSON for e in encoded)
+    assert [bytes(e) for e in encoded] == [client_json(v) for v in expected]
+    assert parsed[:len(parsed) // 2] == parsed[len(parsed) // 2:]  # the same lines parsed both times
+    return views, expected, parsed[:len(parsed) // 2]
+
+
+def test_the_record_holds_the_step_view_of_its_line_whatever_the_entry(tmp_path):
+    from seqviz_trackers.storage.jsonl import client_json
+
+    entries = odd_entries()
+    path = write(tmp_path / "run.jsonl", entries, validate=False)
+    views, expected, parsed = views_of(path)
+    assert len(views) == len(entries)
+    for got, want in zip(views, expected):
+        assert got == want and client_json(got) == client_json(want)  # the same values, keys in the same order
+    # parsed: only entries with tuples where the view reads lists or keys that are not
+    # strings (JSON makes them lists and strings)
+    assert {4, 5, 6, 9, 10} <= set(parsed) <= {e["step"] for e in entries if holds_tuple(e)} | {9, 10}
+    assert len(parsed) < len(entries) / 4
+
+
+def test_an_entry_the_writer_refuses_leaves_no_record_and_an_odd_line_is_parsed(tmp_path):
+    import json
+    import math
+
+    from seqviz_trackers.format.schema import SchemaValidationError
+    from seqviz_trackers.storage.jsonl import client_json
+
+    path = tmp_path / "run.jsonl"
+    good = entry_at(1, ["probe"])
+    nan = entry_at(2, ["probe"])
+    nan["sequences"][0]["predictions"][1]["entropy"] = float("nan")  # the view reads it as unknown
+    nan["metadata"]["lr"] = float("nan")  # the view keeps it: JSON cannot hold it, the line is parsed
+    with TrainingDataWriter(path, validate=False) as w:
+        w.write_step(good)
+        size = os.path.getsize(str(path) + columns_file.SUFFIX)
+        with pytest.raises(SchemaValidationError):
+            w.write_step(nan)
+        assert os.path.getsize(str(path) + columns_file.SUFFIX) == size
+        w.write_line(json.dumps(nan).encode() + b"\n", nan)  # a line made elsewhere, with its NaN
+    views, expected, parsed = views_of(str(path))
+    assert [client_json(v) for v in views] == [client_json(v) for v in expected] and parsed == [2]
+    assert views[1]["sequences"][0]["view"]["entropy"][1] is None and math.isnan(views[1]["metadata"]["lr"])
+
+
+@pytest.mark.parametrize("damage", ["view", "line", "stale", "svc2"])
+def test_a_view_that_may_not_be_its_lines_is_not_used(tmp_path, damage):
+    from seqviz_trackers.storage.jsonl import client_json
+
+    entries = [entry_at(s, ["probe", "hostile"]) for s in (10, 20, 30)]
+    path = write(tmp_path / "run.jsonl", entries)
+    cols = path + columns_file.SUFFIX
+    if damage == "view":  # a byte of the second record's compressed view
+        reader = columns_file.ColumnsReader(path, LocalFiles())
+        info = TrainingDataReader(path).steps[1]
+        header, body, blen, vlen = reader._lookup(info)
+        with open(cols, "r+b") as f:
+            f.seek(body + blen + vlen // 2)
+            byte = f.read(1)
+            f.seek(body + blen + vlen // 2)
+            f.write(bytes([byte[0] ^ 0xFF]))
+    elif damage == "line":  # the second line changed in place, same length and header
+        data = open(path, "rb").read()
+        token = entries[1]["sequences"][0]["tokens"][1].encode()
+        at = data.index(b'"tokens":[', data.index(b'{"step":20'))
+        where = data.index(token, at)
+        data = data[:where] + b"X" * len(token) + data[where + len(token):]
+        open(path, "wb").write(data)
+    elif damage == "stale":  # the records of another run with the same steps and shapes
+        other = [entry_at(s, ["probe", "third"], texts={"probe": TEXTS["probe"], "third": TEXTS["hostile"]}) for s in (10, 20, 30)]
+        write(tmp_path / "other.jsonl", other)
+        shutil.copy(str(tmp_path / "other.jsonl") + columns_file.SUFFIX, cols)
+    else:  # records of the layout before: no view, but the dynamics and the index still read them
+        reader = TrainingDataReader(path)
+        records = []
+        for e, info in zip(entries, reader.steps):
+            raw = columns_file.encode_record(e, info.offset, info.length)  # no line: no view
+            hlen, blen = int.from_bytes(raw[4:8], "little"), int.from_bytes(raw[8:12], "little")
+            records.append(b"SVC2" + raw[4:12] + raw[16:16 + hlen + blen])
+        open(cols, "wb").write(b"".join(records))
+        assert all(r is not None for r in (columns_file.ColumnsReader(path, LocalFiles()).get(i) for i in reader.steps))
+    views, expected, parsed = views_of(path)
+    assert [client_json(v) for v in views] == [client_json(v) for v in expected]
+    assert parsed == {"view": [20], "line": [20], "stale": [10, 20, 30], "svc2": [10, 20, 30]}[damage]
+    if damage == "line":
+        assert views[1]["sequences"][0]["tokens"][1] == "X" * len(entries[1]["sequences"][0]["tokens"][1])
+
+
+def test_a_resumed_writer_appends_records_with_views_after_those_of_the_layout_before(tmp_path):
+    entries = [entry_at(s, ["probe"]) for s in (1, 2, 3, 4)]
+    path = write(tmp_path / "run.jsonl", entries[:2])
+    reader = TrainingDataReader(path)
+    old = []
+    for e, info in zip(entries, reader.steps):
+        raw = columns_file.encode_record(e, info.offset, info.length)
+        hlen, blen = int.from_bytes(raw[4:8], "little"), int.from_bytes(raw[8:12], "little")
+        old.append(b"SVC2" + raw[4:12] + raw[16:16 + hlen + blen])
+    open(path + columns_file.SUFFIX, "wb").write(b"".join(old))
+    write(path, entries[2:])
+    views, expected, parsed = views_of(path)
+    assert views == expected and parsed == [1, 2]
+    assert_same(dynamics_for(TrainingDataReader(path)), from_entries(entries))

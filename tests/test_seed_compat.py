@@ -336,7 +336,7 @@ def test_series_carries_the_bound_of_an_absent_target(tmp_path, entries):
     assert any(cols.rank_gt is not None for r in records for _, _, cols in r[1])
     old = tmp_path / "old.jsonl"
     old.write_bytes(cached.read_bytes())
-    (tmp_path / "old.jsonl.cols").write_bytes(Path(f"{cached}.cols").read_bytes().replace(b"SVC2", b"SVC1"))
+    (tmp_path / "old.jsonl.cols").write_bytes(Path(f"{cached}.cols").read_bytes().replace(b"SVC3", b"SVC1"))
     assert columns_file.ColumnsReader(str(old), TrainingDataReader(old).files).get(reader.steps[1]) is None
 
     absent = 0

@@ -287,7 +287,7 @@ def test_an_edited_display_string_in_the_columns_file_is_not_trusted(tmp_path):
     cols = Path(path + columns_file.SUFFIX)
     data = bytearray(cols.read_bytes())
     with open(cols, "rb") as f:  # a record that is used (not the first step's, whose line is parsed)
-        header, body, _ = next((h, b, n) for h, b, n in columns_file._scan(f, 0, len(data)) if h["step"] == 10)
+        header, body, _ = next((h, b, n) for h, b, n, _v in columns_file._scan(f, 0, len(data)) if h["step"] == 10)
     shown = next(v for v in header["vocab"].values() if v.isascii() and v.isalnum() and len(v) > 1)
     old, new = json.dumps(shown).encode(), json.dumps("Z" * len(shown)).encode()  # same length: offsets hold
     at = data.rindex(old, 0, body)

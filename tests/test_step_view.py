@@ -240,3 +240,98 @@ def test_served_page_gets_steps_without_candidates_and_fetches_them_on_click(pag
     detail.locator(".mini-col").nth(19).wait_for(timeout=15000)
     assert len([r for r in requests if '"candidates"' in r]) == 2
     assert not page.js_errors
+
+
+def mutations(entry: dict, seed: int) -> list[dict]:
+    """``entry`` with one prediction changed each time: a field left out, of another type,
+    out of its range, a first candidate of another form: the bulk reading of the view
+    (converter form) must then agree with the reading one prediction at a time."""
+    import random
+
+    rnd = random.Random(seed)
+    odd_values = [None, True, False, -1, 0, 1, 2, 0.5, 1.5, -0.0, 10 ** 30, "1", [], {}, [1], (1, "a", 0.5), float("inf")]
+    fields = ["position", "target_token_id", "target_token_str", "target_prob", "target_rank", "loss", "correct",
+              "entropy", "top_k", "top_20"]
+    out = []
+    for _ in range(60):
+        e = copy.deepcopy(entry)
+        preds = e["sequences"][0]["predictions"]
+        pred = preds[rnd.randrange(len(preds))]
+        what = rnd.random()
+        field = rnd.choice(fields)
+        if what < 0.3:
+            pred.pop(field, None)
+        elif what < 0.8:
+            pred[field] = rnd.choice(odd_values)
+        else:
+            first = pred["top_k"][0]
+            pred["top_k"][0] = rnd.choice([[first[0], None, first[2]], [True, first[1], first[2]], first[:2],
+                                           [first[0], first[1], 1], {"token_id": first[0], "token_str": "x", "prob": 0.1},
+                                           (first[0], first[1], first[2]), [first[0], first[1], first[2], "extra"]])
+        out.append(e)
+    return out
+
+
+def test_bulk_reading_of_the_view_is_the_reading_one_prediction_at_a_time():
+    from seqviz_trackers.format import view as view_module
+
+    base = [make_entry(3), learning_entry(100, 300), odd_entry(), seed_entry(150, 300, with_loss=True)]
+    masked = make_entry(6)
+    del masked["sequences"][0]["predictions"][2]["loss"]  # p = 0 in the converter: no loss logged
+    masked["sequences"][0]["predictions"][2]["target_prob"] = 0.0
+    base.append(masked)
+    fast = 0
+    for i, entry in enumerate(base + [m for j, b in enumerate(base[:2]) for m in mutations(b, j)]):
+        for seq in entry["sequences"]:
+            preds = view_module._predictions(seq)
+            got = view_module._fast_columns(preds)
+            if got is not None:
+                fast += 1
+                slow = view_module._slow_columns(preds)
+                assert got == slow, i
+                assert json.dumps(got) == json.dumps(slow), i  # the same types too (1.0 is not 1)
+    assert fast > 20  # the converter's form is read in bulk, and most mutations too
+    check_view(masked)
+
+
+def test_seqviz_serve_answers_the_same_view_with_and_without_the_columns_file(tmp_path):
+    """``seqviz serve`` reads a step's view from the columns file when it holds it; the
+    same lines without a columns file (the original tool's files, ``columns=False``) are
+    parsed: the answers are the same bytes."""
+    import shutil
+    import signal
+    import subprocess
+
+    from factories import HOSTILE
+    from proc_helpers import cli_process
+    from seqviz_trackers.storage.columns import SUFFIX
+
+    cached, plain = tmp_path / "cached.jsonl", tmp_path / "plain.jsonl"
+    entries = [learning_entry(step, 300) for step in (0, 100)] + [make_entry(200, [HOSTILE + " caf\u00e9 \U0001F600"])]
+    entries.append(seed_entry(300, 300))  # the original form: bounded targets
+    with TrainingDataWriter(cached) as w:
+        for e in entries:
+            w.write_step(e)
+    shutil.copy(cached, plain)
+    assert (tmp_path / ("cached.jsonl" + SUFFIX)).exists() and not (tmp_path / ("plain.jsonl" + SUFFIX)).exists()
+    proc = cli_process("serve", "--logdir", str(tmp_path), "--port", "0", stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                       text=True)
+    try:
+        proc.stdout.readline()
+        port = int(proc.stdout.readline().split()[1].rsplit(":", 1)[1].strip("/"))
+        for e in entries:
+            bodies = []
+            for run in ("cached", "plain"):
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+                conn.request("GET", f"/step?run={run}&step={e['step']}&view=1")
+                resp = conn.getresponse()
+                bodies.append((resp.status, resp.read()))
+                conn.close()
+            assert bodies[0] == bodies[1] and bodies[0][0] == 200
+            assert json.loads(bodies[0][1]) == json.loads(json.dumps(step_view(e)))
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()

@@ -24,7 +24,11 @@ The dashboard reads the view in ``web/entry.js`` (``readStep``, ``candidatesAt``
 
 from __future__ import annotations
 
+import math
+import operator
 from typing import Any
+
+import numpy as np
 
 from .entry import Facts, by_position, candidate_lists, candidates, facts, is_int
 
@@ -51,12 +55,57 @@ def _predictions(seq: dict[str, Any]) -> list[dict[str, Any]]:
     return [p for p in preds if isinstance(p, dict) and is_int(p.get("position"))] if isinstance(preds, list) else []
 
 
-def sequence_view(seq: dict[str, Any], *, with_candidates: bool = False,
-                  strings: dict[int, Any] | None = None) -> dict[str, Any]:
-    """One logged sequence as the dashboard draws it (see the module docstring); never
-    raises on odd data (predictions without an integer position are left out).
-    ``strings``: the step's id -> display string table, filled with the candidates'."""
-    preds = _predictions(seq)
+_FAST = operator.itemgetter("position", "target_token_id", "target_token_str", "target_prob", "target_rank", "entropy",
+                            "top_k")
+_FIRST = operator.itemgetter(0)
+_GET_LOSS = operator.methodcaller("get", "loss")
+_GET_CORRECT = operator.methodcaller("get", "correct")
+
+
+def _fast_columns(preds: list[Any]) -> dict[str, list[Any]] | None:
+    """The view's columns of the converter's predictions, read in bulk: every field present
+    with exactly its JSON type (``loss`` and ``correct`` may be absent), the target's p in
+    [0, 1] and rank >= 1 logged, a first candidate ``[int, str, p]``, no ``top_20``. Then
+    :func:`facts` takes every number as logged (``loss`` derived from p where absent) and
+    only the first candidate matters: these are exactly the columns the prediction-by-
+    prediction loop gives. None when some prediction is not of that form."""
+    try:
+        if not set(map(type, preds)) <= {dict} or any("top_20" in p for p in preds):
+            return None
+        position, target, target_str, prob, rank, entropy, tops = (list(c) for c in zip(*map(_FAST, preds))) \
+            if preds else ([], [], [], [], [], [], [])
+        losses, correct = list(map(_GET_LOSS, preds)), list(map(_GET_CORRECT, preds))
+        if not (set(map(type, position)) <= {int} and set(map(type, target)) <= {int} and set(map(type, target_str)) <= {str}
+                and set(map(type, prob)) <= {float, int} and set(map(type, rank)) <= {int}
+                and set(map(type, entropy)) <= {float, int} and set(map(type, losses)) <= {float, int, type(None)}
+                and set(map(type, tops)) <= {list}):
+            return None
+        firsts = list(map(_FIRST, tops))  # IndexError: no candidate
+        if not (set(map(type, firsts)) <= {list} and (not firsts or min(map(len, firsts)) >= 3)):
+            return None
+        top1_id, top1_str, top1_p = (list(map(operator.itemgetter(j), firsts)) for j in range(3))
+        if not (set(map(type, top1_id)) <= {int} and set(map(type, top1_str)) <= {str} and set(map(type, top1_p)) <= {float, int}):
+            return None
+        for ints in (position, target, rank, top1_id):
+            np.array(ints, dtype=np.int64)  # OverflowError: past int64, which is_int refuses
+        p, e, first_p = (np.array(c, dtype=np.float64) for c in (prob, entropy, top1_p))
+        given = [x for x in losses if x is not None]
+        lo = np.array(given, dtype=np.float64)
+        if not (((p >= 0) & (p <= 1)).all() and np.isfinite(e).all() and np.isfinite(first_p).all()
+                and (np.array(rank, dtype=np.int64) >= 1).all() and (np.isfinite(lo) & (lo >= 0)).all()):
+            return None
+    except (KeyError, IndexError, TypeError, ValueError, OverflowError):
+        return None
+    prob_f = p.tolist()
+    loss = [float(x) if x is not None else (-math.log(q) if q > 0 else None) for x, q in zip(losses, prob_f)] \
+        if len(given) < len(losses) or not set(map(type, given)) <= {float} else given
+    return {"position": position, "target_token_id": target, "target_token_str": target_str, "target_prob": prob_f,
+            "target_rank": rank, "loss": loss, "entropy": e.tolist(),
+            "correct": [c if type(c) is bool else r == 1 for c, r in zip(correct, rank)],
+            "top1_id": top1_id, "top1_str": top1_str}
+
+
+def _slow_columns(preds: list[dict[str, Any]]) -> dict[str, list[Any]]:
     cols: dict[str, list[Any]] = {name: [] for name in VIEW_FIELDS}
     gt: list[Any] = []
     lt: list[Any] = []
@@ -78,6 +127,17 @@ def sequence_view(seq: dict[str, Any], *, with_candidates: bool = False,
         lt.append(f.p_lt)
     if any(g is not None for g in gt):
         cols["rank_gt"], cols["p_lt"] = gt, lt
+    return cols
+
+
+def sequence_view(seq: dict[str, Any], *, with_candidates: bool = False,
+                  strings: dict[int, Any] | None = None) -> dict[str, Any]:
+    """One logged sequence as the dashboard draws it (see the module docstring); never
+    raises on odd data (predictions without an integer position are left out).
+    ``strings``: the step's id -> display string table, filled with the candidates'."""
+    preds = _predictions(seq)
+    fast = _fast_columns(preds)
+    cols = _slow_columns(preds) if fast is None else fast
     out = {k: v for k, v in seq.items() if k != "predictions"}
     out["view"] = cols
     if with_candidates:

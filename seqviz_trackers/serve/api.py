@@ -95,20 +95,22 @@ def steps_impl(runs: Runs, run: str | None, after: int | None = None) -> dict[st
     return out
 
 
-def step_impl(runs: Runs, run: str | None, step: Any, view: Any = None) -> dict[str, Any]:
+def step_impl(runs: Runs, run: str | None, step: Any, view: Any = None) -> Any:
     """The entry logged at ``step`` in ``run``; its :func:`~seqviz_trackers.format.view.step_view`
-    when ``view`` is ``"1"``."""
+    when ``view`` is ``"1"``, encoded already (:class:`~seqviz_trackers.storage.jsonl.EncodedJSON`,
+    read from the columns file where it holds it, see
+    :meth:`~seqviz_trackers.storage.jsonl.TrainingDataReader.read_view`)."""
     if view not in (None, "", "0", "1"):
         raise BadRequest(f"view must be 0 or 1, got {view!r}")
     reader = runs.reader(run)
     number = parse_step(step)
-    entry = reader.get_step(number)
+    entry = reader.get_view(number, encoded=True) if view == "1" else reader.get_step(number)
     if entry is None:
         broken = reader.problem_of(number)
         if broken is not None:  # its line turned out broken: listed in the run's problems from now on
             raise NotFound(f"step {number} of run {run!r} cannot be read (line {broken.line}: {broken.message})")
         raise NotFound(f"run {run!r} has no step {number}")
-    return step_view(entry) if view == "1" else entry
+    return entry
 
 
 #: (path, step) -> (its StepInfo, the step view with its candidates) of the steps whose

@@ -55,7 +55,6 @@ from pathlib import Path
 from typing import Any, Iterable
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from ..format.view import step_view
 from ..runs import Runs, unreadable
 from ..storage.jsonl import StepInfo, TrainingDataReader, client_json
 from . import api
@@ -532,21 +531,21 @@ class SeqVizServer:
         return {"type": "steps", "run": run, "steps": [s.to_json() for s in reader.indexed()],
                 "problems": [p.to_json() for p in reader.problems]}
 
-    def _latest_entry(self, run: str, reader: TrainingDataReader) -> dict[str, Any] | None:
+    def _latest_entry(self, run: str, reader: TrainingDataReader, view: bool = False) -> dict[str, Any] | None:
         """The latest readable entry of ``run`` as indexed (the live loop's refresh tells
-        what is new; a refresh here would index lines no one is told of); broken lines met
-        on the way are shared."""
+        what is new; a refresh here would index lines no one is told of), or its step view;
+        broken lines met on the way are shared."""
         try:
-            return reader.latest(refresh=False)
+            return reader.latest(refresh=False, view=view)
         except OSError:
             return None  # the file cannot be read now: the live loop reports it
         finally:
             self._share_problems()
 
     def _send_latest(self, run: str, reader: TrainingDataReader, clients: list[_Client] | None = None) -> None:
-        entry = self._latest_entry(run, reader)
-        if entry is not None:
-            self._broadcast(run, {"type": "step", "run": run, "entry": step_view(entry)}, clients)
+        view = self._latest_entry(run, reader, view=True)
+        if view is not None:
+            self._broadcast(run, {"type": "step", "run": run, "entry": view}, clients)
 
     def _share_problems(self) -> None:
         """Broken lines found by any reader of a run (the routes' or the live loop's) become

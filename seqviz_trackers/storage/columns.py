@@ -1,31 +1,52 @@
-"""The columns file: a binary cache of the numbers the training-dynamics views read.
+"""The columns file: a binary cache of the numbers the training-dynamics views read, and
+of each step's view.
 
 Next to ``steps.jsonl``, :class:`~seqviz_trackers.storage.jsonl.TrainingDataWriter` keeps
 ``steps.jsonl.cols``: for each line it appends, one record holding that step's target
 probability, target rank, loss, entropy and top-1 token id per predicted position, as
-little-endian arrays. Building per-token series from it costs a few NumPy copies per
-step instead of parsing about 700 bytes of JSON per position.
+little-endian arrays, and the step's view (:func:`~seqviz_trackers.format.view.step_view`:
+what the dashboard draws of it, without the candidates). Building per-token series from it
+costs a few NumPy copies per step instead of parsing about 700 bytes of JSON per position,
+and the ``step`` route's view (``view=1``) costs reading ~0.4 MB of compressed view and a
+checksum of the line instead of parsing a 10 MB line (8 x 2,048 tokens, top-20).
 
 The JSONL file stays the only source of truth. A record is used only when it matches
-its line (same offset, length, step and timestamp) and its checksum; otherwise, or when
-the columns file is missing, damaged or deleted, readers parse the line itself. The file
-may be deleted at any time; the next writer starts a new one. The reader's index also
-locates lines from the records' offsets and lengths, checking each line's header and
-newline in the JSONL (:meth:`ColumnsReader.lines`), and the dynamics views read runs of
-records with the same sequences as one :class:`Block` of 2-D arrays
-(:meth:`ColumnsReader.records`).
+its line (same offset, length, step and timestamp) and its checksum; its view only when,
+besides, the line's bytes have the CRC-32 the writer took of them (``line_crc``) and the
+view its own (``view_crc``). Otherwise, or when the columns file is missing, damaged or
+deleted, readers parse the line itself. The file may be deleted at any time; the next
+writer starts a new one. The reader's index also locates lines from the records' offsets
+and lengths, checking each line's header and newline in the JSONL (:meth:`ColumnsReader.lines`),
+and the dynamics views read runs of records with the same sequences as one :class:`Block`
+of 2-D arrays (:meth:`ColumnsReader.records`).
 
-Record layout: ``b"SVC2"``, two little-endian uint32 (header and body lengths), a JSON
-header ``{"step", "offset", "length", "timestamp", "crc", "seqs": [{"key", "text", "n", "bound"?}],
-"vocab": {"<id>": str}}``, then per sequence ``n`` × int32 position, float32 target
-probability, float32 loss, float32 entropy, int32 target rank and int64 top-1 id, and,
-when its ``bound`` is true (a target outside the logged candidates, see
-:class:`~seqviz_trackers.format.entry.Columns`), ``n`` × int32 ``rank_gt`` and float32 ``p_lt``.
-Records of an earlier layout (``b"SVC1"``, without the bound) are not read: their lines
-are parsed, and a writer resuming the run starts the file again.
-``crc`` is the CRC-32 of ``seqs`` and ``vocab`` (as compact JSON) followed by the body, ``key`` the sequence's identity
-(:func:`~seqviz_trackers.dynamics.sequence_key`), ``text`` a checksum of its tokens, and
-``vocab`` holds the display strings of top-1 ids this writer has not recorded before.
+Record layout: ``b"SVC3"``, three little-endian uint32 (header, body and view lengths), a
+JSON header ``{"step", "offset", "length", "timestamp", "crc", "seqs": [{"key", "text", "n",
+"bound"?}], "vocab": {"<id>": str}, "line_crc"?, "view_crc"?}``, the body: per sequence ``n`` ×
+int32 position, float32 target probability, float32 loss, float32 entropy, int32 target rank
+and int64 top-1 id, and, when its ``bound`` is true (a target outside the logged candidates,
+see :class:`~seqviz_trackers.format.entry.Columns`), ``n`` × int32 ``rank_gt`` and float32
+``p_lt``; then the view: the step view as UTF-8 JSON, zlib-compressed (empty when the record
+has none). ``crc`` is the CRC-32 of ``seqs`` and ``vocab`` (as compact JSON) followed by the
+body, ``key`` the sequence's identity (:func:`~seqviz_trackers.dynamics.sequence_key`),
+``text`` a checksum of its tokens, and ``vocab`` holds the display strings of top-1 ids this
+writer has not recorded before.
+
+The view is the one of the line as it reads back, or there is none: it is made from the
+entry with the line's key order (header fields first), and JSON turns nothing in it into
+something else, except tuples into lists, so an entry with a tuple where the view reads a
+list (sequences, predictions, ``top_k`` / ``top_20``) gets no view; nor does one with a key
+that is not a string outside the predictions (JSON makes it a string, maybe one the object
+has already), nor one the view or JSON cannot take (a NaN the line was written with
+elsewhere, say). Its bytes are then what :func:`~seqviz_trackers.storage.jsonl.client_json`
+makes of the view of the line read back, and the ``step`` route sends them as they are.
+The writer makes a view only with the line's bytes at hand (``encode_record(..., line=)``).
+
+Records of the layout before (``b"SVC2"``: a 12-byte prefix, no view) are read as before
+for the dynamics and the index, and their steps' views are parsed from the lines; a writer
+resuming the run appends ``SVC3`` records after them. Records of the first layout
+(``b"SVC1"``, without the bound) are not read: their lines are parsed, and a writer
+resuming the run starts the file again.
 """
 
 from __future__ import annotations
@@ -42,12 +63,16 @@ from typing import Any, BinaryIO, Hashable, Iterator
 import numpy as np
 
 from ..format.entry import Columns, KnownIds, columns, sequence_key, text_checksum
+from ..format.view import step_view
 
 __all__ = ["SUFFIX", "ColumnsWriter", "ColumnsReader", "Record", "Block", "encode_record", "decode_record"]
 
 SUFFIX = ".cols"
-MAGIC = b"SVC2"
-_PREFIX = struct.Struct("<4sII")
+MAGIC = b"SVC3"
+_PREFIX = struct.Struct("<4sIII")
+#: the previous layout: no step view (its records still feed the dynamics and the index)
+_MAGIC2 = b"SVC2"
+_PREFIX2 = struct.Struct("<4sII")
 #: (dtype, Columns field) of the body's arrays, in order
 _ARRAYS = (("<i4", "pos"), ("<f4", "prob"), ("<f4", "loss"), ("<f4", "entropy"), ("<i4", "rank"), ("<i8", "top1"))
 #: the arrays that follow them in a sequence whose ``bound`` is true
@@ -58,10 +83,13 @@ _BOUND = (("<i4", "rank_gt"), ("<f4", "p_lt"))
 Record = tuple[int, list[tuple[Hashable, int, Columns]], dict[int, str]]
 
 
-def encode_record(entry: dict[str, Any], offset: int, length: int, known: KnownIds | None = None) -> bytes:
+def encode_record(entry: dict[str, Any], offset: int, length: int, known: KnownIds | None = None,
+                  line: bytes | memoryview | None = None) -> bytes:
     """The record of ``entry``, whose line (``length`` bytes without its newline) starts at ``offset``.
 
     ``known`` holds the top-1 ids whose display string an earlier record has; it is updated.
+    ``line``: the line's bytes (made by :func:`~seqviz_trackers.storage.jsonl.encode_entry`
+    from ``entry``); with them the record holds the step view too, and their checksum.
     """
     known = KnownIds() if known is None else known
     seqs, bodies, vocab = [], [], {}
@@ -76,10 +104,76 @@ def encode_record(entry: dict[str, Any], offset: int, length: int, known: KnownI
         bodies.extend(np.ascontiguousarray(getattr(cols, f), dtype=d).tobytes() for d, f in _ARRAYS + (_BOUND if bound else ()))
         vocab.update((str(top), string) for top, string in known.new_strings(seq, cols).items())
     body = b"".join(bodies)
-    header = json.dumps({"step": entry["step"], "offset": offset, "length": length, "timestamp": entry.get("timestamp"),
-                         "crc": checksum(seqs, vocab, body), "seqs": seqs, "vocab": vocab},
-                        ensure_ascii=False, separators=(",", ":")).encode()
-    return _PREFIX.pack(MAGIC, len(header), len(body)) + header + body
+    fields = {"step": entry["step"], "offset": offset, "length": length, "timestamp": entry.get("timestamp"),
+              "crc": checksum(seqs, vocab, body), "seqs": seqs, "vocab": vocab}
+    view = b""
+    if line is not None:
+        line_crc = zlib.crc32(memoryview(line)[:length])
+        view = _view_section(entry, (entry["step"], length, line_crc))
+        if view:
+            fields.update(line_crc=line_crc, view_crc=zlib.crc32(view))
+    header = json.dumps(fields, ensure_ascii=False, separators=(",", ":")).encode()
+    return _PREFIX.pack(MAGIC, len(header), len(body), len(view)) + header + body + view
+
+
+#: The last step view made, by (step, length, CRC-32) of its line: the logger hands one line
+#: to two writers (the JSONL file's and the TensorBoard mirror's); the view is made once.
+_last_view: tuple[tuple[Any, int, int], bytes] | None = None
+_last_lock = threading.Lock()
+
+
+def _view_section(entry: dict[str, Any], key: tuple[Any, int, int]) -> bytes:
+    """The step view of ``entry`` as its line reads back (zlib-compressed JSON), or b"" when
+    it might not be that view: then the line is parsed instead. ``key``: the line's step,
+    length and CRC-32 (the same line gets the same view).
+
+    The line is ``entry`` as JSON with the header fields first; JSON writes a tuple as a
+    list, and the view reads sequences, predictions and candidate lists only as lists, so
+    an entry with a tuple there gets no view; nor does one with a key that is not a string
+    outside the predictions. The view's other parts go through JSON just as they went
+    through it in the line: the bytes are what :func:`~seqviz_trackers.storage.jsonl.client_json`
+    makes of the view of the line read back."""
+    global _last_view
+    with _last_lock:
+        if _last_view is not None and _last_view[0] == key:
+            return _last_view[1]
+    view = _make_view_section(entry)
+    with _last_lock:
+        _last_view = (key, view)
+    return view
+
+
+def _make_view_section(entry: dict[str, Any]) -> bytes:
+    from .jsonl import HEADER
+
+    seqs = entry.get("sequences")
+    if isinstance(seqs, tuple):
+        return b""
+    for seq in seqs if isinstance(seqs, list) else ():
+        preds = seq.get("predictions") if isinstance(seq, dict) else None
+        if isinstance(preds, tuple) or isinstance(preds, list) and any(
+                isinstance(p, dict) and (isinstance(p.get("top_k"), tuple) or isinstance(p.get("top_20"), tuple)) for p in preds):
+            return b""
+    ordered = {key: entry[key] for key in HEADER if key in entry}
+    ordered.update(entry)
+    # what the view holds as it is: all but the predictions
+    kept = [{k: v for k, v in seq.items() if k != "predictions"} if isinstance(seq, dict) else seq
+            for seq in seqs] if isinstance(seqs, list) else seqs
+    if not _str_keys([{k: v for k, v in ordered.items() if k != "sequences"}, kept]):
+        return b""
+    try:
+        text = json.dumps(step_view(ordered), ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode("utf-8")
+    except Exception:  # odd data the view or JSON does not take (NaN, huge numbers): the line is parsed
+        return b""
+    return zlib.compress(text, 1)
+
+
+def _str_keys(value: Any) -> bool:
+    """Whether every object in ``value`` has only str keys (JSON writes others as strings,
+    which may then be the same key twice: the view as read back has one of them)."""
+    if isinstance(value, dict):
+        return all(type(k) is str for k in value) and _str_keys(list(value.values()))
+    return all(_str_keys(v) for v in value if isinstance(v, (dict, list, tuple)))
 
 
 def checksum(seqs: Any, vocab: Any, body: bytes, seqs_json: bytes | None = None) -> int:
@@ -112,23 +206,38 @@ def decode_record(header: dict[str, Any], body: bytes) -> Record:
     return int(header["step"]), out, {int(k): v for k, v in header["vocab"].items()}
 
 
-def _scan(f: BinaryIO, start: int, size: int) -> Iterator[tuple[dict[str, Any], int, int]]:
-    """(header, body start, body length) of each whole record from ``start``;
-    stops at the end, at an incomplete record, or at one that is not a record."""
+#: Where a record is: (header, body start, body length, step view length); the step view
+#: follows the body.
+_Found = tuple[dict[str, Any], int, int, int]
+
+
+def _scan(f: BinaryIO, start: int, size: int) -> Iterator[_Found]:
+    """Each whole record from ``start`` (see :data:`_Found`; records of the layout before,
+    ``SVC2``, have no view); stops at the end, at an incomplete record, or at one that is
+    not a record."""
     pos = start
-    while pos + _PREFIX.size <= size:
+    while pos + _PREFIX2.size <= size:
         f.seek(pos)
-        magic, hlen, blen = _PREFIX.unpack(f.read(_PREFIX.size))
-        end = pos + _PREFIX.size + hlen + blen
-        if magic != MAGIC or end > size:
+        head = f.read(_PREFIX.size)
+        if head[:4] == MAGIC and len(head) == _PREFIX.size:
+            _magic, hlen, blen, vlen = _PREFIX.unpack(head)
+            at = pos + _PREFIX.size
+        elif head[:4] == _MAGIC2:
+            (_magic, hlen, blen), vlen = _PREFIX2.unpack(head[:_PREFIX2.size]), 0
+            at = pos + _PREFIX2.size
+        else:
             return
+        end = at + hlen + blen + vlen
+        if end > size:
+            return
+        f.seek(at)
         try:
             header = json.loads(f.read(hlen))
         except ValueError:
             return
         if not isinstance(header, dict):
             return
-        yield header, pos + _PREFIX.size + hlen, blen
+        yield header, at + hlen, blen, vlen
         pos = end
 
 
@@ -147,14 +256,15 @@ class ColumnsWriter:
         end = 0
         if jsonl_size:
             with open(self.path, "rb") as f:
-                for _header, body, blen in _scan(f, 0, size):
-                    end = body + blen
+                for _header, body, blen, vlen in _scan(f, 0, size):
+                    end = body + blen + vlen
         if end < size:
             os.ftruncate(self._fd, end)
 
-    def append(self, entry: dict[str, Any], offset: int, length: int) -> None:
-        """Append the record of ``entry``, whose line starts at ``offset`` and has ``length`` bytes."""
-        view = memoryview(encode_record(entry, offset, length, self._known))
+    def append(self, entry: dict[str, Any], offset: int, length: int, line: bytes | memoryview | None = None) -> None:
+        """Append the record of ``entry``, whose line starts at ``offset`` and has ``length``
+        bytes (``line``: those bytes, for the step view; see :func:`encode_record`)."""
+        view = memoryview(encode_record(entry, offset, length, self._known, line))
         while view:
             view = view[os.write(self._fd, view):]
 
@@ -178,7 +288,7 @@ class ColumnsReader:
         self._lock = threading.RLock()
         self._end = 0
         self._identity: Any = None
-        self._index: dict[int, tuple[dict[str, Any], int, int]] = {}  # line offset -> (header, body start, length)
+        self._index: dict[int, _Found] = {}  # line offset -> where its record is
         self._offsets: list[int] = []  # the keys of _index, sorted
         self._sorted = True
 
@@ -194,14 +304,15 @@ class ColumnsReader:
         if size == self._end:
             return
         with self.files.open(self.path) as f:
-            for header, body, blen in _scan(f, self._end, size):
+            for found in _scan(f, self._end, size):
+                header, body, blen, vlen = found
                 offset = header.get("offset")
                 if isinstance(offset, int) and not isinstance(offset, bool):
                     if offset not in self._index:
                         self._sorted = self._sorted and (not self._offsets or offset > self._offsets[-1])
                         self._offsets.append(offset)
-                    self._index[offset] = (header, body, blen)
-                self._end = body + blen
+                    self._index[offset] = found
+                self._end = body + blen + vlen
 
     def lines(self, start: int) -> list[tuple[int, int, Any, Any]]:
         """``(offset, length, step, timestamp)`` of the lines that records describe, from byte
@@ -223,7 +334,7 @@ class ColumnsReader:
                     out.append((offset, length, header.get("step"), header.get("timestamp")))
             return out
 
-    def _found(self, info: Any) -> tuple[dict[str, Any], int, int] | None:
+    def _found(self, info: Any) -> _Found | None:
         found = self._index.get(info.offset)
         if found is None:
             return None
@@ -231,18 +342,21 @@ class ColumnsReader:
         return found if (header.get("step"), header.get("length"), header.get("timestamp")) == \
             (info.step, info.length, info.timestamp) else None
 
-    def get(self, info: Any) -> Record | None:
-        """The record of the line ``info`` (a :class:`~seqviz_trackers.storage.jsonl.StepInfo`), or None."""
+    def _lookup(self, info: Any) -> _Found | None:
         with self._lock:
             if info.offset not in self._index:
                 try:
                     self._refresh()
                 except OSError:
                     return None  # no usable columns file: the line is parsed instead
-            found = self._found(info)
+            return self._found(info)
+
+    def get(self, info: Any) -> Record | None:
+        """The record of the line ``info`` (a :class:`~seqviz_trackers.storage.jsonl.StepInfo`), or None."""
+        found = self._lookup(info)
         if found is None:
             return None
-        header, body, blen = found
+        header, body, blen, _vlen = found
         try:
             with self.files.open(self.path) as f:
                 f.seek(body)
@@ -250,6 +364,25 @@ class ColumnsReader:
             good = checksum(header.get("seqs"), header.get("vocab"), data) == header.get("crc")
             return decode_record(header, data) if good else None
         except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+    def view(self, info: Any) -> tuple[bytes, int] | None:
+        """``(the step view as JSON, the CRC-32 of the line it was made from)`` from the record
+        of the line ``info``, or None (no record, none with a view, or a damaged one). The
+        view is that line's only while the line has that checksum: the caller compares."""
+        found = self._lookup(info)
+        if found is None:
+            return None
+        header, body, blen, vlen = found
+        line_crc, view_crc = header.get("line_crc"), header.get("view_crc")
+        if not vlen or not isinstance(line_crc, int) or not isinstance(view_crc, int):
+            return None
+        try:
+            with self.files.open(self.path) as f:
+                f.seek(body + blen)
+                data = f.read(vlen)
+            return (zlib.decompress(data), line_crc) if zlib.crc32(data) == view_crc else None
+        except (OSError, zlib.error):
             return None
 
     def records(self, infos: list[Any]) -> Iterator[Block | Record | None]:
@@ -279,7 +412,7 @@ class ColumnsReader:
             for item in found:
                 data = None
                 if item is not None:
-                    header, body, blen = item
+                    header, body, blen, _vlen = item
                     try:
                         if header.get("seqs") != seqs or seqs is None:
                             seqs, seqs_json = header.get("seqs"), _compact(header.get("seqs"))
