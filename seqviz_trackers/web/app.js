@@ -16,6 +16,7 @@ const CACHE_TOKENS = 40000;
 const SERIES_POINTS = 160;  // a sparkline needs no more (the route keeps the learned-at and forgetting steps)
 const DIFF_ROWS = 50;       // rows per list of the changes view
 const NO_SEQUENCE = { tokens: [], predictions: [] };  // a side of the comparison without that sequence
+const WINDOW_TOKENS = 512;  // a collapsed sequence shows this many tokens around the selected one
 
 /** A number from the address or a picker, or null when it is absent or empty. */
 function numberOrNull(value) {
@@ -85,13 +86,30 @@ class SequenceView {
     this.head = el("div", "seq-head");
     this.name = el("span", "seq-name");
     this.figures = el("span", "seq-figures");
-    this.head.append(this.name, this.figures);
-    this.grid = new TokenGrid({ label: `sequence ${seqIndex}`, onSelect: (i) => app.selectToken(side, this.seqIndex, i) });
+    this.windowNote = el("span", "seq-window");
+    this.winBtn = el("button", "btn win-btn", "window");
+    this.winBtn.title = `collapse to ${WINDOW_TOKENS} tokens around the selected one`;
+    setPressed(this.winBtn, false);
+    this.winBtn.addEventListener("click", () => this.collapse(!this.grid.windowSize));
+    this.head.append(this.name, this.windowNote, this.figures, this.winBtn);
+    this.grid = new TokenGrid({
+      label: `sequence ${seqIndex}`, onSelect: (i) => app.selectToken(side, this.seqIndex, i),
+      onWindow: (span, n) => {
+        this.windowNote.textContent = span ? `tokens ${span.lo + 1}\u2013${span.hi} of ${n}` : "";
+      },
+    });
     this.root.append(this.head, this.grid.root);
+  }
+  /** Show only a window of the sequence around its selected token, or all of it again. */
+  collapse(on) {
+    setPressed(this.winBtn, on);
+    this.grid.setWindow(on ? WINDOW_TOKENS : 0);
+    if (this.grid.selected >= 0) this.grid.reveal(this.grid.selected);
   }
   render(seq, seqIndex, ctx, headText) {
     this.seqIndex = seqIndex;
     const figures = this.grid.render(seq, ctx);
+    this.winBtn.hidden = figures.count <= WINDOW_TOKENS && !this.grid.windowSize;
     const name = headText || sequenceLabel(seq, seqIndex);
     this.name.textContent = visibleName(name);
     this.name.title = name;

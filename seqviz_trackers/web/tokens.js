@@ -69,7 +69,7 @@ function onAnyScroll() {
   scrollQueued = true;
   requestAnimationFrame(() => {
     scrollQueued = false;
-    for (const grid of gridsAlive) grid.paint();
+    paintGrids([...gridsAlive]);
   });
 }
 
@@ -81,10 +81,13 @@ export class TokenGrid {
     this.root.tabIndex = 0;
     this.root.setAttribute("role", "listbox");
     this.root.setAttribute("aria-label", opts.label || "tokens");
-    this.pool = [];          // box elements, reused
+    this.live = new Map();   // token index -> its box, for the tokens near the screen
+    this.free = [];          // boxes not in use (hidden), reused
     this.items = [];         // per token: what its box shows
     this.selected = -1;
     this.width = 0;
+    this.windowSize = 0;     // > 0: only a window of that many tokens around the selected one
+    this.span = null;        // that window {lo, hi} (null: every token)
     this.root.addEventListener("mousedown", (ev) => { if (ev.target.closest(".tok")) ev.preventDefault(); });
     this.root.addEventListener("click", (ev) => {
       const cell = ev.target.closest(".tok");
@@ -194,12 +197,40 @@ export class TokenGrid {
       accuracy: nHit ? hits / nHit : null, count: n };
   }
 
-  /** Place every box (positions only), wrapping at the grid's width. */
+  /** Collapse to a window of `size` tokens around the selected one (0: show every token). */
+  setWindow(size) {
+    this.windowSize = Math.max(0, size | 0);
+    this.ensureSpan();
+    this.paint();
+  }
+
+  /** The tokens laid out: [lo, hi). A window follows the selected token when it leaves it. */
+  ensureSpan() {
+    const n = this.items.length;
+    let span = null;
+    if (this.windowSize && n > this.windowSize) {
+      span = this.span;
+      const sel = this.selected;
+      if (!span || span.hi > n || (sel >= 0 && (sel < span.lo || sel >= span.hi))) {
+        const centre = sel >= 0 ? sel : 0;
+        const hi = Math.min(n, Math.max(0, centre - (this.windowSize >> 1)) + this.windowSize);
+        span = { lo: hi - this.windowSize, hi };
+      }
+    }
+    const old = this.span;
+    if (old === span || (old && span && old.lo === span.lo && old.hi === span.hi)) return;
+    this.span = span;
+    this.width = 0;  // lay out again
+    if (this.opts.onWindow) this.opts.onWindow(span, n);
+  }
+
+  /** Place the boxes of the tokens shown (positions only), wrapping at the grid's width. */
   layout(width) {
     this.width = width;
     let x = 0, y = 0;
-    const rowStarts = [0];
-    for (let j = 0; j < this.items.length; j++) {
+    const lo = this.span ? this.span.lo : 0, hi = this.span ? this.span.hi : this.items.length;
+    const rowStarts = [lo];
+    for (let j = lo; j < hi; j++) {
       const it = this.items[j];
       const w = it.fit.width;
       if (x > 0 && x + w > width) { x = 0; y += BOX_HEIGHT + GAP; rowStarts.push(j); }
@@ -207,7 +238,8 @@ export class TokenGrid {
       x += w + GAP;
     }
     this.rowStarts = rowStarts;
-    this.root.style.height = this.items.length ? `${y + BOX_HEIGHT}px` : "0px";
+    this.end = hi;
+    this.root.style.height = hi > lo ? `${y + BOX_HEIGHT}px` : "0px";
   }
 
   /** Draw the boxes near the visible part of the page. `measured` ({width, rect}), when
@@ -215,6 +247,7 @@ export class TokenGrid {
   paint(measured) {
     const width = measured ? measured.width : this.root.clientWidth;
     if (!this.root.isConnected || !width) { this.width = 0; return; }
+    this.ensureSpan();
     if (width !== this.width) this.layout(width);
     const rect = measured ? measured.rect : this.root.getBoundingClientRect();
     const view = window.innerHeight || 800;
@@ -222,41 +255,51 @@ export class TokenGrid {
     const rows = this.rowStarts || [0];
     const rowH = BOX_HEIGHT + GAP;
     let first = 0, last = -1;
-    if (this.items.length && hi > 0 && lo < rect.height) {
+    if (this.end > rows[0] && hi > 0 && lo < rect.height) {
       const r0 = Math.max(0, Math.floor(lo / rowH));
       const r1 = Math.min(rows.length - 1, Math.floor(hi / rowH));
       first = rows[r0];
-      last = r1 + 1 < rows.length ? rows[r1 + 1] - 1 : this.items.length - 1;
+      last = r1 + 1 < rows.length ? rows[r1 + 1] - 1 : this.end - 1;
     }
-    const count = Math.max(0, last - first + 1);
-    while (this.pool.length < count) this.pool.push(this.makeCell());
-    for (let k = 0; k < this.pool.length; k++) {
-      const cell = this.pool[k];
-      if (k >= count) {
-        if (cell._index !== -1) { cell.remove(); cell._index = -1; }  // kept for reuse
-        continue;
+    // a box stays with its token while that token is near the screen: a scroll writes only
+    // the boxes of the rows it brings in, never every box (work ~ rows scrolled in)
+    const live = this.live;
+    for (const [j, cell] of live) {
+      if (j < first || j > last) { live.delete(j); cell._index = -1; this.free.push(cell); }
+    }
+    for (let j = first; j <= last; j++) {
+      let cell = live.get(j);
+      if (!cell) {
+        cell = this.free.pop() || this.makeCell();
+        live.set(j, cell);
+        cell._index = j;
       }
-      const j = first + k;
-      const it = this.items[j];
-      const v = cell._v;
-      if (cell._index === -1) this.root.append(cell);
-      cell._index = j;
-      const fit = it.fit;
-      if (fit.width !== v.width) { cell.style.width = fit.width + "px"; v.width = fit.width; }
-      if (it.x !== v.x || it.y !== v.y) { cell.style.transform = `translate(${it.x}px,${it.y}px)`; v.x = it.x; v.y = it.y; }
-      if (fit.tokenScale !== v.ts) { cell._t.style.fontSize = fit.tokenScale === 1 ? "" : (TOKEN_FONT * fit.tokenScale).toFixed(1) + "px"; v.ts = fit.tokenScale; }
-      if (fit.predScale !== v.ps) { cell._p.style.fontSize = fit.predScale === 1 ? "" : (PRED_FONT * fit.predScale).toFixed(1) + "px"; v.ps = fit.predScale; }
-      if (it.text !== v.text) { cell._t.textContent = it.text; v.text = it.text; }
-      if (it.id !== v.id) { cell._i.textContent = it.id; v.id = it.id; }
-      if (it.pred !== v.pred) { cell._p.textContent = it.pred; v.pred = it.pred; }
-      const cls = j === this.selected ? it.cls + " sel" : it.cls;
-      if (cls !== v.cls) { cell.className = cls; v.cls = cls; }
-      if (it.pcls !== v.pcls) { cell._p.className = it.pcls; v.pcls = it.pcls; }
-      const title = it.id ? `${it.raw}  (id ${it.id})` : it.raw;
-      if (title !== v.title) { cell.title = title; v.title = title; }
-      const sel = j === this.selected ? "true" : null;
-      if (sel !== v.sel) { if (sel) cell.setAttribute("aria-selected", sel); else cell.removeAttribute("aria-selected"); v.sel = sel; }
+      this.drawCell(cell, j);
     }
+    for (const cell of this.free) if (cell.isConnected) cell.remove();  // kept for reuse
+  }
+
+  /** Write into box `cell` what token j shows (only the fields that differ). */
+  drawCell(cell, j) {
+    const it = this.items[j];
+    const v = cell._v;
+    if (!cell.isConnected) this.root.append(cell);
+    const fit = it.fit;
+    if (fit.width !== v.width) { cell.style.width = fit.width + "px"; v.width = fit.width; }
+    if (it.x !== v.x) { cell.style.left = it.x + "px"; v.x = it.x; }
+    if (it.y !== v.y) { cell.style.top = it.y + "px"; v.y = it.y; }
+    if (fit.tokenScale !== v.ts) { cell._t.style.fontSize = fit.tokenScale === 1 ? "" : (TOKEN_FONT * fit.tokenScale).toFixed(1) + "px"; v.ts = fit.tokenScale; }
+    if (fit.predScale !== v.ps) { cell._p.style.fontSize = fit.predScale === 1 ? "" : (PRED_FONT * fit.predScale).toFixed(1) + "px"; v.ps = fit.predScale; }
+    if (it.text !== v.text) { cell._t.textContent = it.text; v.text = it.text; }
+    if (it.id !== v.id) { cell._i.textContent = it.id; v.id = it.id; }
+    if (it.pred !== v.pred) { cell._p.textContent = it.pred; v.pred = it.pred; }
+    const cls = j === this.selected ? it.cls + " sel" : it.cls;
+    if (cls !== v.cls) { cell.className = cls; v.cls = cls; }
+    if (it.pcls !== v.pcls) { cell._p.className = it.pcls; v.pcls = it.pcls; }
+    const title = it.id ? `${it.raw}  (id ${it.id})` : it.raw;
+    if (title !== v.title) { cell.title = title; v.title = title; }
+    const sel = j === this.selected ? "true" : null;
+    if (sel !== v.sel) { if (sel) cell.setAttribute("aria-selected", sel); else cell.removeAttribute("aria-selected"); v.sel = sel; }
   }
 
   select(index) {
@@ -273,7 +316,7 @@ export class TokenGrid {
 /** Paint several grids with two layouts in all, not two each: read, write, read, write. */
 export function paintGrids(grids) {
   const widths = grids.map((g) => (g.root.isConnected ? g.root.clientWidth : 0));
-  grids.forEach((g, i) => { if (widths[i] && widths[i] !== g.width) g.layout(widths[i]); });
+  grids.forEach((g, i) => { if (widths[i]) g.ensureSpan(); if (widths[i] && widths[i] !== g.width) g.layout(widths[i]); });
   const rects = grids.map((g, i) => (widths[i] ? g.root.getBoundingClientRect() : null));
   grids.forEach((g, i) => g.paint({ width: widths[i], rect: rects[i] }));
 }
