@@ -24,7 +24,7 @@ __all__ = ["tensor_to_training_entry", "extract_batch_sample", "next_token_targe
 #: large; a 64th of them beyond, up to ``MAX_CHUNK_BYTES`` (``_chunk_rows``). Peak extra
 #: memory is two of these, whatever the dtype of the logits.
 CHUNK_BYTES = 2 * 2**20
-MAX_CHUNK_BYTES = 64 * 2**20
+MAX_CHUNK_BYTES = 8 * 2**20
 #: Chunks are not cut below this size to keep them an eighth of small logits (``_chunk_rows``).
 MIN_CHUNK_BYTES = 64 * 2**10
 #: Block length of the blocked top-k (see ``_top_k``).
