@@ -325,8 +325,9 @@ def _row_stats(logits, rows, targets, k: int) -> np.ndarray:
 
     Returns a float64 array of shape ``(len(rows), 2k + 4)`` on the host.
 
-    Rows are read in chunks (``_chunk_rows``: at most ``CHUNK_BYTES`` as float32 and an
-    eighth of the selected rows). The only large allocations are two such buffers, made
+    Rows are read in chunks (``_chunk_rows``: a 64th of the selected rows' logits as
+    float32, between ``CHUNK_BYTES`` and ``MAX_CHUNK_BYTES``; at most an eighth of the rows
+    on small logits). The only large allocations are two such buffers, made
     once: a float32 copy of the chunk (for half-precision or non-contiguous logits) and a
     scratch for the probabilities, the entropy's products and the rank count. Per chunk:
     one top-k (``_top_k``), one fused softmax into the scratch, the entropy's dot product
