@@ -6,7 +6,7 @@ memory at a time). For each case, all measured in that one process (the machine 
 shared, so compare the ratios):
 
 - conversion / one ``torch.topk(logits, 20, dim=-1)`` over the same tensor   (goal <= 3), in wall
-  time and in this process's CPU time (which, with ``--threads 1``, other processes' load barely moves)
+  time and in this process's CPU time (which, with ``--threads 1``, other processes' load moves less)
 - conversion / one ``torch.log_softmax`` pass over the same tensor, in its own dtype
   (one sequence at a time, so that its output stays small)
 - conversion (+ JSON) / a minimal top-k + JSON implementation (``minimal_topk_json``) (goal <= 1.0)
@@ -21,7 +21,7 @@ shared, so compare the ratios):
     python benchmarks/bench_convert.py --quick              # one repeat per timing
     python benchmarks/bench_convert.py --shapes 4x512x50257,1x2048x256000 --dtypes bf16
     python benchmarks/bench_convert.py --shapes 4x512x50257 --loops    # + the per-position loops
-    python benchmarks/bench_convert.py --quick --threads 1  # one thread: what a busy machine barely moves
+    python benchmarks/bench_convert.py --quick --threads 1  # one thread: what a busy machine moves least
 """
 
 from __future__ import annotations
@@ -178,7 +178,7 @@ def run_case(shape: tuple[int, int, int], dtype_name: str, repeat: int, loops: b
 
     out: dict[str, Any] = {"shape": list(shape), "dtype": dtype_name, "mem": mem}
     out["topk"] = best_of(lambda: torch.topk(logits, 20, dim=-1), repeat)
-    # the same in this process's CPU time: with --threads 1, other processes' load barely moves it
+    # the same in this process's CPU time: with --threads 1, other processes' load moves it less
     out["topk_cpu"] = best_of(lambda: torch.topk(logits, 20, dim=-1), repeat, time.process_time)
     out["conversion_cpu"] = best_of(convert, repeat, time.process_time)
     out["log_softmax"] = best_of(log_softmax_pass, repeat)
@@ -208,7 +208,7 @@ def report(r: dict[str, Any]) -> None:
     print(f"\nB,T,V = {b} x {t} x {v}, {r['dtype']}  ({r['positions']} predicted positions)")
     print(f"  conversion {conv * 1e3:9.1f} ms   topk {r['topk'] * 1e3:8.1f} ms   -> conversion/topk        {conv / r['topk']:5.2f}  (goal <= 3)")
     print(f"  CPU time: conversion {r['conversion_cpu'] * 1e3:9.1f} ms   topk {r['topk_cpu'] * 1e3:8.1f} ms"
-          f" -> conversion/topk {r['conversion_cpu'] / r['topk_cpu']:5.2f}  (this process; with --threads 1 load-proof)")
+          f" -> conversion/topk {r['conversion_cpu'] / r['topk_cpu']:5.2f}  (this process; with --threads 1 less moved by load)")
     print(f"  log_softmax pass {r['log_softmax'] * 1e3:9.1f} ms               -> conversion/log_softmax {conv / r['log_softmax']:5.2f}")
     print(f"  conversion+JSON {r['conversion_json'] * 1e3:9.1f} ms   minimal topk+JSON {r['minimal'] * 1e3:9.1f} ms"
           f" -> ratio {r['conversion_json'] / r['minimal']:5.2f}  (goal <= 1.0)")
@@ -238,7 +238,7 @@ def main() -> None:
     parser.add_argument("--dtypes", type=lambda s: s.split(","), default=list(DTYPES), help="comma-separated: fp32,bf16")
     parser.add_argument("--loops", action="store_true", help="also time per-position loops (smallest shape only; minutes)")
     parser.add_argument("--threads", type=int, help="torch threads in each case (default: torch's own); 1 gives "
-                        "figures a busy machine barely moves (each parallel step waits for its slowest thread)")
+                        "figures a busy machine moves least (each parallel step waits for its slowest thread)")
     parser.add_argument("--json", metavar="FILE", help="also append each case's figures to FILE as one JSON line")
     parser.add_argument("--case", help=argparse.SUPPRESS)  # internal: run one case in this process
     args = parser.parse_args()
