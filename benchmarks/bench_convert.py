@@ -5,7 +5,8 @@ does not inflate the next one's memory figure and only one case's logits are in
 memory at a time). For each case, all measured in that one process (the machine is
 shared, so compare the ratios):
 
-- conversion / one ``torch.topk(logits, 20, dim=-1)`` over the same tensor   (goal <= 3)
+- conversion / one ``torch.topk(logits, 20, dim=-1)`` over the same tensor   (goal <= 3), in wall
+  time and in this process's CPU time (which, with ``--threads 1``, other processes' load moves less)
 - conversion / one ``torch.log_softmax`` pass over the same tensor, in its own dtype
   (one sequence at a time, so that its output stays small)
 - conversion (+ JSON) / a minimal top-k + JSON implementation (``minimal_topk_json``) (goal <= 1.0)
@@ -20,6 +21,7 @@ shared, so compare the ratios):
     python benchmarks/bench_convert.py --quick              # one repeat per timing
     python benchmarks/bench_convert.py --shapes 4x512x50257,1x2048x256000 --dtypes bf16
     python benchmarks/bench_convert.py --shapes 4x512x50257 --loops    # + the per-position loops
+    python benchmarks/bench_convert.py --quick --threads 1  # one thread: what a busy machine moves least
 """
 
 from __future__ import annotations
@@ -43,13 +45,13 @@ SCALE = 3.0  # logits ~ N(0, 3^2): peaked enough to look like a model's
 LOOP_MAX_ELEMENTS = 120_000_000  # per-position loops only on shapes this small (they take minutes beyond)
 
 
-def best_of(fn: Callable[[], Any], repeat: int) -> float:
-    """Shortest wall time of ``repeat`` calls, in seconds."""
+def best_of(fn: Callable[[], Any], repeat: int, clock: Callable[[], float] = time.perf_counter) -> float:
+    """Shortest time of ``repeat`` calls, in seconds (wall time unless ``clock`` says otherwise)."""
     best = math.inf
     for _ in range(repeat):
-        start = time.perf_counter()
+        start = clock()
         fn()
-        best = min(best, time.perf_counter() - start)
+        best = min(best, clock() - start)
     return best
 
 
@@ -176,6 +178,9 @@ def run_case(shape: tuple[int, int, int], dtype_name: str, repeat: int, loops: b
 
     out: dict[str, Any] = {"shape": list(shape), "dtype": dtype_name, "mem": mem}
     out["topk"] = best_of(lambda: torch.topk(logits, 20, dim=-1), repeat)
+    # the same in this process's CPU time: with --threads 1, other processes' load moves it less
+    out["topk_cpu"] = best_of(lambda: torch.topk(logits, 20, dim=-1), repeat, time.process_time)
+    out["conversion_cpu"] = best_of(convert, repeat, time.process_time)
     out["log_softmax"] = best_of(log_softmax_pass, repeat)
     times = []
     for _ in range(repeat):
@@ -214,6 +219,8 @@ def report(r: dict[str, Any]) -> None:
     conv = r["conversion"]
     print(f"\nB,T,V = {b} x {t} x {v}, {r['dtype']}  ({r['positions']} predicted positions)")
     print(f"  conversion {conv * 1e3:9.1f} ms   topk {r['topk'] * 1e3:8.1f} ms   -> conversion/topk        {conv / r['topk']:5.2f}  (goal <= 3)")
+    print(f"  CPU time: conversion {r['conversion_cpu'] * 1e3:9.1f} ms   topk {r['topk_cpu'] * 1e3:8.1f} ms"
+          f" -> conversion/topk {r['conversion_cpu'] / r['topk_cpu']:5.2f}  (this process; with --threads 1 less moved by load)")
     print(f"  log_softmax pass {r['log_softmax'] * 1e3:9.1f} ms               -> conversion/log_softmax {conv / r['log_softmax']:5.2f}")
     print(f"  conversion+JSON {r['conversion_json'] * 1e3:9.1f} ms   minimal topk+JSON {r['minimal'] * 1e3:9.1f} ms"
           f" -> ratio {r['conversion_json'] / r['minimal']:5.2f}  (goal <= 1.0)")
@@ -246,10 +253,14 @@ def main() -> None:
                         help="comma-separated BxTxV shapes (default: the whole matrix)")
     parser.add_argument("--dtypes", type=lambda s: s.split(","), default=list(DTYPES), help="comma-separated: fp32,bf16")
     parser.add_argument("--loops", action="store_true", help="also time per-position loops (smallest shape only; minutes)")
+    parser.add_argument("--threads", type=int, help="torch threads in each case (default: torch's own); 1 gives "
+                        "figures a busy machine moves least (each parallel step waits for its slowest thread)")
     parser.add_argument("--json", metavar="FILE", help="also append each case's figures to FILE as one JSON line")
     parser.add_argument("--case", help=argparse.SUPPRESS)  # internal: run one case in this process
     args = parser.parse_args()
     repeat = 1 if args.quick else 3
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args.case:
         shape, dtype = args.case.split(":")
         print(json.dumps(run_case(parse_shape(shape), dtype, repeat, args.loops)))
@@ -264,6 +275,7 @@ def main() -> None:
             case = f"{'x'.join(map(str, shape))}:{d}"
             cmd = [sys.executable, os.path.abspath(__file__), "--case", case]
             cmd += (["--quick"] if args.quick else []) + (["--loops"] if args.loops else [])
+            cmd += [f"--threads={args.threads}"] if args.threads else []
             proc = subprocess.run(cmd, capture_output=True, text=True)
             if proc.returncode != 0:
                 print(f"\n{case}: failed (exit {proc.returncode})\n{proc.stderr.strip()[-2000:]}")

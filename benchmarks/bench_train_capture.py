@@ -51,10 +51,14 @@ import torch
 from seqviz_trackers.capture import BatchCapture, CaptureOptions
 from seqviz_trackers.integrations._capture import ForwardCapture
 
-# mode -> (options, take the token losses from the model's loss); None: no capture
-MODES: dict[str, tuple[CaptureOptions, bool] | None] = {
-    "base": None, "rows": (CaptureOptions(every=0), True), "rows_logits": (CaptureOptions(every=0), False),
-    "capture": (CaptureOptions(every=1), True)}
+# mode -> (options, take the token losses from the model's loss, run the capture's ``add``); None: no capture
+Mode = tuple[CaptureOptions, bool, bool]
+MODES: dict[str, Mode | None] = {
+    "base": None, "rows": (CaptureOptions(every=0), True, True), "rows_logits": (CaptureOptions(every=0), False, True),
+    "capture": (CaptureOptions(every=1), True, True)}
+# --parts: the hooks alone (``add`` a no-op), then with the loss taken over (reduction="none")
+PARTS: dict[str, Mode | None] = {"hooks": (CaptureOptions(every=0), False, False),
+                                 "hooks_loss": (CaptureOptions(every=0), True, False)}
 
 
 def demo_vocab() -> tuple[int, int, int]:
@@ -84,7 +88,7 @@ def timed(fn: Any, spent: list[float]) -> Any:
     return wrapper
 
 
-def time_steps(model: Any, opt: Any, ids: torch.Tensor, mode: tuple[CaptureOptions, bool] | None, steps: int,
+def time_steps(model: Any, opt: Any, ids: torch.Tensor, mode: Mode | None, steps: int,
                first_step: int, inside: list[float] | None = None) -> list[tuple[float, float]]:
     """(CPU s, wall s) of each of ``steps`` optimizer steps in one mode; ``inside`` gets the
     CPU seconds spent in the capture itself (``add`` and ``finish``)."""
@@ -92,6 +96,8 @@ def time_steps(model: Any, opt: Any, ids: torch.Tensor, mode: tuple[CaptureOptio
     if mode is not None:
         step = [first_step]
         hooks = ForwardCapture(mode[0], None, lambda: step[0], reuse_loss=mode[1])
+        if not mode[2]:
+            hooks.capture.add = lambda *args, **kwargs: None
         if inside is not None:
             hooks.capture.add = timed(hooks.capture.add, inside)
             hooks.capture.finish = timed(hooks.capture.finish, inside)
@@ -114,31 +120,36 @@ def time_steps(model: Any, opt: Any, ids: torch.Tensor, mode: tuple[CaptureOptio
     return out
 
 
-def time_case(vocab: int, batch: int, length: int, steps: int, repeat: int) -> dict[str, Any]:
+def time_case(vocab: int, batch: int, length: int, steps: int, repeat: int,
+              modes: dict[str, Mode | None] = MODES) -> dict[str, Any]:
     model = model_for(vocab, length)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     ids = torch.randint(0, vocab, (batch, length), generator=torch.Generator().manual_seed(0))
     time_steps(model, opt, ids, MODES["rows"], 1, 1)  # warm up (allocator, kernels), capture included
     time_steps(model, opt, ids, MODES["rows_logits"], 1, 1)
     time_steps(model, opt, ids, None, 1, 1)
-    times: dict[str, list[tuple[float, float]]] = {m: [] for m in MODES}
-    inside: dict[str, list[float]] = {m: [] for m in MODES}
+    times: dict[str, list[tuple[float, float]]] = {m: [] for m in modes}
+    inside: dict[str, list[float]] = {m: [] for m in modes}
     at = 1_000
     for _ in range(repeat):
-        for mode, options in MODES.items():
+        for mode, options in modes.items():
             times[mode] += time_steps(model, opt, ids, options, steps, at, inside[mode])
             at += steps
     med = {m: (statistics.median(c for c, _ in t), statistics.median(w for _, w in t)) for m, t in times.items()}
-    base, rows, rows_logits, cap = (med[m][0] for m in ("base", "rows", "rows_logits", "capture"))
     n = steps * repeat
-    rows_in, logits_in, cap_in = (sum(inside[m]) / n for m in ("rows", "rows_logits", "capture"))
-    return {"vocab": vocab, "batch": batch, "length": length, "steps_per_mode": steps * repeat,
-            "cpu_s": {m: round(v[0], 5) for m, v in med.items()}, "wall_s": {m: round(v[1], 5) for m, v in med.items()},
-            "rows_ratio": rows / base, "rows_logits_ratio": rows_logits / base,
-            "every100_ratio": (99 * rows + cap) / (100 * base), "capture_step_ratio": cap / base,
-            "inside_s": {"rows": round(rows_in, 5), "rows_logits": round(logits_in, 5), "capture": round(cap_in, 5)},
-            "inside_rows_ratio": 1 + rows_in / base, "inside_rows_logits_ratio": 1 + logits_in / base,
-            "inside_every100_ratio": 1 + (99 * rows_in + cap_in) / (100 * base)}
+    out = {"vocab": vocab, "batch": batch, "length": length, "steps_per_mode": steps * repeat,
+           "cpu_s": {m: round(v[0], 5) for m, v in med.items()}, "wall_s": {m: round(v[1], 5) for m, v in med.items()},
+           "inside_s": {m: round(sum(inside[m]) / n, 5) for m in modes if modes[m] is not None}}
+    base, rows = med["base"][0], med["rows"][0]
+    rows_in = sum(inside["rows"]) / n
+    out.update(rows_ratio=rows / base, inside_rows_ratio=1 + rows_in / base)
+    if "capture" in modes:
+        rows_logits, cap = med["rows_logits"][0], med["capture"][0]
+        logits_in, cap_in = (sum(inside[m]) / n for m in ("rows_logits", "capture"))
+        out.update(rows_logits_ratio=rows_logits / base, every100_ratio=(99 * rows + cap) / (100 * base),
+                   capture_step_ratio=cap / base, inside_rows_logits_ratio=1 + logits_in / base,
+                   inside_every100_ratio=1 + (99 * rows_in + cap_in) / (100 * base))
+    return out
 
 
 def peak_rss() -> int:
@@ -178,7 +189,25 @@ def memory_child(batch: int, length: int, vocab: int, mode: str) -> dict[str, An
     else:
         extra = peak_rss() - before
     assert record is not None and (mode != "capture" or record["capture"] is not None)
-    return {"mode": mode, "device": device, "logits_bytes": size, "extra_bytes": int(extra), "ratio": extra / size}
+    return {"mode": mode, "device": device, "logits_bytes": size, "extra_bytes": int(extra), "ratio": extra / size,
+            "record_bytes": deep_size(record)}
+
+
+def deep_size(obj: Any) -> int:
+    """Bytes of the Python objects ``obj`` is made of (each object once; shared strings once)."""
+    seen: set[int] = set()
+    todo, total = [obj], 0
+    while todo:
+        o = todo.pop()
+        if id(o) in seen:
+            continue
+        seen.add(id(o))
+        total += sys.getsizeof(o)
+        if isinstance(o, dict):
+            todo += [*o.keys(), *o.values()]
+        elif isinstance(o, (list, tuple)):
+            todo += o
+    return total
 
 
 def memory(batch: int, length: int, vocab: int, mode: str) -> dict[str, Any]:
@@ -194,12 +223,29 @@ def memory(batch: int, length: int, vocab: int, mode: str) -> dict[str, Any]:
     return max(runs, key=lambda r: r["extra_bytes"])
 
 
+def parts(case: tuple[int, int, int], steps: int, repeat: int) -> None:
+    """Where the whole-step difference of ``rows`` goes on the demo model: the forward hooks
+    alone (``add`` a no-op), the hooks with the loss taken over (``reduction="none"``), the
+    capture's own work; all alternated in one run, and ``base`` twice (its spread is the noise)."""
+    vocab, batch, length = case
+    modes = {"base": None, "hooks": PARTS["hooks"], "hooks_loss": PARTS["hooks_loss"], "rows": MODES["rows"],
+             "base2": None}
+    r = time_case(vocab, batch, length, steps, repeat, modes)
+    c = r["cpu_s"]
+    print(f"demo model, CPU seconds per optimizer step (median of {r['steps_per_mode']} steps a mode, alternated):")
+    for m in modes:
+        print(f"  {m:11} {c[m]:.5f}  / base {c[m] / c['base']:.4f}")
+    print(f"  inside add + finish (rows): {r['inside_s']['rows']:.5f} s/step -> {r['inside_rows_ratio']:.4f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer, shorter rounds (about a minute)")
     parser.add_argument("--repeat", type=int, default=3, help="rounds of the three modes, alternated")
     parser.add_argument("--steps-large", type=int, default=2, help="steps per mode and round at B=8, T=512, V=50257")
     parser.add_argument("--steps-demo", type=int, default=30, help="steps per mode and round on the demo model")
+    parser.add_argument("--parts", action="store_true",
+                        help="only the demo model: the hooks alone and with the loss taken over, beside base and rows")
     parser.add_argument("--memory-child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.memory_child:
@@ -209,6 +255,9 @@ def main() -> None:
         args.repeat, args.steps_large, args.steps_demo = 2, 1, 10
     torch.set_num_threads(1)
     demo = demo_vocab()
+    if args.parts:
+        parts(demo, args.steps_demo, args.repeat)
+        return
     cases = [("demo model", demo, args.steps_demo), ("2-layer, B=8 T=512 V=50257", (50257, 8, 512), args.steps_large)]
     print("CPU seconds per optimizer step (median), and the ratios to no capture:")
     print(f"{'case':28} {'base s/step':>11} {'rows':>9} {'rows_log':>9} {'capture':>9}   rows/base  "
@@ -232,7 +281,7 @@ def main() -> None:
         for mode in ("rows", "capture"):
             m = memory(batch, length, vocab, mode)
             print(f"{name:28} {mode:8} logits {m['logits_bytes'] / 2**20:8.1f} MiB  extra {m['extra_bytes'] / 2**20:7.2f} MiB"
-                  f"  ratio {m['ratio']:.4f}  ({m['device']})")
+                  f"  ratio {m['ratio']:.4f}  ({m['device']}; the record itself, Python objects: {m['record_bytes'] / 2**20:.2f} MiB)")
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ One record per optimizer step is returned by ``finish`` (the same on every rank)
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import random
@@ -174,12 +175,20 @@ def row_hashes(input_ids: Any, mask: Any) -> tuple[Any, Any]:
 
     pos = (mask.long().cumsum(1) - 1).clamp(min=0)
     out = []
-    for p in _PRIMES:
-        powers = torch.tensor([pow(_BASE, i, p) for i in range(input_ids.shape[1])], dtype=torch.long,
-                              device=input_ids.device)
+    for p, powers in zip(_PRIMES, _powers(input_ids.shape[1], input_ids.device)):
         terms = ((input_ids.long() + 1) % p) * powers[pos] % p
         out.append((terms * mask.long()).sum(1) % p)
     return out[0], out[1]
+
+
+@functools.lru_cache(maxsize=16)
+def _powers(length: int, device: Any) -> tuple[Any, ...]:
+    """``_BASE ** i % p`` for ``i < length``, per prime, on ``device`` (made once per length:
+    building them took a third of a step's capture work on small batches)."""
+    import torch
+
+    return tuple(torch.tensor([pow(_BASE, i, p) for i in range(length)], dtype=torch.long, device=device)
+                 for p in _PRIMES)
 
 
 def _dist() -> Any:

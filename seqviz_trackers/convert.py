@@ -20,9 +20,13 @@ from .format.tokens import token_strings
 
 __all__ = ["tensor_to_training_entry", "extract_batch_sample", "next_token_targets", "perplexity", "CHUNK_BYTES"]
 
-#: Size of one working buffer (rows x vocabulary, float32). Peak extra memory is two
-#: of these, whatever the size and dtype of the logits.
+#: Size of one working buffer (rows x vocabulary, float32) for logits up to 64 times as
+#: large; a 64th of them beyond, up to ``MAX_CHUNK_BYTES`` (``_chunk_rows``). Peak extra
+#: memory is two of these, whatever the dtype of the logits.
 CHUNK_BYTES = 2 * 2**20
+MAX_CHUNK_BYTES = 8 * 2**20
+#: Chunks are not cut below this size to keep them an eighth of small logits (``_chunk_rows``).
+MIN_CHUNK_BYTES = 64 * 2**10
 #: Block length of the blocked top-k (see ``_top_k``).
 TOPK_BLOCK = 128
 SIGNIFICANT_DIGITS = 5
@@ -298,19 +302,38 @@ def _top_k(x, k: int, out: tuple | None = None):
     return out
 
 
+def _chunk_rows(n: int, vocab: int) -> int:
+    """Rows per chunk for ``n`` selected rows of ``vocab`` logits.
+
+    A chunk is a 64th of the rows' logits (as float32), between ``CHUNK_BYTES`` and
+    ``MAX_CHUNK_BYTES``: large logits take few, large chunks (each tensor operation is
+    split across threads, and each split waits for its slowest thread: thousands of small
+    ones cost more than their work, most of all on a busy machine) at a working memory of
+    a few percent of them. On small logits (e.g. one captured row of a small vocabulary)
+    a chunk is at most an eighth of the rows, unless that makes it smaller than
+    ``MIN_CHUNK_BYTES``, so the working buffers stay a small part of the logits without a
+    chunk per handful of rows.
+    """
+    row = 4 * vocab
+    size = min(max(n * row // 64, CHUNK_BYTES), MAX_CHUNK_BYTES)
+    return max(1, min(n, size // row, max(-(-n // 8), MIN_CHUNK_BYTES // row)))
+
+
 def _row_stats(logits, rows, targets, k: int) -> np.ndarray:
     """Per selected row of ``logits`` (B, T, V), numbered ``b * T + t``: top-k ids and
     probs, p(target), entropy (nats), -log p(target), rank.
 
     Returns a float64 array of shape ``(len(rows), 2k + 4)`` on the host.
 
-    Rows are read in chunks of at most ``CHUNK_BYTES`` (as float32). The only large
-    allocations are two such buffers, made once: a float32 copy of the chunk (for
-    half-precision or non-contiguous logits) and a scratch for the probabilities and
-    the rank count. Per chunk: one top-k (``_top_k``), one fused softmax into the
-    scratch, one dot product for the entropy, and a full-row count only for the rows
-    whose target is not among the top k. Per-row results go straight into small
-    preallocated tensors; what is derived from them is computed once at the end.
+    Rows are read in chunks (``_chunk_rows``: a 64th of the selected rows' logits as
+    float32, between ``CHUNK_BYTES`` and ``MAX_CHUNK_BYTES``; at most an eighth of the rows
+    on small logits). The only large allocations are two such buffers, made
+    once: a float32 copy of the chunk (for half-precision or non-contiguous logits) and a
+    scratch for the probabilities, the entropy's products and the rank count. Per chunk:
+    one top-k (``_top_k``), one fused softmax into the scratch, the entropy's dot product
+    in place there, and a full-row count only for the rows whose target is not among the
+    top k. Per-row results go straight into small preallocated tensors; what is derived
+    from them is computed once at the end.
     """
     import torch
 
@@ -321,7 +344,7 @@ def _row_stats(logits, rows, targets, k: int) -> np.ndarray:
     device = logits.device
     f32 = dict(dtype=torch.float32, device=device)
     targets_d = targets.to(device)
-    chunk = min(n, max(1, CHUNK_BYTES // (4 * vocab)))
+    chunk = _chunk_rows(n, vocab)
     scratch = torch.empty(chunk, vocab, **f32)
     upcast = None
     if logits.dtype != torch.float32 or logits.stride(-1) != 1:
@@ -346,8 +369,8 @@ def _row_stats(logits, rows, targets, k: int) -> np.ndarray:
             torch.softmax(x, -1, out=p)
             # lse from the top entry: p_max = exp(max - lse).
             c_lse = torch.sub(v[:, 0], p.gather(1, i[:, :1]).squeeze(1).log_(), out=lse[start:stop])
-            # H = lse - E_p[logit]
-            c_ent = torch.sub(c_lse, torch.linalg.vecdot(p, x), out=entropy[start:stop])
+            # H = lse - E_p[logit], the products in place (p is not needed after this)
+            c_ent = torch.sub(c_lse, p.mul_(x).sum(1), out=entropy[start:stop])
             if not bool(torch.isfinite(c_ent).all()):  # -inf logits (masked tokens) give 0 * -inf above
                 idx = (~torch.isfinite(c_ent)).nonzero().squeeze(1)
                 logp = torch.log_softmax(x[idx], -1)

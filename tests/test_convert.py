@@ -11,6 +11,8 @@ from factories import bpe_tokenizer
 from seqviz_trackers import tensor_to_training_entry, validate_entry
 from seqviz_trackers import convert as convert_module
 
+CHUNK_BYTES = convert_module.CHUNK_BYTES  # the real one (the fixture below makes it tiny)
+
 
 def reference(logits, input_ids, attention_mask=None, labels=None, k=20):
     """Per position, in float64, one at a time: the obvious way."""
@@ -302,3 +304,39 @@ def test_non_contiguous_logits_are_not_copied_whole():
     want = tensor_to_training_entry(base, ids, None, step=0, timestamp=0.0)
     assert tensor_to_training_entry(logits, ids, None, step=0, timestamp=0.0) == want
     assert tensor_to_training_entry(wide[..., ::2], ids, None, step=0, timestamp=0.0) == want
+
+
+def test_chunk_rows_fit_small_and_large_logits(monkeypatch):
+    monkeypatch.setattr(convert_module, "CHUNK_BYTES", CHUNK_BYTES)
+    cm = convert_module
+    for n, vocab in [(47, 1024), (1, 50257), (2047, 256000), (8 * 2048, 128256), (2044, 50257), (5, 10)]:
+        rows = cm._chunk_rows(n, vocab)
+        assert 1 <= rows <= n
+        chunk = rows * 4 * vocab
+        assert chunk <= max(4 * vocab, cm.MAX_CHUNK_BYTES)
+        # an eighth of the rows' logits, or the smallest chunk worth a pass
+        assert chunk <= max(4 * vocab, n * 4 * vocab / 8 + 4 * vocab, cm.MIN_CHUNK_BYTES)
+    # large logits: a 64th of them per chunk, between CHUNK_BYTES and MAX_CHUNK_BYTES
+    for n, vocab in [(2044, 50257), (2047, 256000), (8 * 2048, 128256)]:
+        row = 4 * vocab
+        want = min(max(n * row / 64, CHUNK_BYTES), cm.MAX_CHUNK_BYTES)
+        assert want - row < cm._chunk_rows(n, vocab) * row <= want
+    # one captured row of a small vocabulary: not one chunk of all of it, nor chunks of a row or two
+    assert 47 > cm._chunk_rows(47, 1024) > 4
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_same_entry_whatever_the_chunk_rows(monkeypatch, dtype):
+    """The chunk sizing (one row, a few, all of them) changes no value of the entry."""
+    monkeypatch.setattr(convert_module, "TOPK_BLOCK", 8)  # the blocked top-k too (V=1024 >= 4k blocks)
+    torch.manual_seed(3)
+    logits = (torch.randn(2, 48, 1024) * 3).to(dtype)
+    logits[0, 5, :100] = -math.inf  # a masked stretch: the entropy's fallback inside a chunk
+    ids = torch.randint(0, 1024, (2, 48))
+    entries = []
+    for rows in (1, 6, None):
+        chunk = (lambda n, vocab: n) if rows is None else (lambda n, vocab, r=rows: r)
+        monkeypatch.setattr(convert_module, "_chunk_rows", chunk)
+        entries.append(tensor_to_training_entry(logits, ids, None, step=1, timestamp=0.0))
+    assert entries[0] == entries[1] == entries[2]
+    assert_matches(entries[0], reference(logits.float(), ids), ids)
