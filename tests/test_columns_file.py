@@ -94,9 +94,9 @@ def test_same_dynamics_as_from_the_entries_with_far_fewer_parses(tmp_path, monke
     expected = from_entries(entries)
     assert_same(dyn, expected)
     assert len(expected.events()) > 10 and (expected.per_step()["gained"] > 0).sum() > 5  # a story worth comparing
-    # Parsed: the first step (new sequences) and the step where "third" got new text (named),
-    # or where "third" is a new sequence by its token ids.
-    assert reads == [0, 70]
+    # No line parsed: the first step (new sequences) and the step where "third" got new text
+    # (named), or where "third" is a new sequence by its token ids, come from their records' views.
+    assert reads == []
     assert "".join(dyn.tracks[1].tokens).startswith(HOSTILE) and dyn.tracks[1].name == ("hostile" if named else None)
 
 
@@ -137,7 +137,7 @@ def test_damaged_columns_file_falls_back_and_the_next_writer_repairs_it(tmp_path
     reads = counting_reads(reader, monkeypatch)
     assert_same(dynamics_for(reader), from_entries(entries))
     assert set(e["step"] for e in entries[8:]).isdisjoint(reads)  # the new records are used
-    assert reads[0] == 0
+    assert set(reads) <= {e["step"] for e in entries[:8]}  # lines parsed: only where a record was damaged
 
 
 def test_a_new_file_in_the_same_place_starts_a_new_columns_file(tmp_path):

@@ -2,7 +2,9 @@
 
 :func:`dynamics_for` keeps one per :class:`~seqviz_trackers.storage.jsonl.TrainingDataReader`,
 brought up to date on each call from the columns cache where it matches and from the
-JSONL otherwise (a truncated or rewritten file, or a step logged again, rebuilds it).
+JSONL otherwise (a truncated or rewritten file, or a step logged again, rebuilds it). A
+step the columns cannot add (a sequence's first step: its tokens and targets) is read
+from the step view its record holds where there is one (:func:`light_entry`).
 """
 
 from __future__ import annotations
@@ -14,10 +16,21 @@ import weakref
 from contextlib import contextmanager
 from typing import Any, Iterator
 
+from ..format.view import entry_of_view
 from ..storage.columns import Block, ColumnsReader
 from .tracks import Dynamics
 
-__all__ = ["dynamics_for", "synced"]
+__all__ = ["dynamics_for", "synced", "light_entry"]
+
+
+def light_entry(reader: Any, info: Any) -> dict[str, Any]:
+    """The entry at ``info`` as far as the tracks and a diff without divergences read it:
+    :func:`~seqviz_trackers.format.view.entry_of_view` of the view its columns record holds
+    (the line is not parsed) where that gives one, else the logged entry. Raises as
+    ``reader.read`` does."""
+    view = reader.read_view(info, stored_only=True)
+    light = entry_of_view(view) if view is not None else None
+    return light if light is not None else reader.read(info)
 
 class _RunState:
     """A reader's :class:`Dynamics`, the step index it was built from, its columns file, and recent diffs."""
@@ -89,7 +102,7 @@ def _add_entry(reader: Any, state: _RunState, info: Any) -> bool | None:
     """Add the step of ``info`` from its line: True when added, False when its line is broken
     (the reader no longer lists it as a step), None when the file went away (try again later)."""
     try:
-        entry = reader.read(info)
+        entry = light_entry(reader, info)
     except ValueError:
         return False
     except OSError:

@@ -128,11 +128,13 @@ def token_context(tokens: list[str], pos: int, before: int = 6) -> str:
 
 
 def compare(entry_a: dict[str, Any], entry_b: dict[str, Any], *, limit: int = 20, per_token: bool = False,
-            number: Callable[[dict[str, Any]], int | None] | None = None) -> dict[str, Any]:
+            number: Callable[[dict[str, Any]], int | None] | None = None, divergence: bool = True) -> dict[str, Any]:
     """Compare the predictions of two entries, position by position (see :func:`diff_json` for the shape).
 
     Sequences are matched by :func:`sequence_key`, positions by ``position``. ``number``
-    gives the ``seq`` reported for a sequence (default: its index in ``entry_b``).
+    gives the ``seq`` reported for a sequence (default: its index in ``entry_b``). Without
+    ``divergence`` the divergences are not computed (null): nothing but the first
+    candidate of a prediction is read.
     """
     seqs_a = [s for s in entry_a.get("sequences") or () if isinstance(s, dict)]
     seqs_b = [s for s in entry_b.get("sequences") or () if isinstance(s, dict)]
@@ -156,7 +158,8 @@ def compare(entry_a: dict[str, Any], entry_b: dict[str, Any], *, limit: int = 20
             "k": np.full(len(common), len(parts)), "pos": common,
             "p_a": ca.prob[ja], "p_b": cb.prob[jb], "rank_a": ca.rank[ja], "rank_b": cb.rank[jb],
             "d_logp": logp(cb.loss, cb.prob)[jb] - logp(ca.loss, ca.prob)[ja],
-            "div": _divergences([preds_a[p] for p in positions], [preds_b[p] for p in positions]),
+            "div": _divergences([preds_a[p] for p in positions], [preds_b[p] for p in positions]) if divergence
+            else np.full(len(common), np.nan),
         }
         parts.append((part, seq_no, name, ib, sb, preds_a, preds_b))
         if per_token:

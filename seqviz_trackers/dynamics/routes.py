@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from ..runs import BadRequest, NotFound, Query, Runs, int_param, parse_step, required_int
-from .cache import synced
+from .cache import light_entry, synced
 from .compare import compare, sig_list
 from .runs_compare import compare_runs_route
 from .tracks import evenly_spaced
@@ -156,7 +156,8 @@ def previous_step(reader: Any, step: int) -> int | None:
     return steps[i - 1].step if i else None
 
 
-def diff_json(reader: Any, a: int, b: int, *, limit: int = 20, per_token: bool = False) -> dict[str, Any]:
+def diff_json(reader: Any, a: int, b: int, *, limit: int = 20, per_token: bool = False,
+              divergence: bool = True) -> dict[str, Any]:
     """Compare steps ``a`` and ``b`` of a run (KeyError naming the step when one is missing)::
 
         {"a", "b", "loss_a", "loss_b",
@@ -182,20 +183,29 @@ def diff_json(reader: Any, a: int, b: int, *, limit: int = 20, per_token: bool =
     candidates, so its rank is above ``rank_gt`` and p below ``p_lt`` (else null). Each
     list holds at most ``limit`` rows. ``index`` is the sequence's index in entry ``b``;
     ``context`` is up to six tokens ending with the one predicting.
+
+    Without ``divergence`` every divergence is null, and the steps are read from the step
+    views their columns records hold where they can (:func:`light_entry`: the lines, with
+    every candidate, are not parsed): what colouring tokens by their change needs.
     """
     with synced(reader) as state:
-        key = (a, b, limit, per_token)
+        key = (a, b, limit, per_token, divergence)
         cached = state.diffs.get(key)
         if cached is not None:
             return cached
         entries = []
         for step in (a, b):
-            entry = reader.get_step(step)
+            info = reader.step_info(step)
+            try:
+                entry = None if info is None else light_entry(reader, info) if not divergence else reader.read(info)
+            except ValueError:
+                entry = None
             if entry is None:
                 raise KeyError(step)
             entries.append(entry)
         dyn = state.dyn
-        out = compare(entries[0], entries[1], limit=limit, per_token=per_token, number=dyn.number_of)
+        out = compare(entries[0], entries[1], limit=limit, per_token=per_token, number=dyn.number_of,
+                      divergence=divergence)
         if len(state.diffs) >= 16:
             state.diffs.pop(next(iter(state.diffs)))
         state.diffs[key] = out
@@ -228,7 +238,8 @@ def series_route(runs: Runs, query: Query) -> dict[str, Any]:
 
 def diff_route(runs: Runs, query: Query) -> dict[str, Any]:
     """``{"run", "a", "b", "summary", "learned", "forgotten", "worsened", "improved", ...}``:
-    see :func:`diff_json`. ``tokens=1`` adds ``per_token`` (colour every token)."""
+    see :func:`diff_json`. ``tokens=1`` adds ``per_token`` (colour every token);
+    ``divergence=0`` leaves the divergences out (null), which spares reading every candidate."""
     run = query.get("run")
     reader = runs.reader(run)
     steps = reader.steps
@@ -246,8 +257,9 @@ def diff_route(runs: Runs, query: Query) -> dict[str, Any]:
         a = before
     limit = int_param(query, "limit", 20, low=0, high=1000)
     per_token = query.get("tokens", "") in ("1", "true", "yes")
+    divergence = query.get("divergence", "") not in ("0", "false", "no")
     try:
-        return {"run": run, **diff_json(reader, a, b, limit=limit, per_token=per_token)}
+        return {"run": run, **diff_json(reader, a, b, limit=limit, per_token=per_token, divergence=divergence)}
     except KeyError as exc:
         raise NotFound(f"run {run!r} has no step {exc.args[0]}") from None
     except ValueError as exc:  # the line of that step is corrupt

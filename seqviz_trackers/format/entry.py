@@ -165,14 +165,13 @@ def facts(pred: dict[str, Any]) -> Facts:
 
 
 def first_candidate(pred: Any) -> Candidate | None:
-    """The most likely logged candidate of one prediction, or None."""
+    """The most likely logged candidate of one prediction (``candidates(pred)[0]``), or None."""
+    best: list[Any] = []
     for field in ("top_k", "top_20"):
         value = pred.get(field) if isinstance(pred, dict) else None
-        if isinstance(value, list) and value:
-            first = _candidate(value[0])
-            if first is not None:
-                return first
-    return None
+        if isinstance(value, list) and len(value) > len(best):
+            best = value
+    return next((c for c in map(_candidate, best) if c is not None), None)
 
 
 def is_int(x: Any) -> bool:
@@ -228,10 +227,23 @@ def columns(seq: dict[str, Any]) -> Columns:
     tokens = seq.get("tokens")
     limit = min(len(tokens) if isinstance(tokens, list) else 0, _MAX_POSITIONS)
     n = len(preds)
-    try:  # files written by the converter: every field present
-        flat = np.fromiter(chain.from_iterable(map(_FIELDS, preds)), dtype=np.float64, count=5 * n).reshape(n, 5)
-        top1 = np.fromiter(map(_FIRST, map(_FIRST, map(_TOP, preds))), dtype=np.int64, count=n)
-        if n and not (np.isfinite(flat).all() and flat[:, 2].min() >= 1):
+    try:  # files written by the converter: every field present, of the types and in the ranges facts() takes
+        values = list(chain.from_iterable(map(_FIELDS, preds)))
+        if not (set(map(type, values)) <= {int, float} and set(map(type, values[0::5])) <= {int}
+                and set(map(type, values[2::5])) <= {int}):
+            raise TypeError("odd field types")
+        flat = np.array(values, dtype=np.float64).reshape(n, 5)
+        firsts = list(map(_FIRST, map(_TOP, preds)))
+        if n and not (set(map(type, firsts)) <= {list} and min(map(len, firsts)) >= 3):
+            raise ValueError("odd first candidate")
+        ids, first_p = list(map(_FIRST, firsts)), list(map(_THIRD, firsts))
+        # the first candidate as facts() reads it: [int id, token, finite p]
+        if not (set(map(type, ids)) <= {int} and set(map(type, first_p)) <= {int, float}
+                and np.isfinite(np.array(first_p, dtype=np.float64)).all()):
+            raise ValueError("odd first candidate")
+        top1 = np.array(ids, dtype=np.int64)
+        if n and not (np.isfinite(flat).all() and flat[:, 2].min() >= 1 and flat[:, 3].min() >= 0
+                      and flat[:, 1].min() >= 0 and flat[:, 1].max() <= 1 and np.abs(flat[:, [0, 2]]).max() < 2.0 ** 63):
             raise ValueError("odd values")
         index = np.arange(n)
         contiguous = n <= limit and bool((flat[:, 0] == index).all())

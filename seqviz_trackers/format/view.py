@@ -9,7 +9,7 @@ bounded)::
 
     {"position": [...], "target_token_id": [...], "target_token_str": [...],
      "target_prob": [...], "target_rank": [...], "loss": [...], "entropy": [...],
-     "correct": [...], "top1_id": [...], "top1_str": [...],
+     "correct": [...], "top1_id": [...], "top1_str": [...], "top1_p": [...],
      "rank_gt": [...], "p_lt": [...]}          # (the last two only when some target is bounded)
 
 ``None`` where a value is unknown. The candidates of one prediction are asked for when
@@ -19,7 +19,9 @@ its data (an export, a W&B panel) holds them all in columns beside the view
 per sequence and the display strings once per step in ``"candidate_strings": {id: token}``
 (a sequence whose strings do not follow one id -> string table carries ``"token": [...]``).
 
-The dashboard reads the view in ``web/entry.js`` (``readStep``, ``candidatesAt``).
+The dashboard reads the view in ``web/entry.js`` (``readStep``, ``candidatesAt``);
+:func:`entry_of_view` turns it back into an entry with the top-1 as the only candidate,
+which is all the training-dynamics tracks and a diff without divergences read.
 """
 
 from __future__ import annotations
@@ -30,20 +32,22 @@ from typing import Any
 
 import numpy as np
 
-from .entry import Facts, by_position, candidate_lists, candidates, facts, is_int
+from .entry import Facts, by_position, candidate_lists, candidates, facts, is_int, is_num
 
-__all__ = ["VIEW_FIELDS", "step_view", "sequence_view", "candidates_at"]
+__all__ = ["VIEW_FIELDS", "step_view", "sequence_view", "candidates_at", "entry_of_view"]
 
 #: The columns of a sequence's ``view`` (``rank_gt`` / ``p_lt`` only when some target is bounded).
 VIEW_FIELDS = ("position", "target_token_id", "target_token_str", "target_prob", "target_rank", "loss", "entropy",
-               "correct", "top1_id", "top1_str")
+               "correct", "top1_id", "top1_str", "top1_p")
 
 
 def _facts(pred: dict[str, Any]) -> Facts:
     """:func:`facts` of ``pred``, reading only its first candidate when that says it all
-    (the target's p and rank are known): the same facts, without the rest of the list."""
+    (the target's p and rank are logged): the same facts, without the rest of the list."""
     top = pred.get("top_k")
-    if "top_20" not in pred and isinstance(top, list) and len(top) > 1:
+    p, rank = pred.get("target_prob"), pred.get("target_rank")
+    if ("top_20" not in pred and isinstance(top, list) and len(top) > 1
+            and is_num(p) and 0 <= p <= 1 and is_int(rank) and rank >= 1):
         first = facts({**pred, "top_k": top[:1]})
         if first.rank is not None and first.prob is not None and first.top:
             return first
@@ -102,14 +106,14 @@ def _fast_columns(preds: list[Any]) -> dict[str, list[Any]] | None:
     return {"position": position, "target_token_id": target, "target_token_str": target_str, "target_prob": prob_f,
             "target_rank": rank, "loss": loss, "entropy": e.tolist(),
             "correct": [c if type(c) is bool else r == 1 for c, r in zip(correct, rank)],
-            "top1_id": top1_id, "top1_str": top1_str}
+            "top1_id": top1_id, "top1_str": top1_str, "top1_p": first_p.tolist()}
 
 
 def _slow_columns(preds: list[dict[str, Any]]) -> dict[str, list[Any]]:
     cols: dict[str, list[Any]] = {name: [] for name in VIEW_FIELDS}
     gt: list[Any] = []
     lt: list[Any] = []
-    (position, target, target_str, prob, rank, loss, entropy, correct, top1_id, top1_str) = cols.values()
+    (position, target, target_str, prob, rank, loss, entropy, correct, top1_id, top1_str, top1_p) = cols.values()
     for pred in preds:
         f = _facts(pred)
         tid, tstr = pred.get("target_token_id"), pred.get("target_token_str")
@@ -123,6 +127,7 @@ def _slow_columns(preds: list[dict[str, Any]]) -> dict[str, list[Any]]:
         correct.append(f.correct)
         top1_id.append(f.top[0][0] if f.top else None)
         top1_str.append(f.top[0][1] if f.top else None)
+        top1_p.append(f.top[0][2] if f.top else None)
         gt.append(f.rank_gt)
         lt.append(f.p_lt)
     if any(g is not None for g in gt):
@@ -195,3 +200,38 @@ def candidates_at(entry: dict[str, Any], seq: int, pos: int) -> list[list[Any]] 
     strings = entry.get("candidate_strings") or {}
     tokens = cand["token"][lo:hi] if "token" in cand else [strings.get(str(c)) for c in cand["id"][lo:hi]]
     return [[c, t, p] for c, t, p in zip(cand["id"][lo:hi], tokens, cand["p"][lo:hi])]
+
+
+#: The view's columns an entry of :func:`entry_of_view` is made of, in the order it reads them.
+_KEPT = ("position", "target_token_id", "target_token_str", "target_prob", "target_rank", "loss", "entropy", "correct",
+         "top1_id", "top1_str", "top1_p")
+#: Those without which a prediction is not what its entry says (p, rank, loss, entropy, top-1 id and p).
+_NEEDED = (3, 4, 5, 6, 8, 10)
+
+
+def entry_of_view(view: dict[str, Any]) -> dict[str, Any] | None:
+    """The entry of a :func:`step_view` as far as the view holds it: each prediction with its
+    facts as logged fields and its top-1 as its only candidate. Read by
+    :func:`~seqviz_trackers.format.entry.columns`, :func:`~seqviz_trackers.format.entry.targets`
+    and :func:`~seqviz_trackers.format.entry.facts` (but for the other candidates) it gives
+    what the logged entry gives. None where it would not: a prediction without its p, rank,
+    loss, entropy or top-1, a bounded target, a sequence that is not an object."""
+    seqs = view.get("sequences") if isinstance(view, dict) else None
+    if not isinstance(seqs, list):
+        return None
+    out = []
+    for seq in seqs:
+        cols = seq.get("view") if isinstance(seq, dict) else None
+        if not isinstance(cols, dict) or "rank_gt" in cols:
+            return None
+        kept = [cols.get(k) for k in _KEPT]
+        if not all(isinstance(c, list) for c in kept) or len({len(c) for c in kept}) != 1:
+            return None
+        if any(None in kept[i] for i in _NEEDED):
+            return None
+        preds = [{"position": pos, "target_token_id": tid, "target_token_str": tstr, "target_prob": p,
+                  "target_rank": rank, "loss": loss, "entropy": entropy, "correct": correct,
+                  "top_k": [[top_id, top_str, top_p]]}
+                 for pos, tid, tstr, p, rank, loss, entropy, correct, top_id, top_str, top_p in zip(*kept)]
+        out.append({**{k: v for k, v in seq.items() if k not in ("view", "candidates")}, "predictions": preds})
+    return {**{k: v for k, v in view.items() if k not in ("sequences", "candidate_strings")}, "sequences": out}

@@ -754,12 +754,13 @@ class TrainingDataReader:
                     break  # the file went away; the next call tries again
         return found
 
-    def read_view(self, info: StepInfo, encoded: bool = False) -> Any:
+    def read_view(self, info: StepInfo, encoded: bool = False, stored_only: bool = False) -> Any:
         """The step view (:func:`~seqviz_trackers.format.view.step_view`) of the entry at
         ``info``: from its columns record when that holds the view and the line is the one
         the record was made from (the same CRC-32), without parsing the line; else from the
-        parsed line. ``encoded``: as :class:`EncodedJSON` (what :func:`client_json` makes
-        of the view), which the record holds as it is. Raises ValueError as :meth:`read` does."""
+        parsed line (``stored_only``: None instead). ``encoded``: as :class:`EncodedJSON` (what
+        :func:`client_json` makes of the view), which the record holds as it is. Raises
+        ValueError as :meth:`read` does."""
         found = self.columns.view(info)
         if found is not None:
             view, line_crc = found
@@ -773,6 +774,8 @@ class TrainingDataReader:
                     return json.loads(view)
                 except ValueError:
                     pass
+        if stored_only:
+            return None
         from ..format.view import step_view
 
         out = step_view(self.read(info))

@@ -670,6 +670,8 @@ export class Dashboard {
     const a = this.state.changeFrom;
     const params = { b: step, tokens: 1, limit: DIFF_ROWS };
     if (a !== null && a !== step) params.a = a;
+    // colours alone need no divergences (which cost the server every candidate of both steps)
+    if (!this.state.changes.open) params.divergence = 0;
     try {
       const diff = await this.dynGet("diff", params);
       if (!diff.__byToken) diff.__byToken = changesByToken(diff);
