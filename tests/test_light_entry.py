@@ -157,3 +157,13 @@ def test_light_entry_falls_back_to_the_line(tmp_path):
     (tmp_path / ("run.jsonl" + SUFFIX)).unlink()
     reader = TrainingDataReader(path)
     assert light_entry(reader, reader.steps[1]) == reader.read(reader.steps[1])
+
+
+def test_columns_read_the_longer_candidate_list_as_facts_does():
+    """top_k beside a longer top_20 (both written by some of the original tool's users):
+    the top-1 of the columns is facts()' (the longer list's), not top_k's first."""
+    e = make_entry(3)
+    pred = e["sequences"][0]["predictions"][0]
+    pred["top_20"] = [{"token_id": 999, "token_str": "x", "prob": 0.9}] + \
+        [{"token_id": c[0], "token_str": c[1], "prob": c[2]} for c in pred["top_k"]]
+    assert columns(e["sequences"][0]).top1[0] == facts(pred).top[0][0] == 999

@@ -32,6 +32,7 @@ def light_entry(reader: Any, info: Any) -> dict[str, Any]:
     light = entry_of_view(view) if view is not None else None
     return light if light is not None else reader.read(info)
 
+
 class _RunState:
     """A reader's :class:`Dynamics`, the step index it was built from, its columns file, and recent diffs."""
 
@@ -99,7 +100,8 @@ def _sync(reader: Any, state: _RunState) -> None:
 
 
 def _add_entry(reader: Any, state: _RunState, info: Any) -> bool | None:
-    """Add the step of ``info`` from its line: True when added, False when its line is broken
+    """Add the step of ``info`` from its stored view or its line (:func:`light_entry`): True
+    when added, False when its line is broken
     (the reader no longer lists it as a step), None when the file went away (try again later)."""
     try:
         entry = light_entry(reader, info)

@@ -133,8 +133,8 @@ def compare(entry_a: dict[str, Any], entry_b: dict[str, Any], *, limit: int = 20
 
     Sequences are matched by :func:`sequence_key`, positions by ``position``. ``number``
     gives the ``seq`` reported for a sequence (default: its index in ``entry_b``). Without
-    ``divergence`` the divergences are not computed (null): nothing but the first
-    candidate of a prediction is read.
+    ``divergence`` the divergences are not computed (null): of a prediction's candidates only
+    the first is read, and only for the rows listed.
     """
     seqs_a = [s for s in entry_a.get("sequences") or () if isinstance(s, dict)]
     seqs_b = [s for s in entry_b.get("sequences") or () if isinstance(s, dict)]

@@ -193,11 +193,12 @@ def diff_json(reader: Any, a: int, b: int, *, limit: int = 20, per_token: bool =
         cached = state.diffs.get(key)
         if cached is not None:
             return cached
+        read = reader.read if divergence else (lambda info: light_entry(reader, info))
         entries = []
         for step in (a, b):
             info = reader.step_info(step)
             try:
-                entry = None if info is None else light_entry(reader, info) if not divergence else reader.read(info)
+                entry = read(info) if info is not None else None
             except ValueError:
                 entry = None
             if entry is None:

@@ -234,7 +234,8 @@ def columns(seq: dict[str, Any]) -> Columns:
             raise TypeError("odd field types")
         flat = np.array(values, dtype=np.float64).reshape(n, 5)
         firsts = list(map(_FIRST, map(_TOP, preds)))
-        if n and not (set(map(type, firsts)) <= {list} and min(map(len, firsts)) >= 3):
+        if n and not (set(map(type, firsts)) <= {list} and min(map(len, firsts)) >= 3) \
+                or any("top_20" in p for p in preds):  # facts() reads the longer of top_k and top_20
             raise ValueError("odd first candidate")
         ids, first_p = list(map(_FIRST, firsts)), list(map(_THIRD, firsts))
         # the first candidate as facts() reads it: [int id, token, finite p]
