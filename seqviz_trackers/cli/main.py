@@ -17,6 +17,7 @@ COMMANDS = {
     "spikes": ("seqviz_trackers.cli.spikes", "list the loss spikes of a run and the training rows behind them"),
     "compare-runs": ("seqviz_trackers.cli.compare_runs", "print which probe tokens one run learned earlier, later or never than another"),
     "serve": ("seqviz_trackers.cli.serve", "serve the live token dashboard for a JSONL file or a folder of them"),
+    "index": ("seqviz_trackers.cli.index", "build the columns file of existing JSONL files, so the dashboard opens their steps fast"),
     "export": ("seqviz_trackers.cli.export", "write one self-contained HTML page of a JSONL file's steps"),
     "demo": ("seqviz_trackers.cli.demo", "train a tiny GPT-2 on Hamlet on the CPU and log its predictions (about a minute)"),
 }

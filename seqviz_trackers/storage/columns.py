@@ -57,15 +57,16 @@ import os
 import struct
 import threading
 import zlib
-from dataclasses import dataclass
-from typing import Any, BinaryIO, Hashable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, BinaryIO, Callable, Hashable, Iterator
 
 import numpy as np
 
 from ..format.entry import Columns, KnownIds, columns, sequence_key, text_checksum
 from ..format.view import step_view
 
-__all__ = ["SUFFIX", "ColumnsWriter", "ColumnsReader", "Record", "Block", "encode_record", "decode_record"]
+__all__ = ["SUFFIX", "ColumnsWriter", "ColumnsReader", "Record", "Block", "encode_record", "decode_record", "build",
+           "Built", "WriterActive"]
 
 SUFFIX = ".cols"
 MAGIC = b"SVC3"
@@ -490,3 +491,78 @@ def _decode_run(run: list[tuple[dict[str, Any], bytes]]) -> Iterator[Block | Rec
                 yield decode_record(h, data)
             except (ValueError, KeyError, TypeError):
                 yield None
+
+
+@dataclass
+class Built:
+    """What :func:`build` did: lines read, records written, lines skipped (line number,
+    message), bytes of the JSONL read and of the columns file written."""
+
+    lines: int = 0
+    records: int = 0
+    skipped: list[tuple[int, str]] = field(default_factory=list)
+    read_bytes: int = 0
+    written_bytes: int = 0
+    incomplete_tail: bool = False
+
+
+class WriterActive(OSError):
+    """A writer holds the JSONL file: it keeps its columns file itself."""
+
+
+def build(jsonl_path: str | os.PathLike[str], progress: Callable[[int, int], None] | None = None) -> Built:
+    """Write the columns file of an existing JSONL file anew (the original tool's files, or
+    files written with ``columns=False``), with a record, and its step view, for each
+    complete line that parses; readers then serve step views and dynamics from it.
+
+    The lines are read as every reader reads them (:func:`~seqviz_trackers.storage.jsonl.parse_line`),
+    and the file is built beside the old one and put in its place at the end, so readers
+    see the old file or the new one. ``progress(done, total)`` is called with bytes read.
+    Raises :class:`WriterActive` when a :class:`~seqviz_trackers.storage.jsonl.TrainingDataWriter`
+    holds the file (at the start, or again at the end).
+    """
+    from .jsonl import parse_line, writer_active
+
+    path = os.fspath(jsonl_path)
+    if writer_active(path, lambda: None):
+        raise WriterActive(f"{path}: a writer is appending to this file and keeps its columns file itself")
+    out = Built()
+    tmp = f"{path}{SUFFIX}.tmp{os.getpid()}"
+    known = KnownIds()
+    try:
+        with open(path, "rb") as f, open(tmp, "wb") as w:
+            total = os.fstat(f.fileno()).st_size
+            offset = 0
+            for number, raw in enumerate(f, 1):
+                if offset + len(raw) > total:  # appended after the start: left for the writer's next run
+                    break
+                if not raw.endswith(b"\n"):
+                    out.incomplete_tail = True
+                    break
+                out.lines = number
+                line = raw[:-1]
+                if line.strip():
+                    try:
+                        entry = parse_line(line)
+                    except ValueError as exc:
+                        out.skipped.append((number, str(exc)))
+                    else:
+                        try:
+                            w.write(encode_record(entry, offset, len(line), known, line))
+                            out.records += 1
+                        except Exception as exc:  # a step readers parse, only without a record
+                            out.skipped.append((number, f"no record ({type(exc).__name__}: {exc}); read from the line"))
+                offset += len(raw)
+                if progress is not None:
+                    progress(offset, total)
+            out.read_bytes = offset
+            w.flush()
+            os.fsync(w.fileno())
+            out.written_bytes = w.tell()
+        if not writer_active(path, lambda: os.replace(tmp, path + SUFFIX)):
+            return out
+        raise WriterActive(f"{path}: a writer started appending to this file meanwhile and keeps its columns file "
+                           "itself; nothing was replaced")
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)

@@ -283,6 +283,24 @@ class TrainingDataWriter:
         self.close()
 
 
+def writer_active(path: str | os.PathLike[str], then: Any) -> bool:
+    """True when a :class:`TrainingDataWriter` holds ``path``'s lock; else calls ``then()``
+    holding the lock itself (so no writer starts meanwhile) and returns False."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        if fcntl is not None:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True
+            except OSError:
+                pass  # a file system without locks: no writer can be seen
+        then()
+        return False
+    finally:
+        os.close(fd)
+
+
 @dataclass(frozen=True)
 class StepInfo:
     """Where one step lives in the file, and its header numbers."""
