@@ -70,3 +70,12 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def stop_wandb_service():
+    """wandb starts one service process per Python process: stop it when the module is done."""
+    yield
+    import wandb
+
+    wandb.teardown()

@@ -23,15 +23,11 @@ from wandb_helpers import html_files, init_run, offline_env, run_folder  # noqa:
 from wandb_panel import WandbMirror  # noqa: E402
 from wandb_panel.mirror import TRAIN_BATCH_KEY  # noqa: E402
 
+pytestmark = pytest.mark.usefixtures("stop_wandb_service")
+
 TEXTS = ["To be, or not to be, that is the question:", "Whether 'tis nobler in the mind to suffer"]
 STEPS = (100, 200, 300)
 BATCH_STEP = 4
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _stop_wandb_service():
-    yield
-    wandb.teardown()
 
 
 @pytest.fixture(scope="module")

@@ -17,6 +17,8 @@ from wandb_helpers import html_files, init_run, log_steps_offline, offline_env, 
 from wandb_panel import WandbMirror  # noqa: E402
 from playwright.sync_api import expect  # noqa: E402
 
+pytestmark = pytest.mark.usefixtures("stop_wandb_service")
+
 TEXTS = ["To be, or not to be, that is the question:", "Whether 'tis nobler in the mind to suffer"]
 #: Markup and CSS that make a browser load something (what the code loads is checked in Chromium).
 RESOURCE = re.compile(r"""(?:src|href|action|poster|srcset|xlink:href)\s*=\s*["']?\s*(?:[a-z]+:|//)"""
@@ -31,12 +33,6 @@ def hostile_entry(step: int) -> dict:
     seq["predictions"][0]["target_token_str"] = HOSTILE
     seq["name"] = HOSTILE
     return entry
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _stop_wandb_service():
-    yield
-    wandb.teardown()
 
 
 @pytest.fixture(scope="module")

@@ -18,15 +18,10 @@ from wandb_helpers import (artifacts, history, init_run, manifest, offline_env, 
                            run_folder, table_rows)
 from wandb_panel.tables import entry_rows  # noqa: E402
 
+pytestmark = pytest.mark.usefixtures("stop_wandb_service")
+
 TEXTS = ["To be, or not to be, that is the question:", "Whether 'tis nobler in the mind to suffer"]
 WARN_LOGGER = "seqviz_trackers.wandb"
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _stop_wandb_service():
-    """wandb starts one service process per Python process: stop it when this module is done."""
-    yield
-    wandb.teardown()
 
 
 @pytest.fixture

@@ -26,11 +26,7 @@ from wandb_helpers import artifacts, html_files, init_run, manifest, offline_env
 from wandb_panel import WandbMirror  # noqa: E402
 from wandb_panel.mirror import TRAIN_BATCH_KEY, TRAIN_BATCHES_KEY  # noqa: E402
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _stop_wandb_service():
-    yield
-    wandb.teardown()
+pytestmark = pytest.mark.usefixtures("stop_wandb_service")
 
 
 def log_random_batches(tmp_path, mirror, steps: int = 12) -> None:
