@@ -13,11 +13,11 @@ Each run is served by ``seqviz serve --file <asset>`` and by ``tensorboard --log
 (``--load_fast=true``) as child processes, and asked over HTTP (urllib, gzip accepted as a
 browser does; a response is timed to its last byte) for what the dashboard asks:
 
-- ``first page``: ``/`` then ``runs``, ``steps?run=R`` and ``step?run=R&step=LAST`` (what
+- ``first page``: ``/`` then ``runs``, ``steps?run=R`` and ``step?run=R&step=LAST&view=1`` (what
   the page waits for before its first paint; the constant static files are left out);
 - ``steps`` (the whole list), ``steps?after=`` (a poll: one new step), ``step`` (a step
-  change: random steps), ``series`` (one token's history, ``points=160`` as the dashboard
-  asks), ``diff`` (the last step vs the one before, ``tokens=1&limit=50``), ``learned``.
+  change: random steps, ``view=1``: the step view the dashboard asks for), ``series`` (one
+  token's history, ``points=160`` as the dashboard asks), ``diff`` (the last step vs the one before, ``tokens=1&limit=50``), ``learned``.
 
 Printed:
 
@@ -164,13 +164,13 @@ def request(backend: Backend, name: str, last: int, steps: int, positions: int, 
     t0 = time.perf_counter()
     if name == "first page":
         size = len(fetch(backend.page)) + len(fetch(backend.base + "runs"))
-        size += len(backend.route("steps")) + len(backend.route("step", step=last))
+        size += len(backend.route("steps")) + len(backend.route("step", step=last, view=1))
     elif name == "steps":
         size = len(backend.route("steps"))
     elif name == "steps?after=":
         size = len(backend.route("steps", after=last - 1))
     elif name == "step":
-        size = len(backend.route("step", step=rng.randrange(steps)))
+        size = len(backend.route("step", step=rng.randrange(steps), view=1))
     elif name == "series":
         size = len(backend.route("series", seq=rng.randrange(4), pos=rng.randrange(positions), points=160))
     elif name == "diff":
