@@ -20,6 +20,9 @@ micro-batches that caused it, and a full capture of the following step.
 
 One record per optimizer step is returned by ``finish`` (the same on every rank); see
 ``docs/spikes.md`` for its fields and :mod:`seqviz_trackers.storage.batches` for the file.
+The captured entry's sequences are held as their JSON (:class:`~seqviz_trackers.storage.jsonl.EncodedJSON`,
+a sixth of the memory of the same rows as dicts) until written;
+:func:`~seqviz_trackers.storage.batches.captured_sequences` gives them as dicts.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ import numpy as np
 
 from .convert import CHUNK_BYTES, _as_2d, _round_sig, next_token_targets, perplexity, tensor_to_training_entry
 from .format.schema import SCHEMA_VERSION
+from .storage.jsonl import EncodedJSON
 
 __all__ = ["CaptureOptions", "BatchCapture", "SpikeDetector", "row_loss_sums", "row_hashes", "capture_options"]
 
@@ -298,7 +302,7 @@ class BatchCapture:
             try:
                 entry = tensor_to_training_entry(
                     logits[i:i + 1], ids[i:i + 1], self.tokenizer, step=int(self._step or 0), top_k=o.top_k,
-                    attention_mask=mask[i:i + 1], labels=None if labels is None else labels[i:i + 1],
+                    attention_mask=mask[i:i + 1], labels=None if labels is None else labels[i:i + 1], as_json=True,
                 )
             except ValueError as exc:  # e.g. NaN logits in that row: say so, train on
                 log.warning("seqviz: row %d of step %s not captured: %s", first + i, self._step, exc)
@@ -400,11 +404,8 @@ class BatchCapture:
         pool = [c for c in candidates if c["random"] and c["row"] not in taken]
         drawn = random.Random(o.seed * 7919 + step).sample(pool, min(o.random_rows, len(pool)))
         chosen = top + drawn
-        sequences = []
-        for c in chosen:
-            seq = dict(c["sequence"])
-            seq["name"] = f"row {c['row']}"
-            sequences.append(seq)
+        # each row's JSON, named: the converter's sequence starts with its tokens (no name)
+        sequences = [EncodedJSON(b'{"name":"row %d",' % c["row"] + c["sequence"][1:]) for c in chosen]
         meta.update(batch_size=len(sequences), source="train_batch", rows=[c["row"] for c in chosen],
                     kinds=["top"] * len(top) + ["random"] * len(drawn), row_loss=[round(c["loss"], 5) for c in chosen])
         finite = step_loss is not None and math.isfinite(step_loss)

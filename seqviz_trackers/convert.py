@@ -17,6 +17,7 @@ import numpy as np
 from ._version import __version__
 from .format.schema import SCHEMA_VERSION
 from .format.tokens import token_strings
+from .storage.jsonl import EncodedJSON, client_json
 
 __all__ = ["tensor_to_training_entry", "extract_batch_sample", "next_token_targets", "perplexity", "CHUNK_BYTES"]
 
@@ -89,6 +90,7 @@ def tensor_to_training_entry(
     names: Sequence[str] | None = None,
     metadata: dict[str, Any] | None = None,
     timestamp: float | None = None,
+    as_json: bool = False,
 ) -> dict[str, Any]:
     """Turn logits into one entry of the seqviz format.
 
@@ -108,6 +110,11 @@ def tensor_to_training_entry(
         metadata: extra fields merged into ``metadata`` (which also records ``seqviz_version``,
             the version of this package).
         timestamp: seconds since the epoch; default now.
+        as_json: give each sequence as its JSON (an
+            :class:`~seqviz_trackers.storage.jsonl.EncodedJSON`, the bytes
+            :func:`~seqviz_trackers.storage.jsonl.client_json` makes of the dict), encoded
+            position by position: the memory of one position's objects at a time instead of
+            the whole sequence's, several times the JSON's size.
 
     A target whose logit is ``-inf`` (a masked token the model cannot produce) is logged
     with ``target_prob`` 0 and ``target_rank`` = the vocabulary size (last), and no
@@ -210,12 +217,16 @@ def tensor_to_training_entry(
             }
             if masked_l[j]:
                 del pred["loss"]  # infinite: JSON has no such number
-            predictions.append(pred)
+            predictions.append(client_json(pred) if as_json else pred)
             j += 1
         seq: dict[str, Any] = {}
         if names is not None:
             seq["name"] = str(names[b])
-        seq.update(tokens=[strings[i] for i in seq_ids], token_ids=seq_ids, predictions=predictions)
+        seq.update(tokens=[strings[i] for i in seq_ids], token_ids=seq_ids)
+        if as_json:  # what client_json makes of the dict: its keys in order, predictions last
+            seq = EncodedJSON(client_json(seq)[:-1] + b',"predictions":[' + b",".join(predictions) + b"]}")
+        else:
+            seq["predictions"] = predictions
         sequences.append(seq)
 
     meta: dict[str, Any] = {"vocab_size": vocab, "batch_size": batch, "sequence_length": length, "top_k": k}

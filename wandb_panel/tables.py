@@ -11,6 +11,7 @@ from json.encoder import encode_basestring as _quote  # a JSON string literal, f
 from typing import Any, Iterator
 
 from seqviz_trackers.format.entry import facts
+from seqviz_trackers.storage.batches import captured_sequences
 from seqviz_trackers.storage.jsonl import finite_number
 
 __all__ = ["COLUMNS", "DTYPES", "TOP_N", "entry_rows", "count_rows", "step_scalars",
@@ -119,7 +120,7 @@ def batch_rows(record: dict[str, Any]) -> Iterator[list[Any]]:
     meta = capture.get("metadata") or {}
     rows, kinds, losses = meta.get("rows") or [], meta.get("kinds") or [], meta.get("row_loss") or []
     found = []
-    for i, seq in enumerate(capture.get("sequences") or []):
+    for i, seq in enumerate(captured_sequences(record)):
         text = "".join(seq.get("tokens") or [])
         if len(text) > BATCH_TEXT_CHARS:
             text = text[:BATCH_TEXT_CHARS - 1] + "\u2026"

@@ -16,15 +16,16 @@ The name does not end in ``.jsonl``: ``seqviz serve --logdir`` does not take it 
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 import weakref
 from typing import Any
 
 from ..format.schema import SchemaValidationError, check_schema
-from .jsonl import TrainingDataReader, encode_entry
+from .jsonl import EncodedJSON, TrainingDataReader, encode_entry
 
-__all__ = ["SUFFIX", "batches_path", "encode_batch", "batches_reader"]
+__all__ = ["SUFFIX", "batches_path", "encode_batch", "captured_sequences", "batches_reader"]
 
 SUFFIX = ".batches"
 
@@ -35,14 +36,40 @@ def batches_path(jsonl_path: str | os.PathLike[str]) -> str:
 
 
 def encode_batch(record: dict[str, Any]) -> bytes:
-    """One step's record as one line; its captured entry is checked against the schema."""
+    """One step's record as one line; its captured entry is checked against the schema.
+
+    Sequences held as their JSON (:class:`~seqviz_trackers.storage.jsonl.EncodedJSON`, as
+    :class:`~seqviz_trackers.capture.BatchCapture` keeps them) are written as they are; the
+    converter made them, the rest of the entry is checked."""
     capture = record.get("capture")
-    if capture is not None:
-        try:
-            check_schema(capture)
-        except SchemaValidationError as exc:
-            raise SchemaValidationError(exc.reason, "$.capture" + exc.path[1:]) from None
-    return encode_entry(record, validate=False)
+    if capture is None:
+        return encode_entry(record, validate=False)
+    sequences = capture.get("sequences") if isinstance(capture, dict) else None
+    if not (isinstance(sequences, list) and any(isinstance(s, EncodedJSON) for s in sequences)):
+        _check_capture(capture)
+        return encode_entry(record, validate=False)
+    _check_capture({**capture, "sequences": [s for s in sequences if not isinstance(s, EncodedJSON)]})
+    head = {k: v for k, v in capture.items() if k != "sequences"}
+    line = encode_entry({**{k: v for k, v in record.items() if k != "capture"}, "capture": {**head, "sequences": []}},
+                        validate=False)
+    end = b'"sequences":[]}}\n'
+    assert line.endswith(end), "the capture and its sequences are written last"
+    parts = [bytes(s) if isinstance(s, EncodedJSON) else encode_entry(s, validate=False)[:-1] for s in sequences]
+    return line[:-len(end)] + b'"sequences":[' + b",".join(parts) + b"]}}\n"
+
+
+def _check_capture(capture: dict[str, Any]) -> None:
+    try:
+        check_schema(capture)
+    except SchemaValidationError as exc:
+        raise SchemaValidationError(exc.reason, "$.capture" + exc.path[1:]) from None
+
+
+def captured_sequences(record: dict[str, Any]) -> list[dict[str, Any]]:
+    """The captured rows of a training-batch record as dicts (none when it has no capture),
+    whether it was read from a file or made by :class:`~seqviz_trackers.capture.BatchCapture`."""
+    capture = record.get("capture") or {}
+    return [json.loads(s) if isinstance(s, EncodedJSON) else s for s in capture.get("sequences") or []]
 
 
 _readers: "weakref.WeakKeyDictionary[TrainingDataReader, TrainingDataReader]" = weakref.WeakKeyDictionary()
