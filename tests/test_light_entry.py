@@ -1,4 +1,4 @@
-"""An entry rebuilt from its step view (:func:`~seqviz_trackers.format.view.entry_of_view`): the
+"""A step read from its step view (:func:`~seqviz_trackers.format.view.view_columns`): the
 training-dynamics tracks and a diff without divergences read from it what they read from the
 logged entry, so they can start from the view a columns record holds instead of parsing a line."""
 
@@ -18,8 +18,8 @@ from seqviz_trackers.dynamics.cache import light_entry
 from seqviz_trackers.dynamics.compare import compare
 from seqviz_trackers.dynamics.routes import diff_json, learned_json, sequences_json, series_json
 from seqviz_trackers.dynamics.tracks import Dynamics
-from seqviz_trackers.format.entry import KnownIds, by_position, columns, facts, targets
-from seqviz_trackers.format.view import entry_of_view, step_view
+from seqviz_trackers.format.entry import columns, facts
+from seqviz_trackers.format.view import sequence_columns, step_view, view_columns
 from seqviz_trackers.storage.columns import SUFFIX
 from seqviz_trackers.storage.jsonl import TrainingDataReader
 from test_step_view import mutations, odd_entry
@@ -45,43 +45,50 @@ def same_columns(a, b) -> None:
     assert a.width == b.width  # (``contiguous`` only says which reading found it)
 
 
-def test_what_the_tracks_read_of_an_entry_is_the_same_from_its_view():
-    light_count = 0
-    for i, entry in enumerate(entries()):
-        light = entry_of_view(json.loads(json.dumps(step_view(entry))))  # as a record holds it
-        if light is None:
-            continue
-        light_count += 1
-        full_seqs = [s for s in entry["sequences"] if isinstance(s, dict)]
-        assert len(light["sequences"]) == len(full_seqs), i
-        for full, lite in zip(full_seqs, light["sequences"]):
-            cols = columns(full)
-            same_columns(columns(lite), cols)
-            assert targets(lite) == targets(full), i
-            assert KnownIds().new_strings(lite, columns(lite)) == KnownIds().new_strings(full, cols), i
-            assert {k: v for k, v in lite.items() if k != "predictions"} == \
-                {k: v for k, v in full.items() if k != "predictions"}, i
-            full_preds = by_position(full)
-            assert [a["position"] for a in lite["predictions"]] == list(full_preds), i
-            for a in lite["predictions"]:
-                fa, fb = facts(a), facts(full_preds[a["position"]])
-                assert (fa.prob, fa.rank, fa.loss, fa.entropy, fa.correct, fa.top[:1]) == \
-                    (fb.prob, fb.rank, fb.loss, fb.entropy, fb.correct, fb.top[:1]), i
-    assert light_count > 40  # the converter's form, and most odd ones
+def as_stored(entry: dict) -> dict:
+    return json.loads(json.dumps(step_view(entry)))  # as a columns record holds it
 
 
-def test_a_view_that_cannot_say_it_all_gives_no_entry():
-    assert entry_of_view(step_view(seed_entry(150, 300))) is None  # targets below the top 20: bounds
-    e = make_entry(3)
-    del e["sequences"][0]["predictions"][1]["entropy"]
-    assert entry_of_view(step_view(e)) is None
-    e = make_entry(3)
-    e["sequences"][0]["predictions"][2]["top_k"] = []
-    assert entry_of_view(step_view(e)) is None
-    e = make_entry(3)
-    e["sequences"].append("not a sequence")
-    assert entry_of_view(step_view(e)) is None
-    assert entry_of_view({"step": 1}) is None
+def same_tracks(a: Dynamics, b: Dynamics, i) -> None:
+    assert len(a.tracks) == len(b.tracks) and a.vocab == b.vocab, i
+    for x, y in zip(a.tracks, b.tracks):
+        assert (x.name, x.tokens, x.token_ids, x.text, x.target_str, x.n, x.width) == \
+            (y.name, y.tokens, y.token_ids, y.text, y.target_str, y.n, y.width), i
+        for field in [*x.ARRAYS, *x.STATE, *x.BOUND, "steps"]:
+            u, v = getattr(x, field), getattr(y, field)
+            assert (u is None) == (v is None), (i, field)
+            if u is not None:
+                np.testing.assert_array_equal(u, v, err_msg=f"{i} {field}")
+
+
+def test_the_tracks_of_a_step_are_the_same_from_its_view():
+    """Each of the odd entries (and seed files with bounded targets) alone, and steps one after
+    another: the same tracks, top-1 strings and targets from the entries as from their views."""
+    singles = entries() + [seed_entry(150, 300)]
+    for i, entry in enumerate(singles):
+        full, light = Dynamics(), Dynamics()
+        full.add_entry(entry)
+        light.add_entry(as_stored(entry))
+        same_tracks(full, light, i)
+    runs = [[learning_entry(s, 300) for s in (0, 100, 200, 250)], [seed_entry(s, 300) for s in (150, 250)]]
+    for i, run in enumerate(runs):
+        full, light = Dynamics(), Dynamics()
+        for k, entry in enumerate(run):
+            full.add_entry(entry)
+            light.add_entry(as_stored(entry) if k % 2 == 0 else entry)  # views and lines mixed
+        same_tracks(full, light, ("run", i))
+        assert full.events().tolist() == light.events().tolist()
+
+
+def test_a_view_that_is_not_well_formed_gives_no_columns():
+    seq = as_stored(make_entry(3))["sequences"][0]
+    assert len(sequence_columns(seq)) > 0
+    for field, value in [("position", "x"), ("target_prob", ["p"]), ("top1_str", None)]:
+        bad = {**seq, "view": {**seq["view"], field: value}}
+        assert view_columns(bad) is None and len(sequence_columns(bad)) == 0, field
+    short = {**seq, "view": {**seq["view"], "loss": seq["view"]["loss"][:-1]}}
+    assert view_columns(short) is None
+    assert view_columns({"tokens": ["a"]}) is None
 
 
 def without_divergence(diff: dict) -> dict:
@@ -100,7 +107,7 @@ def test_a_diff_without_divergences_is_the_diff_of_the_views(pair):
     a, b = (learning_entry(step, 300) for step in pair)
     full = compare(a, b, limit=50, per_token=True)
     assert full["summary"]["mean_divergence"] is not None
-    light = compare(*(entry_of_view(step_view(e)) for e in (a, b)), limit=50, per_token=True, divergence=False)
+    light = compare(*(as_stored(e) for e in (a, b)), limit=50, per_token=True, divergence=False)
     assert light == without_divergence(full)
     assert compare(a, b, limit=50, per_token=True, divergence=False) == light
 
@@ -148,12 +155,11 @@ def test_a_run_read_from_its_stored_views_answers_as_from_its_lines(tmp_path, mo
 def test_light_entry_falls_back_to_the_line(tmp_path):
     path = tmp_path / "run.jsonl"
     with TrainingDataWriter(path) as w:
-        w.write_step(seed_entry(150, 300))  # bounded targets: the view cannot say it all
+        w.write_step(seed_entry(150, 300))  # bounded targets: in the view too
         w.write_step(learning_entry(200, 300))
     reader = TrainingDataReader(path)
-    first, second = reader.steps
-    assert light_entry(reader, first) == reader.read(first)
-    assert light_entry(reader, second) == entry_of_view(step_view(reader.read(second)))
+    for info in reader.steps:
+        assert light_entry(reader, info) == as_stored(reader.read(info))
     (tmp_path / ("run.jsonl" + SUFFIX)).unlink()
     reader = TrainingDataReader(path)
     assert light_entry(reader, reader.steps[1]) == reader.read(reader.steps[1])
@@ -167,3 +173,31 @@ def test_columns_read_the_longer_candidate_list_as_facts_does():
     pred["top_20"] = [{"token_id": 999, "token_str": "x", "prob": 0.9}] + \
         [{"token_id": c[0], "token_str": c[1], "prob": c[2]} for c in pred["top_k"]]
     assert columns(e["sequences"][0]).top1[0] == facts(pred).top[0][0] == 999
+
+
+def test_the_columns_of_a_view_are_those_of_its_sequence():
+    for i, entry in enumerate(entries() + [seed_entry(150, 300)]):  # the last with bounded targets
+        view = as_stored(entry)
+        full_seqs = [s for s in entry["sequences"] if isinstance(s, dict)]
+        for full, seq in zip(full_seqs, [s for s in view["sequences"] if isinstance(s, dict)]):
+            cols = view_columns(seq)
+            assert cols is not None, i
+            same_columns(cols, columns(full))
+    assert view_columns({"tokens": ["a"]}) is None
+    assert view_columns({"tokens": ["a"], "view": {"position": ["x"]}}) is None
+
+
+def test_a_diff_of_two_views_is_the_diff_of_their_entries():
+    """Every pair of the odd entries with the one they were made from (and one after another),
+    seed files with bounded targets among them: the same diff whether the steps are their
+    entries or their views."""
+    all_entries = entries() + [seed_entry(150, 300), seed_entry(250, 300)]
+    pairs = list(zip(all_entries, all_entries[1:])) + [(all_entries[0], e) for e in all_entries[6:]] + \
+        [(e, all_entries[1]) for e in all_entries[6:]]
+    seen_rows = 0
+    for i, (a, b) in enumerate(pairs):
+        views = [json.loads(json.dumps(step_view(e))) for e in (a, b)]
+        want = compare(a, b, limit=50, per_token=True, divergence=False)
+        assert compare(*views, limit=50, per_token=True, divergence=False) == want, i
+        seen_rows += sum(len(want[k]) for k in ("learned", "forgotten", "worsened", "improved"))
+    assert seen_rows > 100

@@ -16,7 +16,6 @@ import weakref
 from contextlib import contextmanager
 from typing import Any, Iterator
 
-from ..format.view import entry_of_view
 from ..storage.columns import Block, ColumnsReader
 from .tracks import Dynamics
 
@@ -24,13 +23,12 @@ __all__ = ["dynamics_for", "synced", "light_entry"]
 
 
 def light_entry(reader: Any, info: Any) -> dict[str, Any]:
-    """The entry at ``info`` as far as the tracks and a diff without divergences read it:
-    :func:`~seqviz_trackers.format.view.entry_of_view` of the view its columns record holds
-    (the line is not parsed) where that gives one, else the logged entry. Raises as
+    """The step at ``info`` as far as the tracks and a diff without divergences read it: the
+    :func:`~seqviz_trackers.format.view.step_view` its columns record holds (the line, with
+    every candidate, is not parsed) where there is one, else the logged entry. Raises as
     ``reader.read`` does."""
     view = reader.read_view(info, stored_only=True)
-    light = entry_of_view(view) if view is not None else None
-    return light if light is not None else reader.read(info)
+    return view if view is not None else reader.read(info)
 
 
 class _RunState:

@@ -7,11 +7,12 @@ two predicted distributions (see :data:`DIVERGENCE`).
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Hashable, Iterable, Sequence
+from typing import Any, Callable, Hashable, Iterable, NamedTuple, Sequence
 
 import numpy as np
 
-from ..format.entry import Candidate, by_position, candidates, columns, facts, is_num, sequence_key
+from ..format.entry import Candidate, Columns, by_position, candidates, columns, facts, is_num, sequence_key
+from ..format.view import is_view, view_columns
 
 __all__ = ["DIVERGENCE", "compare", "js_topk_other", "logp", "sig", "sig_list", "token_context"]
 
@@ -120,11 +121,58 @@ def sig(x: Any, digits: int = 4) -> Any:
 
 
 def sig_list(values: Iterable[Any]) -> list[Any]:
-    return [sig(v) for v in values]
+    """:func:`sig` of each value (numbers or None), in one pass."""
+    x = np.asarray(values if isinstance(values, np.ndarray) else list(values), dtype=np.float64)
+    finite = np.isfinite(x)
+    if not finite.any():
+        return [None] * len(x)
+    return [float(f"{v:.4g}") if ok else None for v, ok in zip(x.tolist(), finite.tolist())]
 
 
 def token_context(tokens: list[str], pos: int, before: int = 6) -> str:
     return "".join(t for t in tokens[max(0, pos - before + 1):pos + 1] if isinstance(t, str))
+
+
+class _At(NamedTuple):
+    """What a diff row shows of one side's prediction beyond its columns."""
+
+    top1: str | None     # the first candidate's display string
+    target: Any          # the target's display string as logged
+    prob: float | None   # p(target), None when only bounded
+    rank_gt: int | None
+    p_lt: float | None
+
+
+def _side(seq: dict[str, Any], divergence: bool) -> tuple[Columns, Callable[[int], _At]]:
+    """A sequence's :class:`Columns` and what a row shows of its prediction at a position,
+    from its predictions or, without ``divergence``, from its step view where it has one."""
+    cols = view_columns(seq) if not divergence and is_view(seq) else None
+    if cols is None:
+        preds: dict[int, dict[str, Any]] = {}
+
+        def at(p: int) -> _At:
+            if not preds:
+                preds.update(by_position(seq))
+            f = facts(preds[p])
+            return _At((f.top or [(-1, None, 0.0)])[0][1], preds[p].get("target_token_str"), f.prob, f.rank_gt, f.p_lt)
+        return columns(seq), at
+    view = seq["view"]
+    where: dict[int, int] = {}
+
+    def at_view(p: int) -> _At:
+        if not where:
+            where.update(zip(view["position"], range(len(view["position"]))))
+        i = where[p]
+        bounded = "rank_gt" in view
+        return _At(view["top1_str"][i] if isinstance(view.get("top1_str"), list) else None,
+                   view["target_token_str"][i] if isinstance(view.get("target_token_str"), list) else None,
+                   view["target_prob"][i], view["rank_gt"][i] if bounded else None, view["p_lt"][i] if bounded else None)
+    return cols, at_view
+
+
+def _at_positions(sa: dict[str, Any], sb: dict[str, Any], positions: list[int]) -> tuple[list[Any], list[Any]]:
+    preds_a, preds_b = by_position(sa), by_position(sb)
+    return [preds_a[p] for p in positions], [preds_b[p] for p in positions]
 
 
 def compare(entry_a: dict[str, Any], entry_b: dict[str, Any], *, limit: int = 20, per_token: bool = False,
@@ -134,7 +182,9 @@ def compare(entry_a: dict[str, Any], entry_b: dict[str, Any], *, limit: int = 20
     Sequences are matched by :func:`sequence_key`, positions by ``position``. ``number``
     gives the ``seq`` reported for a sequence (default: its index in ``entry_b``). Without
     ``divergence`` the divergences are not computed (null): of a prediction's candidates only
-    the first is read, and only for the rows listed.
+    the first is read, and only for the rows listed; an entry may then be a
+    :func:`~seqviz_trackers.format.view.step_view` (its sequences' views are read in bulk,
+    the same diff).
     """
     seqs_a = [s for s in entry_a.get("sequences") or () if isinstance(s, dict)]
     seqs_b = [s for s in entry_b.get("sequences") or () if isinstance(s, dict)]
@@ -150,18 +200,15 @@ def compare(entry_a: dict[str, Any], entry_b: dict[str, Any], *, limit: int = 20
         seq_no = number(sb) if number is not None else ib
         name = sb.get("name") if isinstance(sb.get("name"), str) else None
         sequences.append({"seq": seq_no, "name": name, "index_a": ia, "index_b": ib})
-        ca, cb = columns(sa), columns(sb)
+        (ca, at_a), (cb, at_b) = _side(sa, divergence), _side(sb, divergence)
         common, ja, jb = np.intersect1d(ca.pos, cb.pos, return_indices=True)
-        preds_a, preds_b = by_position(sa), by_position(sb)
-        positions = common.tolist()
         part = {
             "k": np.full(len(common), len(parts)), "pos": common,
             "p_a": ca.prob[ja], "p_b": cb.prob[jb], "rank_a": ca.rank[ja], "rank_b": cb.rank[jb],
             "d_logp": logp(cb.loss, cb.prob)[jb] - logp(ca.loss, ca.prob)[ja],
-            "div": _divergences([preds_a[p] for p in positions], [preds_b[p] for p in positions]) if divergence
-            else np.full(len(common), np.nan),
+            "div": _divergences(*_at_positions(sa, sb, common.tolist())) if divergence else np.full(len(common), np.nan),
         }
-        parts.append((part, seq_no, name, ib, sb, preds_a, preds_b))
+        parts.append((part, seq_no, name, ib, sb, at_a, at_b))
         if per_token:
             known = (part["rank_a"] >= 1) & (part["rank_b"] >= 1)
             flip = (part["rank_b"] == 1).astype(np.int64) - (part["rank_a"] == 1)
@@ -180,13 +227,12 @@ def compare(entry_a: dict[str, Any], entry_b: dict[str, Any], *, limit: int = 20
     order_down = np.argsort(np.where(known_d, d_logp, np.inf), kind="stable")   # biggest loss first
 
     def row(i: int) -> dict[str, Any]:
-        part, seq_no, name, ib, sb, preds_a, preds_b = parts[int(cat["k"][i])]
+        part, seq_no, name, ib, sb, at_a, at_b = parts[int(cat["k"][i])]
         p = int(cat["pos"][i])
         tokens = sb.get("tokens") if isinstance(sb.get("tokens"), list) else []
         ra, rb = int(cat["rank_a"][i]), int(cat["rank_b"][i])
-        fa, fb = facts(preds_a[p]), facts(preds_b[p])
-        first_a, first_b = ((f.top or [(-1, None, 0.0)])[0] for f in (fa, fb))
-        target = preds_b[p].get("target_token_str")
+        fa, fb = at_a(p), at_b(p)
+        target = fb.target
         return {
             "seq": seq_no, "name": name, "index": ib, "pos": p,
             "context": token_context(tokens, p), "token": tokens[p] if p < len(tokens) else None,
@@ -194,7 +240,7 @@ def compare(entry_a: dict[str, Any], entry_b: dict[str, Any], *, limit: int = 20
             "p_a": sig(cat["p_a"][i]), "p_b": sig(cat["p_b"][i]),
             "rank_a": ra or None, "rank_b": rb or None,
             "delta_logp": sig(d_logp[i]), "delta_rank": rb - ra if ra and rb else None,
-            "divergence": sig(div[i]), "top1_a": first_a[1], "top1_b": first_b[1],
+            "divergence": sig(div[i]), "top1_a": fa.top1, "top1_b": fb.top1,
             "flip": int(flip[i]),
             # a target outside the logged candidates: rank > rank_gt, p < p_lt (when p is not known itself)
             "rank_gt_a": fa.rank_gt if not ra else None, "rank_gt_b": fb.rank_gt if not rb else None,

@@ -19,7 +19,8 @@ from typing import Any, Hashable
 
 import numpy as np
 
-from ..format.entry import Columns, KnownIds, columns, is_int, sequence_key, targets, text_checksum
+from ..format.entry import Columns, KnownIds, is_int, sequence_key, targets, text_checksum
+from ..format.view import is_view, sequence_columns, view_targets
 
 __all__ = ["Dynamics", "evenly_spaced"]
 
@@ -169,8 +170,8 @@ class _Track:
         return gained.sum(1), lost.sum(1), events
 
     def set_text(self, seq: dict[str, Any], cols: Columns) -> None:
-        """Take the tokens, and the targets at ``cols``' positions, from ``seq`` when they are new
-        (call after :meth:`add`)."""
+        """Take the tokens, and the targets at ``cols``' positions, from ``seq`` (a logged
+        sequence or a step view's, :func:`view_columns`) when they are new (call after :meth:`add`)."""
         ids = seq.get("token_ids")
         tokens = seq.get("tokens")
         new_text = isinstance(tokens, list) and (not self.tokens or ids != self.token_ids
@@ -180,7 +181,7 @@ class _Track:
             self.token_ids = ids if isinstance(ids, list) else None
             self.text = text_checksum(seq)
         if new_text or (self.target[self._at(cols)] == -2).any():  # read targets once per text and position
-            for p, (target_id, target_str) in targets(seq).items():
+            for p, (target_id, target_str) in (view_targets(seq) if is_view(seq) else targets(seq)).items():
                 if p < self.width:
                     self.target[p], self.target_str[p] = target_id, target_str
 
@@ -250,10 +251,12 @@ class Dynamics:
 
     # -- building --------------------------------------------------------------------------------
     def add_entry(self, entry: dict[str, Any]) -> None:
-        """Add one logged step. Raises ValueError when its step is not after the last one."""
+        """Add one logged step: its entry, or its :func:`~seqviz_trackers.format.view.step_view`
+        (whose sequences' views are read in bulk: the same tracks). Raises ValueError when its
+        step is not after the last one."""
         seqs = entry.get("sequences")
         seqs = [seq for seq in seqs if isinstance(seq, dict)] if isinstance(seqs, list) else []
-        self._add(entry.get("step"), [(sequence_key(seq), seq, columns(seq)) for seq in seqs])
+        self._add(entry.get("step"), [(sequence_key(seq), seq, sequence_columns(seq)) for seq in seqs])
 
     def add_columns(self, step: int, seqs: list[tuple[Hashable, int, Columns]], vocab: dict[int, str]) -> bool:
         """Add one step read from a columns file (see :mod:`seqviz_trackers.storage.columns`):

@@ -309,7 +309,8 @@ class KnownIds:
 
     def new_strings(self, seq: dict[str, Any], cols: Columns) -> dict[int, str]:
         """Display strings of the top-1 ids of ``seq``'s :class:`Columns` not looked up
-        before; marks them. One pass over the predictions, and only when there are some."""
+        before; marks them. One pass over the predictions (or a step view's top-1 column),
+        and only when there are some."""
         top = cols.top1
         ok = (top >= 0) & (top < _MAX_KNOWN)
         if not ok.any():
@@ -324,9 +325,10 @@ class KnownIds:
         if not new.any():
             return {}
         out: dict[int, str] = {}
-        preds = seq["predictions"]
+        preds = seq.get("predictions")
+        view = seq["view"] if preds is None else None  # a step view's sequence: its top-1 strings in a column
         for i, t in zip(cols.index[new].tolist(), top[new].tolist()):
-            first = first_candidate(preds[i])
+            first = first_candidate(preds[i]) if view is None else (t, view["top1_str"][i])
             if first is not None and first[1] is not None:
                 out.setdefault(t, first[1])
         self.marks[top[ok]] = True

@@ -20,8 +20,10 @@ per sequence and the display strings once per step in ``"candidate_strings": {id
 (a sequence whose strings do not follow one id -> string table carries ``"token": [...]``).
 
 The dashboard reads the view in ``web/entry.js`` (``readStep``, ``candidatesAt``);
-:func:`entry_of_view` turns it back into an entry with the top-1 as the only candidate,
-which is all the training-dynamics tracks and a diff without divergences read.
+:func:`view_columns` reads a sequence's view as
+:func:`~seqviz_trackers.format.entry.columns` reads its predictions, which is all the
+training-dynamics tracks and a diff without divergences read (with :func:`view_targets`
+and the top-1 strings).
 """
 
 from __future__ import annotations
@@ -32,9 +34,10 @@ from typing import Any
 
 import numpy as np
 
-from .entry import Facts, by_position, candidate_lists, candidates, facts, is_int, is_num
+from .entry import _MAX_POSITIONS, Columns, Facts, by_position, candidate_lists, candidates, columns, facts, is_int, is_num
 
-__all__ = ["VIEW_FIELDS", "step_view", "sequence_view", "candidates_at", "entry_of_view"]
+__all__ = ["VIEW_FIELDS", "step_view", "sequence_view", "candidates_at", "is_view", "view_columns", "sequence_columns",
+           "view_targets"]
 
 #: The columns of a sequence's ``view`` (``rank_gt`` / ``p_lt`` only when some target is bounded).
 VIEW_FIELDS = ("position", "target_token_id", "target_token_str", "target_prob", "target_rank", "loss", "entropy",
@@ -202,36 +205,62 @@ def candidates_at(entry: dict[str, Any], seq: int, pos: int) -> list[list[Any]] 
     return [[c, t, p] for c, t, p in zip(cand["id"][lo:hi], tokens, cand["p"][lo:hi])]
 
 
-#: The view's columns an entry of :func:`entry_of_view` is made of, in the order it reads them.
-_KEPT = ("position", "target_token_id", "target_token_str", "target_prob", "target_rank", "loss", "entropy", "correct",
-         "top1_id", "top1_str", "top1_p")
-#: Those without which a prediction is not what its entry says (p, rank, loss, entropy, top-1 id and p).
-_NEEDED = (3, 4, 5, 6, 8, 10)
-
-
-def entry_of_view(view: dict[str, Any]) -> dict[str, Any] | None:
-    """The entry of a :func:`step_view` as far as the view holds it: each prediction with its
-    facts as logged fields and its top-1 as its only candidate. Read by
-    :func:`~seqviz_trackers.format.entry.columns`, :func:`~seqviz_trackers.format.entry.targets`
-    and :func:`~seqviz_trackers.format.entry.facts` (but for the other candidates) it gives
-    what the logged entry gives. None where it would not: a prediction without its p, rank,
-    loss, entropy or top-1, a bounded target, a sequence that is not an object."""
-    seqs = view.get("sequences") if isinstance(view, dict) else None
-    if not isinstance(seqs, list):
+def view_columns(seq: dict[str, Any]) -> Columns | None:
+    """A sequence of a :func:`step_view` as :class:`~seqviz_trackers.format.entry.Columns`:
+    what :func:`~seqviz_trackers.format.entry.columns` gives of the logged sequence (with its
+    targets), read off the view's lists in bulk. None when ``seq`` holds no well-formed view."""
+    cols = seq.get("view") if isinstance(seq, dict) else None
+    if not isinstance(cols, dict):
         return None
-    out = []
-    for seq in seqs:
-        cols = seq.get("view") if isinstance(seq, dict) else None
-        if not isinstance(cols, dict) or "rank_gt" in cols:
-            return None
-        kept = [cols.get(k) for k in _KEPT]
-        if not all(isinstance(c, list) for c in kept) or len({len(c) for c in kept}) != 1:
-            return None
-        if any(None in kept[i] for i in _NEEDED):
-            return None
-        preds = [{"position": pos, "target_token_id": tid, "target_token_str": tstr, "target_prob": p,
-                  "target_rank": rank, "loss": loss, "entropy": entropy, "correct": correct,
-                  "top_k": [[top_id, top_str, top_p]]}
-                 for pos, tid, tstr, p, rank, loss, entropy, correct, top_id, top_str, top_p in zip(*kept)]
-        out.append({**{k: v for k, v in seq.items() if k not in ("view", "candidates")}, "predictions": preds})
-    return {**{k: v for k, v in view.items() if k not in ("sequences", "candidate_strings")}, "sequences": out}
+    bounded = "rank_gt" in cols
+    names = ("position", "target_prob", "target_rank", "loss", "entropy", "top1_id", "target_token_id") + \
+        (("rank_gt", "p_lt") if bounded else ())
+    lists = [cols.get(k) for k in names + ("top1_str", "target_token_str")]
+    if not all(isinstance(c, list) for c in lists) or len({len(c) for c in lists}) != 1:
+        return None
+    lists = lists[:len(names)]
+    try:
+        pos, prob, rank, loss, entropy, top1, target, *bound = (np.array(c, dtype=np.float64) for c in lists)
+    except (TypeError, ValueError):
+        return None
+    if not (np.isfinite(pos).all() and (pos == np.round(pos)).all()):
+        return None
+
+    def ints(a: np.ndarray, unknown: int) -> np.ndarray:
+        return np.where(np.isnan(a), unknown, a).astype(np.int64)
+
+    tokens = seq.get("tokens")
+    limit = min(len(tokens) if isinstance(tokens, list) else 0, _MAX_POSITIONS)
+    n = len(pos)
+    index = np.arange(n)
+    contiguous = n <= limit and bool((pos == index).all())
+    out = Columns(index if contiguous else pos.astype(np.int64), prob, ints(rank, 0), loss, entropy, ints(top1, -1),
+                  ints(target, -1), index, contiguous,
+                  rank_gt=ints(bound[0], 0) if bounded else None, p_lt=bound[1] if bounded else None)
+    if n and not contiguous and (pos.min() < 0 or pos.max() >= limit):  # as columns() does
+        keep = (pos >= 0) & (pos < limit)
+        out = Columns(*(getattr(out, f)[keep] for f in ("pos", "prob", "rank", "loss", "entropy", "top1", "target",
+                                                        "index")),
+                      rank_gt=None if out.rank_gt is None else out.rank_gt[keep],
+                      p_lt=None if out.p_lt is None else out.p_lt[keep])
+    return out
+
+
+def is_view(seq: dict[str, Any]) -> bool:
+    """Whether ``seq`` is a sequence of a :func:`step_view` (a view, no predictions)."""
+    return "predictions" not in seq and isinstance(seq.get("view"), dict)
+
+
+def sequence_columns(seq: dict[str, Any]) -> Columns:
+    """:func:`view_columns` of a step view's sequence, else
+    :func:`~seqviz_trackers.format.entry.columns` of a logged one (empty for a view that is
+    not well-formed: it has no predictions)."""
+    cols = view_columns(seq) if is_view(seq) else None
+    return columns(seq) if cols is None else cols
+
+
+def view_targets(seq: dict[str, Any]) -> dict[int, tuple[int, str | None]]:
+    """:func:`~seqviz_trackers.format.entry.targets` of a step view's sequence."""
+    view = seq["view"]
+    return {p: (t if is_int(t) else -1, s if isinstance(s, str) else None)
+            for p, t, s in zip(view["position"], view["target_token_id"], view["target_token_str"])}
