@@ -131,6 +131,30 @@ def test_colours_ask_for_no_divergences_and_the_list_does(page, server):
     assert not page.js_errors
 
 
+def test_the_tracks_are_built_once_the_first_step_is_drawn(page, tmp_path):
+    """Opening the page, with no click, asks for the shown step's tracked sequences, so the
+    server builds the run's tracks then and the first colour by change does not wait for it."""
+    from seqviz_trackers.dynamics.cache import _registry
+
+    path = write_synthetic(tmp_path / "run.jsonl")
+    h = start_in_thread(file=path, port=0)
+    try:
+        sent = []
+        page.on("websocket", lambda ws: ws.on("framesent", lambda payload: sent.append(json.loads(payload))))
+        open_at(page, h.url)
+        wait_step(page, STEPS[-1])
+        page.wait_for_function("() => window.seqvizDashboard.dynCache.size > 0", timeout=15000)
+        asked = [m["params"] for m in sent if m.get("type") == "get" and m.get("route") == "sequences"]
+        assert asked == [{"run": asked[0]["run"], "step": STEPS[-1]}]
+        page.evaluate("() => Promise.all([...window.seqvizDashboard.dynCache.values()])")  # answered
+        built = [s for r, s in list(_registry.items()) if str(r.path) == str(path)]
+        assert built and built[0].dyn.steps.n == len(STEPS)
+        assert not [m for m in sent if m.get("route") == "diff"]
+    finally:
+        h.stop()
+    assert not page.js_errors
+
+
 def test_list_view_shows_a_learned_token_and_jumps_to_it(page, server):
     open_at(page, server.url, "#step=20")
     wait_step(page, 20)

@@ -368,8 +368,13 @@ export class Dashboard {
       if (i >= 0) index = i;
       this.state.wantStep = null;
     }
-    if (index >= 0) await this.goIndex(index, { keepFollow: true });
-    else if (!this.state.batch.open) this.showBanner("Waiting for the first step\u2026", "wait");  // a page of a batch only shows it
+    if (index >= 0) {
+      await this.goIndex(index, { keepFollow: true });
+      // once the step is drawn: the back end builds the run's training-dynamics tracks now,
+      // not on the first click that needs them (colour by change, a token's history)
+      const step = this.state.entry && this.state.entry.step;
+      if (step !== undefined && run === this.state.run) this.dynGet("sequences", { step }).catch(() => {});
+    } else if (!this.state.batch.open) this.showBanner("Waiting for the first step\u2026", "wait");  // a page of a batch only shows it
   }
 
   /** The logged steps are now `steps` (and, when given, the skipped lines and the loss history). */
