@@ -15,9 +15,14 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 NEXT_FRAME = "() => new Promise((r) => requestAnimationFrame(() => setTimeout(r, 0)))"
 
-# every drawn box of every grid: [grid, token index, left, top, width]
-BOXES = """() => [...document.querySelectorAll('.grid')].flatMap((g, k) => [...g.querySelectorAll('.tok')].map(
-  (e) => [k, e._index, e.offsetLeft, e.offsetTop, e.offsetWidth]))"""
+# every drawn box of every grid: [grid, token index, left, top, width] (px from the grid's corner)
+BOXES = """() => [...document.querySelectorAll('.grid')].flatMap((g, k) => {
+  const at = g.getBoundingClientRect();
+  return [...g.querySelectorAll('.tok')].map((e) => {
+    const r = e.getBoundingClientRect();
+    return [k, e._index, Math.round(r.left - at.left), Math.round(r.top - at.top), Math.round(r.width)];
+  });
+})"""
 
 
 def _open(page, tmp_path, entry, name):
