@@ -21,7 +21,7 @@ micro-batches that caused it, and a full capture of the following step.
 One record per optimizer step is returned by ``finish`` (the same on every rank); see
 ``docs/spikes.md`` for its fields and :mod:`seqviz_trackers.storage.batches` for the file.
 The captured entry's sequences are held as their JSON (:class:`~seqviz_trackers.storage.jsonl.EncodedJSON`,
-a sixth of the memory of the same rows as dicts) until written;
+about a fifth of the memory of the same rows as dicts) until written;
 :func:`~seqviz_trackers.storage.batches.captured_sequences` gives them as dicts.
 """
 

@@ -201,3 +201,12 @@ def test_a_diff_of_two_views_is_the_diff_of_their_entries():
         assert compare(*views, limit=50, per_token=True, divergence=False) == want, i
         seen_rows += sum(len(want[k]) for k in ("learned", "forgotten", "worsened", "improved"))
     assert seen_rows > 100
+
+
+def test_a_sequence_with_an_odd_view_and_no_predictions_adds_nothing_and_does_not_raise():
+    """A logged sequence (a hostile file) that carries a ``view`` of its own, not well-formed."""
+    dyn = Dynamics()
+    seq = {"name": "odd", "tokens": ["a", "b"], "view": {"position": "x"}}
+    dyn.add_entry({"step": 1, "sequences": [seq]})
+    dyn.add_entry({"step": 2, "sequences": [{**seq, "view": {"position": [0], "target_token_id": 5}}]})
+    assert dyn.tracks[0].n == 2 and not dyn.tracks[0].present[:2].any()

@@ -260,7 +260,11 @@ def sequence_columns(seq: dict[str, Any]) -> Columns:
 
 
 def view_targets(seq: dict[str, Any]) -> dict[int, tuple[int, str | None]]:
-    """:func:`~seqviz_trackers.format.entry.targets` of a step view's sequence."""
+    """:func:`~seqviz_trackers.format.entry.targets` of a step view's sequence (none when its
+    view is not well-formed)."""
     view = seq["view"]
+    lists = [view.get(k) for k in ("position", "target_token_id", "target_token_str")]
+    if not all(isinstance(c, list) for c in lists):
+        return {}
     return {p: (t if is_int(t) else -1, s if isinstance(s, str) else None)
-            for p, t, s in zip(view["position"], view["target_token_id"], view["target_token_str"])}
+            for p, t, s in zip(*lists) if is_int(p)}
