@@ -302,7 +302,8 @@ class BatchCapture:
             try:
                 entry = tensor_to_training_entry(
                     logits[i:i + 1], ids[i:i + 1], self.tokenizer, step=int(self._step or 0), top_k=o.top_k,
-                    attention_mask=mask[i:i + 1], labels=None if labels is None else labels[i:i + 1], as_json=True,
+                    attention_mask=mask[i:i + 1], labels=None if labels is None else labels[i:i + 1],
+                    names=[f"row {first + i}"], as_json=True,
                 )
             except ValueError as exc:  # e.g. NaN logits in that row: say so, train on
                 log.warning("seqviz: row %d of step %s not captured: %s", first + i, self._step, exc)
@@ -404,8 +405,8 @@ class BatchCapture:
         pool = [c for c in candidates if c["random"] and c["row"] not in taken]
         drawn = random.Random(o.seed * 7919 + step).sample(pool, min(o.random_rows, len(pool)))
         chosen = top + drawn
-        # each row's JSON, named: the converter's sequence starts with its tokens (no name)
-        sequences = [EncodedJSON(b'{"name":"row %d",' % c["row"] + c["sequence"][1:]) for c in chosen]
+        # each row's JSON is named by its row on its rank: renamed (a copy) on the other ranks
+        sequences = [_renamed(c["sequence"], c["row"]) if offsets[c["rank"]] else c["sequence"] for c in chosen]
         meta.update(batch_size=len(sequences), source="train_batch", rows=[c["row"] for c in chosen],
                     kinds=["top"] * len(top) + ["random"] * len(drawn), row_loss=[round(c["loss"], 5) for c in chosen])
         finite = step_loss is not None and math.isfinite(step_loss)
@@ -414,3 +415,8 @@ class BatchCapture:
             "loss": step_loss if finite else None, "perplexity": perplexity(step_loss) if finite else None,
             "schema_version": SCHEMA_VERSION, "sequences": sequences, "metadata": meta,
         }
+
+
+def _renamed(sequence: EncodedJSON, row: int) -> EncodedJSON:
+    """A captured sequence's JSON (``{"name":"row N",...``) named ``row {row}``."""
+    return EncodedJSON(b'{"name":"row %d",' % row + memoryview(sequence)[sequence.index(b",") + 1:])

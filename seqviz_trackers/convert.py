@@ -28,6 +28,7 @@ CHUNK_BYTES = 2 * 2**20
 MAX_CHUNK_BYTES = 8 * 2**20
 #: Chunks are not cut below this size to keep them an eighth of small logits (``_chunk_rows``).
 MIN_CHUNK_BYTES = 64 * 2**10
+_BLOCK = 16  # positions whose candidates are made Python objects at a time
 #: Block length of the blocked top-k (see ``_top_k``).
 TOPK_BLOCK = 128
 SIGNIFICANT_DIGITS = 5
@@ -190,19 +191,28 @@ def tensor_to_training_entry(
     strings = dict(zip(vocab_ids.tolist(), token_strings(tokenizer, vocab_ids.tolist())))
     masked_l = masked.tolist()
 
-    top_ids_l, top_probs_l = top_ids.tolist(), top_probs.tolist()
     tprob_l, ent_l, loss_l = (_round_sig(a).tolist() for a in (target_prob, entropy, token_loss))
     rank_l = rank.astype(np.int64).tolist()
     rows_l, tgt_l = rows.tolist(), row_targets.tolist()
 
     sequences = []
-    j = 0
+    j = start = end = 0
     for b in range(batch):
         kept = mask[b].nonzero().squeeze(1).tolist()
         where = {t: p for p, t in enumerate(kept)}
         seq_ids = ids[b, kept].tolist()
+        seq: dict[str, Any] = {}
+        if names is not None:
+            seq["name"] = str(names[b])
+        seq.update(tokens=[strings[i] for i in seq_ids], token_ids=seq_ids)
+        if as_json:  # what client_json makes of the dict: its keys in order, predictions last
+            out, sep = bytearray(client_json(seq)[:-1]), b""
+            out += b',"predictions":['
         predictions = []
         while j < n and rows_l[j] // length == b:
+            if j == end:  # the candidates as Python objects a block at a time (a few times their JSON's memory)
+                start, end = j, min(n, j + _BLOCK)
+                block_ids, block_probs = top_ids[start:end].tolist(), top_probs[start:end].tolist()
             tgt = tgt_l[j]
             pred = {
                 "position": where[rows_l[j] % length],
@@ -213,21 +223,23 @@ def tensor_to_training_entry(
                 "loss": max(loss_l[j], 0.0),
                 "correct": rank_l[j] == 1,
                 "entropy": max(ent_l[j], 0.0),
-                "top_k": [[i, strings[i], p] for i, p in zip(top_ids_l[j], top_probs_l[j])],
+                "top_k": [[i, strings[i], p] for i, p in zip(block_ids[j - start], block_probs[j - start])],
             }
             if masked_l[j]:
                 del pred["loss"]  # infinite: JSON has no such number
-            predictions.append(client_json(pred) if as_json else pred)
+            if not as_json:
+                predictions.append(pred)
+            else:
+                out += sep
+                out += client_json(pred)
+                sep = b","
             j += 1
-        seq: dict[str, Any] = {}
-        if names is not None:
-            seq["name"] = str(names[b])
-        seq.update(tokens=[strings[i] for i in seq_ids], token_ids=seq_ids)
-        if as_json:  # what client_json makes of the dict: its keys in order, predictions last
-            seq = EncodedJSON(client_json(seq)[:-1] + b',"predictions":[' + b",".join(predictions) + b"]}")
+        if as_json:
+            out += b"]}"
+            sequences.append(EncodedJSON(out))
         else:
             seq["predictions"] = predictions
-        sequences.append(seq)
+            sequences.append(seq)
 
     meta: dict[str, Any] = {"vocab_size": vocab, "batch_size": batch, "sequence_length": length, "top_k": k}
     if model_name is not None:

@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 
-from seqviz_trackers.capture import BatchCapture, CaptureOptions
+from seqviz_trackers.capture import BatchCapture, CaptureOptions, _renamed
 from seqviz_trackers.convert import tensor_to_training_entry
 from seqviz_trackers.format.schema import SchemaValidationError, validate_entry
 from seqviz_trackers.storage.batches import captured_sequences, encode_batch
@@ -72,11 +72,11 @@ class Pieces:
 
 def test_sequences_as_json_are_the_bytes_of_the_dicts():
     torch.manual_seed(1)
-    logits = torch.randn(3, 9, 40)
+    logits = torch.randn(3, 23, 40)  # the converter's blocks of positions span sequences
     logits[1, 2, 7] = float("-inf")  # a target the model cannot produce: no loss at that position
-    ids = torch.randint(0, 40, (3, 9))
+    ids = torch.randint(0, 40, (3, 23))
     ids[1, 3] = 7
-    mask = torch.ones(3, 9, dtype=torch.long)
+    mask = torch.ones(3, 23, dtype=torch.long)
     mask[0, :2] = 0  # left padding
     labels = ids.clone()
     labels[2, 4:6] = -100
@@ -87,3 +87,10 @@ def test_sequences_as_json_are_the_bytes_of_the_dicts():
     assert [bytes(s) for s in as_json["sequences"]] == [client_json(s) for s in as_dicts["sequences"]]
     assert "loss" not in as_dicts["sequences"][1]["predictions"][2]
     assert {k: v for k, v in as_json.items() if k != "sequences"} == {k: v for k, v in as_dicts.items() if k != "sequences"}
+
+
+def test_a_row_of_another_rank_is_renamed_by_its_row_in_the_gathered_batch():
+    held = EncodedJSON(b'{"name":"row 3","tokens":["a,b"],"predictions":[]}')
+    renamed = _renamed(held, 11)
+    assert isinstance(renamed, EncodedJSON)
+    assert json.loads(renamed) == {"name": "row 11", "tokens": ["a,b"], "predictions": []}

@@ -71,6 +71,15 @@ def test_broken_entries_name_the_field(mutate, path):
     assert str(info.value).startswith(path + ":")
 
 
+def test_a_candidate_of_neither_form_is_named_with_both_forms():
+    entry = json.loads(json.dumps(SEED_EXAMPLE))
+    entry["sequences"][0]["predictions"][0]["top_k"][1] = 5
+    with pytest.raises(SchemaValidationError) as info:
+        validate_entry(entry)
+    assert info.value.path == "$.sequences[0].predictions[0].top_k[1]"
+    assert "triple or a" in info.value.reason
+
+
 def test_writer_refuses_bad_entries_and_writes_nothing(tmp_path):
     path = tmp_path / "deep" / "dir" / "run.jsonl"
     entry = make_entry(1)

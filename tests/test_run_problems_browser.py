@@ -49,11 +49,12 @@ def test_served_page_lists_an_unreadable_run_as_unavailable(page, tmp_path):
 
         page.goto(h.url + "#run=bad")  # a link naming it: the good run is shown, and why
         page.reload()
-        page.wait_for_selector(".tok", timeout=15_000)
+        # the banner says so as soon as the runs are listed, and goes after 10 s: read it first
         banner = page.locator(".banner")
-        expect(banner).to_contain_text("Run \u201cbad\u201d cannot be read (", timeout=10_000)
+        expect(banner).to_contain_text("Run \u201cbad\u201d cannot be read (", timeout=30_000)
         expect(banner).to_contain_text("symbolic links")
         expect(banner).to_contain_text("showing \u201cgood\u201d instead")
+        page.wait_for_selector(".tok", timeout=30_000)
         assert page.locator(".run-select").input_value() == "good"
 
 

@@ -48,6 +48,7 @@ def test_two_ranks_rows_gathered_one_writer(tmp_path):
     losses = recs[1]["rows"]["loss"]
     assert meta["rows"][:2] == sorted(range(8), key=lambda i: -losses[i])[:2]
     assert meta["kinds"] == ["top", "top", "random"]
+    assert [s["name"] for s in cap["sequences"]] == [f"row {row}" for row in meta["rows"]]  # rows of the gathered batch
     # the TensorBoard mirror keeps the same lines beside its steps asset
     (asset,) = (tmp_path / "runs").glob("*/plugins/seqviz/steps.jsonl")
     assert Path(batches_path(asset)).read_bytes() == raw

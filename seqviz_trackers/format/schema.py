@@ -48,6 +48,11 @@ def _compiled(definition: str | None = None) -> Callable[[Any], Any]:
     import fastjsonschema
 
     schema = load_schema()
+    # The two candidate forms are told apart by their JSON type (array, object), so "any of"
+    # means "one of" here; fastjsonschema's oneOf tries both forms of every candidate (and
+    # makes an exception object for the one that fails), anyOf stops at the first that fits.
+    items = schema["$defs"]["candidates"]["items"]
+    items["anyOf"] = items.pop("oneOf")
     return fastjsonschema.compile(_as_draft7(schema if definition is None else schema["$defs"][definition]))
 
 
@@ -82,7 +87,7 @@ def check_schema(entry: Any) -> None:
         _compiled()(entry)
     except fastjsonschema.JsonSchemaValueException as exc:
         path = list(exc.path or ["data"])
-        if exc.rule == "oneOf":  # a candidate of neither form: say what is wrong with the form it has
+        if exc.rule == "anyOf":  # a candidate of neither form: say what is wrong with the form it has
             form = _CANDIDATE_FORMS.get(type(exc.value))
             if form is None:
                 raise SchemaValidationError(_EITHER_FORM, _json_path(path)) from None
