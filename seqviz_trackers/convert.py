@@ -114,8 +114,8 @@ def tensor_to_training_entry(
         as_json: give each sequence as its JSON (an
             :class:`~seqviz_trackers.storage.jsonl.EncodedJSON`, the bytes
             :func:`~seqviz_trackers.storage.jsonl.client_json` makes of the dict), encoded
-            position by position: the memory of one position's objects at a time instead of
-            the whole sequence's, several times the JSON's size.
+            position by position: the memory of a few positions' objects at a time instead
+            of the whole sequence's, several times the JSON's size.
 
     A target whose logit is ``-inf`` (a masked token the model cannot produce) is logged
     with ``target_prob`` 0 and ``target_rank`` = the vocabulary size (last), and no

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import threading
+import zlib
 
 import fsspec
 import pytest
@@ -273,3 +275,48 @@ def test_plugin_serves_a_remote_log_directory_through_tensorboards_file_layer(lo
         assert client.get(f"{P}/step?run=sweep/lr_0.1&step=10").json["step"] == 10
     finally:
         fs.rm("/seqviz-test-logs", recursive=True)
+
+
+def test_a_step_is_answered_while_a_dynamics_route_is_still_at_work(tmp_path, monkeypatch):
+    """A step change is not queued behind a dynamics build (the tab's first tracks request,
+    seconds at 16 x 4,096): one quick route and one other are answered beside each other."""
+    mirror_run(tmp_path / "run", [0, 1])
+    client, _, _ = wsgi_app(tmp_path)
+    inside, release = threading.Event(), threading.Event()
+
+    def slow(runs, query):
+        inside.set()
+        return {"released": release.wait(60)}
+
+    monkeypatch.setitem(api.ROUTES, "learned", slow)
+    answers = {}
+    worker = threading.Thread(target=lambda: answers.update(slow=client.get(f"{P}/learned?run=run")))
+    worker.start()
+    try:
+        assert inside.wait(60)
+        step = client.get(f"{P}/step?run=run&step=1")
+        assert step.status_code == 200 and step.json["step"] == 1
+        assert worker.is_alive()  # the dynamics route is still at work
+    finally:
+        release.set()
+        worker.join(60)
+    assert answers["slow"].json == {"released": True}
+
+
+def test_a_stored_step_view_is_sent_as_the_columns_file_holds_it_to_a_browser_that_takes_deflate(tmp_path):
+    mirror_run(tmp_path / "run", [0, 1], texts=[HOSTILE + " and more text"])
+    client, _, _ = wsgi_app(tmp_path)
+    url = f"{P}/step?run=run&step=1&view=1"
+    plain = client.get(url)  # no Accept-Encoding: TensorBoard's own answer
+    assert plain.status_code == 200 and "Content-Encoding" not in plain.headers
+    gzipped = client.get(url, headers={"Accept-Encoding": "gzip"})
+    assert gzipped.headers["Content-Encoding"] == "gzip"
+    browser = client.get(url, headers={"Accept-Encoding": "gzip, deflate, br, zstd"})
+    assert browser.status_code == 200 and browser.headers["Content-Encoding"] == "deflate"
+    assert browser.mimetype == "application/json"
+    assert zlib.decompress(browser.get_data()) == plain.get_data()
+    assert plain.json["step"] == 1 and plain.json["sequences"][0]["view"]
+    refused = client.get(url, headers={"Accept-Encoding": "gzip, deflate;q=0"})
+    assert refused.headers["Content-Encoding"] == "gzip"
+    entry = client.get(f"{P}/step?run=run&step=1", headers={"Accept-Encoding": "deflate"})  # parsed, not stored
+    assert "Content-Encoding" not in entry.headers and entry.json["step"] == 1

@@ -49,7 +49,7 @@ from ..dynamics.spikes import BATCH_ROUTES
 from ..format.view import candidates_at, step_view
 from ..runs import BadRequest, NotFound, Query, Runs, int_param, parse_step, required_int, unreadable
 
-__all__ = ["Runs", "NotFound", "BadRequest", "runs_impl", "steps_impl", "step_impl", "candidates_impl", "parse_step", "ROUTES", "handle",
+__all__ = ["Runs", "NotFound", "BadRequest", "runs_impl", "steps_impl", "step_impl", "candidates_impl", "parse_step", "ROUTES", "QUICK_ROUTES", "handle",
            "WEB_DIR", "web_file", "content_type"]
 
 log = logging.getLogger(__name__)
@@ -158,6 +158,10 @@ ROUTES: dict[str, Callable[[Runs, Query], Any]] = {
     "candidates": candidates_impl,
 }
 
+
+#: Routes that read one line or an index: every back end answers them beside (never behind)
+#: the dynamics routes, which may take seconds.
+QUICK_ROUTES = frozenset({"runs", "steps", "step", "candidates"})
 
 # Training dynamics: sequences, series, diff, learned, compare_runs (shapes in docs/dynamics.md).
 ROUTES.update(DYNAMICS_ROUTES)

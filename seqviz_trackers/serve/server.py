@@ -70,8 +70,6 @@ MAX_INCOMING = 64 * 1024
 QUEUE_LIMIT = 256
 #: Requests one websocket client may have in flight at once.
 INFLIGHT_LIMIT = 16
-#: Routes that read one line or an index: answered beside (never behind) the dynamics routes.
-QUICK_ROUTES = frozenset({"runs", "steps", "step", "candidates"})
 #: Longest gap, in seconds, between scans for new runs when nothing changes.
 MAX_SCAN_GAP = 5.0
 #: Seconds a connection may take to send its HTTP request (a route may then take longer).
@@ -300,7 +298,7 @@ class SeqVizServer:
                 return status, _dumps(body)
             except (TypeError, ValueError) as exc:
                 return 500, _dumps({"error": f"cannot encode the answer: {exc}"})
-        pool = self._quick if route in QUICK_ROUTES else self._heavy
+        pool = self._quick if route in api.QUICK_ROUTES else self._heavy
         answer = await asyncio.get_running_loop().run_in_executor(pool, work)
         self._live_soon(self._share_problems)
         return answer

@@ -367,10 +367,11 @@ class ColumnsReader:
         except (OSError, ValueError, KeyError, TypeError):
             return None
 
-    def view(self, info: Any) -> tuple[bytes, int] | None:
-        """``(the step view as JSON, the CRC-32 of the line it was made from)`` from the record
-        of the line ``info``, or None (no record, none with a view, or a damaged one). The
-        view is that line's only while the line has that checksum: the caller compares."""
+    def view(self, info: Any) -> tuple[bytes, int, bytes] | None:
+        """``(the step view as JSON, the CRC-32 of the line it was made from, the view as
+        stored: zlib-compressed)`` from the record of the line ``info``, or None (no record,
+        none with a view, or a damaged one). The view is that line's only while the line has
+        that checksum: the caller compares."""
         found = self._lookup(info)
         if found is None:
             return None
@@ -382,7 +383,7 @@ class ColumnsReader:
             with self.files.open(self.path) as f:
                 f.seek(body + blen)
                 data = f.read(vlen)
-            return (zlib.decompress(data), line_crc) if zlib.crc32(data) == view_crc else None
+            return (zlib.decompress(data), line_crc, data) if zlib.crc32(data) == view_crc else None
         except (OSError, zlib.error):
             return None
 

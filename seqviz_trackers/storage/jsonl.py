@@ -83,7 +83,10 @@ def encode_entry(entry: dict[str, Any], validate: bool = True) -> bytes:
 
 class EncodedJSON(bytes):
     """JSON that is already what :func:`client_json` makes of its value (a step view read
-    from the columns file): :func:`client_json` returns it as it is."""
+    from the columns file): :func:`client_json` returns it as it is. ``deflated``: the same
+    bytes zlib-compressed (HTTP's ``deflate`` coding) when they were read so, else None."""
+
+    deflated: bytes | None = None
 
 
 def client_json(value: Any) -> bytes:
@@ -781,13 +784,15 @@ class TrainingDataReader:
         ValueError as :meth:`read` does."""
         found = self.columns.view(info)
         if found is not None:
-            view, line_crc = found
+            view, line_crc, deflated = found
             with self.files.open(self.path) as f:
                 f.seek(info.offset)
                 raw = f.read(info.length)
             if len(raw) == info.length and zlib.crc32(raw) == line_crc:
                 if encoded:
-                    return EncodedJSON(view)
+                    out = EncodedJSON(view)
+                    out.deflated = deflated
+                    return out
                 try:
                     return json.loads(view)
                 except ValueError:

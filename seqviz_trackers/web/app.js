@@ -373,7 +373,7 @@ export class Dashboard {
       // once the step is drawn: the back end builds the run's training-dynamics tracks now,
       // not on the first click that needs them (colour by change, a token's history)
       const step = this.state.entry && this.state.entry.step;
-      if (step !== undefined && run === this.state.run) this.dynGet("sequences", { step }).catch(() => {});
+      if (step !== undefined && run === this.state.run) this.tracksAsked = this.dynGet("sequences", { step }).catch(() => {});
     } else if (!this.state.batch.open) this.showBanner("Waiting for the first step\u2026", "wait");  // a page of a batch only shows it
   }
 
