@@ -546,3 +546,19 @@ def test_evenly_spaced_rows_keep_the_ends_and_the_limit():
     for n in range(2, 60):
         rows = evenly_spaced(n, 7)
         assert rows[0] == 0 and rows[-1] == n - 1 and len(rows) == min(n, 7) and rows == sorted(set(rows))
+
+
+def test_sig_list_gives_the_floats_sig_gives():
+    """The NumPy rounding of :func:`sig_list` against Python's own, value by value: ties,
+    float32 values, integers, the extremes of float64 and values it leaves to Python."""
+    from seqviz_trackers.dynamics.compare import sig, sig_list
+
+    rng = np.random.default_rng(7)
+    odd = [0.0, -0.0, math.nan, math.inf, -math.inf, 5e-324, 1e-310, 1e308, -1.7e308, 1e-19, 9.9999e-20, 1e25,
+           1.00001e25, 9999.5, 0.99995, 1e22, 123456789.0, 0.00012345]
+    for values in (rng.normal(size=20000), np.exp(rng.uniform(-700, 700, 20000)) * rng.choice([-1, 1], 20000),
+                   rng.normal(size=20000).astype(np.float32), np.round(rng.uniform(0, 10, 20000), 4) + 0.00005,
+                   rng.integers(-10**9, 10**9, 20000).astype(float), np.array(odd)):
+        got, want = sig_list(values), [sig(v) for v in values.tolist()]
+        assert list(map(repr, got)) == list(map(repr, want))
+    assert sig_list([None, 1.23456, None]) == [None, 1.235, None] and sig_list([]) == []

@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import struct
 
 import numpy as np
 import pytest
@@ -15,12 +16,12 @@ from factories import HOSTILE, make_entry
 from seed_files import seed_entry
 from seqviz_trackers import TrainingDataWriter
 from seqviz_trackers.dynamics.cache import light_entry
-from seqviz_trackers.dynamics.compare import compare
+from seqviz_trackers.dynamics.compare import compare, compare_logged, record_sequences
 from seqviz_trackers.dynamics.routes import diff_json, learned_json, sequences_json, series_json
 from seqviz_trackers.dynamics.tracks import Dynamics
 from seqviz_trackers.format.entry import columns, facts
 from seqviz_trackers.format.view import sequence_columns, step_view, view_columns
-from seqviz_trackers.storage.columns import SUFFIX
+from seqviz_trackers.storage.columns import SUFFIX, decode_record, encode_record
 from seqviz_trackers.storage.jsonl import TrainingDataReader
 from test_step_view import mutations, odd_entry
 from web_data import learning_entry
@@ -91,6 +92,23 @@ def test_a_view_that_is_not_well_formed_gives_no_columns():
     assert view_columns({"tokens": ["a"]}) is None
 
 
+def same_numbers(x, y, where="") -> None:
+    """``x == y``, but floats need only agree to a float32 columns record's precision, as
+    seen through 4 significant digits (a difference of two float32 losses: 1e-6 at most)."""
+    if isinstance(x, float) and isinstance(y, float):
+        assert x == pytest.approx(y, rel=1e-3, abs=1e-6), where
+    elif isinstance(x, dict) and isinstance(y, dict):
+        assert x.keys() == y.keys(), where
+        for k in x:
+            same_numbers(x[k], y[k], f"{where}.{k}")
+    elif isinstance(x, list) and isinstance(y, list):
+        assert len(x) == len(y), where
+        for i, (u, v) in enumerate(zip(x, y)):
+            same_numbers(u, v, f"{where}[{i}]")
+    else:
+        assert x == y, where
+
+
 def without_divergence(diff: dict) -> dict:
     out = copy.deepcopy(diff)
     out["summary"]["mean_divergence"] = None
@@ -143,12 +161,20 @@ def test_a_run_read_from_its_stored_views_answers_as_from_its_lines(tmp_path, mo
         answers.append([sequences_json(reader), learned_json(reader), series_json(reader, 0, 3),
                         series_json(reader, 1, 5, points=4), sequences_json(reader, 200),
                         diff_json(reader, 100, 250, limit=30, per_token=True, divergence=False)])
-    assert answers[0] == answers[1]
+    assert answers[0][:-1] == answers[1][:-1]
+    same_numbers(answers[0][-1], answers[1][-1])  # the cached run's diff: from its columns records
     assert [p for p in parsed if p[0] == "cached.jsonl"] == []  # views and columns only
     assert {s for name, s in parsed if name == "plain.jsonl"} >= {100, 250}
 
+    views = []
+    original_view = TrainingDataReader.read_view
+    monkeypatch.setattr(TrainingDataReader, "read_view", lambda self, *a, **k: views.append(1) or original_view(self, *a, **k))
+    colours = diff_json(readers[0], 50, 200, limit=0, per_token=True, divergence=False)  # what the page colours with
+    assert views == [] and colours["per_token"] and colours["learned"] == []
+    same_numbers(colours, diff_json(readers[1], 50, 200, limit=0, per_token=True, divergence=False))
+
     full = [diff_json(r, 100, 250, limit=30, per_token=True) for r in readers]
-    assert full[0] == full[1] and without_divergence(full[0]) == answers[0][-1]
+    assert full[0] == full[1] and without_divergence(full[0]) == answers[1][-1]
     assert ("cached.jsonl", 100) in parsed  # the divergences need every candidate: the lines
 
 
@@ -201,6 +227,32 @@ def test_a_diff_of_two_views_is_the_diff_of_their_entries():
         assert compare(*views, limit=50, per_token=True, divergence=False) == want, i
         seen_rows += sum(len(want[k]) for k in ("learned", "forgotten", "worsened", "improved"))
     assert seen_rows > 100
+
+
+def record_side(entry: dict, read: list) -> tuple:
+    """A step as a diff reads it from its columns record (the entry read, into ``read``, only for rows)."""
+    raw = encode_record(entry, 0, 1)
+    _magic, hlen, blen, _vlen = struct.unpack_from("<4sIII", raw)
+    _step, seqs, _vocab = decode_record(json.loads(raw[16:16 + hlen]), raw[16 + hlen:16 + hlen + blen])
+    return entry["step"], entry.get("loss"), record_sequences([(k, cols) for k, _text, cols in seqs],
+                                                               lambda: read.append(id(entry)) or as_stored(entry))
+
+
+def test_a_diff_of_two_columns_records_is_the_diff_of_their_entries():
+    """The same pairs: the numbers from the records (float32), the rows' strings from the
+    views, each read once and only when a row is listed."""
+    all_entries = entries() + [seed_entry(150, 300), seed_entry(250, 300)]
+    pairs = list(zip(all_entries, all_entries[1:])) + [(all_entries[0], e) for e in all_entries[6:]]
+    for i, (a, b) in enumerate(pairs):
+        want = compare(a, b, limit=50, per_token=True, divergence=False)
+        read: list = []
+        got = compare_logged(record_side(a, read), record_side(b, read), limit=50, per_token=True, divergence=False)
+        same_numbers(got, want, str(i))
+        assert len(read) == len(set(read)), i
+        read.clear()
+        got = compare_logged(record_side(a, read), record_side(b, read), limit=0, per_token=True, divergence=False)
+        assert read == [], i
+        same_numbers(got["per_token"], want["per_token"], str(i))
 
 
 def test_a_sequence_with_an_odd_view_and_no_predictions_adds_nothing_and_does_not_raise():

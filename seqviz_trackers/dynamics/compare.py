@@ -6,6 +6,7 @@ two predicted distributions (see :data:`DIVERGENCE`).
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any, Callable, Hashable, Iterable, NamedTuple, Sequence
 
@@ -14,7 +15,7 @@ import numpy as np
 from ..format.entry import Candidate, Columns, by_position, candidates, columns, facts, is_num, sequence_key
 from ..format.view import is_view, view_columns
 
-__all__ = ["DIVERGENCE", "compare", "js_topk_other", "logp", "sig", "sig_list", "token_context"]
+__all__ = ["DIVERGENCE", "Logged", "compare", "compare_logged", "record_sequences", "js_topk_other", "logp", "sig", "sig_list", "token_context"]
 
 DIVERGENCE = {
     "name": "js_topk_other",
@@ -32,6 +33,7 @@ _LOGP_FLOOR = math.log(1e-30)
 
 def logp(loss: np.ndarray, prob: np.ndarray) -> np.ndarray:
     """log p(target): minus the loss (more precise for tiny p), else log of the probability."""
+    loss, prob = np.asarray(loss, dtype=np.float64), np.asarray(prob, dtype=np.float64)
     with np.errstate(divide="ignore", invalid="ignore"):
         out = np.where(np.isnan(loss), np.log(prob), -loss)
     return np.maximum(out, _LOGP_FLOOR)
@@ -121,12 +123,36 @@ def sig(x: Any, digits: int = 4) -> Any:
 
 
 def sig_list(values: Iterable[Any]) -> list[Any]:
-    """:func:`sig` of each value (numbers or None), in one pass."""
-    x = np.asarray(values if isinstance(values, np.ndarray) else list(values), dtype=np.float64)
+    """:func:`sig` of each value (numbers or None), the same floats, rounded in NumPy.
+
+    A value ``v`` with 4 significant digits at decimal exponent ``e`` is ``n / 10**(3 - e)``
+    for an integer ``n``: ``rint(v * 10**(3 - e))`` gives ``n`` unless ``v * 10**(3 - e)`` lies
+    within rounding error of a tie, and the division (exact powers of ten up to 1e22) rounds
+    to the float nearest ``n``'s decimal, as ``float(f"{v:.4g}")`` does. Ties and values
+    outside 1e-19..1e25 are formatted one by one."""
+    x = np.asarray(values if isinstance(values, np.ndarray) else list(values), dtype=np.float64).ravel()
     finite = np.isfinite(x)
     if not finite.any():
         return [None] * len(x)
-    return [float(f"{v:.4g}") if ok else None for v, ok in zip(x.tolist(), finite.tolist())]
+    out = np.where(finite, x, 0.0)
+    size = np.abs(out)
+    k = 3 - np.floor(np.log10(np.where(size > 0, size, 1.0))).astype(np.int64)
+    slow = finite & (size > 0) & (np.abs(k) > 22)
+    k = np.clip(k, -22, 22)
+    scale = 10.0 ** np.abs(k)
+    with np.errstate(over="ignore", invalid="ignore"):  # (values formatted one by one)
+        scaled = np.where(k >= 0, out * scale, out / scale)
+        whole = np.rint(scaled)
+        slow |= np.abs(np.abs(scaled - np.trunc(scaled)) - 0.5) < 1e-6
+        out = np.where(k >= 0, whole / scale, whole * scale)
+    out = np.where(size > 0, out, x)  # zeros keep their sign
+    listed = out.tolist()
+    for i in np.flatnonzero(slow).tolist():
+        listed[i] = float(f"{x[i]:.4g}")
+    if not finite.all():
+        for i in np.flatnonzero(~finite).tolist():
+            listed[i] = None
+    return listed
 
 
 def token_context(tokens: list[str], pos: int, before: int = 6) -> str:
@@ -170,6 +196,41 @@ def _side(seq: dict[str, Any], divergence: bool) -> tuple[Columns, Callable[[int
     return cols, at_view
 
 
+class Logged(NamedTuple):
+    """One logged sequence as a diff reads it: ``side()`` gives its :class:`Columns` and what a
+    row shows of its prediction at a position, ``seq()`` the sequence itself (its tokens, and
+    its candidates for the divergences). Both are called only when needed."""
+
+    key: Hashable
+    side: Callable[[], tuple[Columns, Callable[[int], _At]]]
+    seq: Callable[[], dict[str, Any]]
+
+
+def _logged(seqs: list[dict[str, Any]], divergence: bool) -> list[Logged]:
+    def one(s: dict[str, Any]) -> Logged:
+        return Logged(sequence_key(s), lambda: _side(s, divergence), lambda: s)
+    return [one(s) for s in seqs]
+
+
+def record_sequences(seqs: list[tuple[Hashable, Columns]], entry: Callable[[], dict[str, Any]]) -> list[Logged]:
+    """The sequences of a step read from its columns record: per sequence its key and its
+    :class:`Columns`, in the order of the entry's sequences. ``entry()`` reads the step (or
+    its step view), once, and only when a diff row needs it: the numbers come from the columns."""
+    entry = functools.cache(entry)
+
+    @functools.cache
+    def logged(i: int) -> dict[str, Any]:
+        return [s for s in entry().get("sequences") or () if isinstance(s, dict)][i]
+
+    @functools.cache
+    def at(i: int) -> Callable[[int], _At]:
+        return _side(logged(i), False)[1]
+
+    def one(i: int, key: Hashable, cols: Columns) -> Logged:
+        return Logged(key, lambda: (cols, lambda p: at(i)(p)), lambda: logged(i))
+    return [one(i, key, cols) for i, (key, cols) in enumerate(seqs)]
+
+
 def _at_positions(sa: dict[str, Any], sb: dict[str, Any], positions: list[int]) -> tuple[list[Any], list[Any]]:
     preds_a, preds_b = by_position(sa), by_position(sb)
     return [preds_a[p] for p in positions], [preds_b[p] for p in positions]
@@ -186,27 +247,37 @@ def compare(entry_a: dict[str, Any], entry_b: dict[str, Any], *, limit: int = 20
     :func:`~seqviz_trackers.format.view.step_view` (its sequences' views are read in bulk,
     the same diff).
     """
-    seqs_a = [s for s in entry_a.get("sequences") or () if isinstance(s, dict)]
-    seqs_b = [s for s in entry_b.get("sequences") or () if isinstance(s, dict)]
+    seqs_a, seqs_b = ([s for s in e.get("sequences") or () if isinstance(s, dict)] for e in (entry_a, entry_b))
+    return compare_logged((entry_a.get("step"), entry_a.get("loss"), _logged(seqs_a, divergence)),
+                          (entry_b.get("step"), entry_b.get("loss"), _logged(seqs_b, divergence)), limit=limit,
+                          per_token=per_token, number=(lambda s: number(s.seq())) if number is not None else None,
+                          divergence=divergence)
+
+
+def compare_logged(step_a: tuple[Any, Any, list[Logged]], step_b: tuple[Any, Any, list[Logged]], *, limit: int = 20,
+                   per_token: bool = False, number: Callable[[Logged], int | None] | None = None,
+                   divergence: bool = True) -> dict[str, Any]:
+    """:func:`compare` of two steps given as ``(step, loss, [Logged])``."""
+    (a, loss_a, seqs_a), (b, loss_b, seqs_b) = step_a, step_b
     index_a: dict[Hashable, int] = {}
     for i, s in enumerate(seqs_a):
-        index_a.setdefault(sequence_key(s), i)
+        index_a.setdefault(s.key, i)
     sequences, per, parts = [], [], []
     for ib, sb in enumerate(seqs_b):
-        ia = index_a.get(sequence_key(sb))
+        ia = index_a.get(sb.key)
         if ia is None:
             continue
         sa = seqs_a[ia]
         seq_no = number(sb) if number is not None else ib
-        name = sb.get("name") if isinstance(sb.get("name"), str) else None
+        name = sb.key[1] if sb.key[0] == "name" else None
         sequences.append({"seq": seq_no, "name": name, "index_a": ia, "index_b": ib})
-        (ca, at_a), (cb, at_b) = _side(sa, divergence), _side(sb, divergence)
+        (ca, at_a), (cb, at_b) = sa.side(), sb.side()
         common, ja, jb = np.intersect1d(ca.pos, cb.pos, return_indices=True)
         part = {
             "k": np.full(len(common), len(parts)), "pos": common,
             "p_a": ca.prob[ja], "p_b": cb.prob[jb], "rank_a": ca.rank[ja], "rank_b": cb.rank[jb],
             "d_logp": logp(cb.loss, cb.prob)[jb] - logp(ca.loss, ca.prob)[ja],
-            "div": _divergences(*_at_positions(sa, sb, common.tolist())) if divergence else np.full(len(common), np.nan),
+            "div": _divergences(*_at_positions(sa.seq(), sb.seq(), common.tolist())) if divergence else np.full(len(common), np.nan),
         }
         parts.append((part, seq_no, name, ib, sb, at_a, at_b))
         if per_token:
@@ -214,8 +285,7 @@ def compare(entry_a: dict[str, Any], entry_b: dict[str, Any], *, limit: int = 20
             flip = (part["rank_b"] == 1).astype(np.int64) - (part["rank_a"] == 1)
             per.append({"seq": seq_no, "index_b": ib, "positions": common.tolist(),
                         "delta_logp": sig_list(part["d_logp"]),
-                        "delta_rank": [int(b - a) if k else None for a, b, k in
-                                       zip(part["rank_a"].tolist(), part["rank_b"].tolist(), known.tolist())],
+                        "delta_rank": np.where(known, part["rank_b"].astype(np.int64) - part["rank_a"], None).tolist(),
                         "divergence": sig_list(part["div"]), "flip": flip.tolist()})
 
     cat = {f: np.concatenate([p[0][f] for p in parts]) if parts else np.zeros(0) for f in
@@ -223,13 +293,15 @@ def compare(entry_a: dict[str, Any], entry_b: dict[str, Any], *, limit: int = 20
     d_logp, div = cat["d_logp"], cat["div"]
     flip = (cat["rank_b"] == 1).astype(np.int64) - (cat["rank_a"] == 1)
     known_d = ~np.isnan(d_logp)
-    order_up = np.argsort(-np.where(known_d, d_logp, -np.inf), kind="stable")   # biggest gain first
-    order_down = np.argsort(np.where(known_d, d_logp, np.inf), kind="stable")   # biggest loss first
+    nothing = np.zeros(0, dtype=np.int64)  # (no rows asked for: no order needed)
+    order_up = np.argsort(-np.where(known_d, d_logp, -np.inf), kind="stable") if limit else nothing  # biggest gain first
+    order_down = np.argsort(np.where(known_d, d_logp, np.inf), kind="stable") if limit else nothing  # biggest loss first
 
     def row(i: int) -> dict[str, Any]:
         part, seq_no, name, ib, sb, at_a, at_b = parts[int(cat["k"][i])]
         p = int(cat["pos"][i])
-        tokens = sb.get("tokens") if isinstance(sb.get("tokens"), list) else []
+        tokens = sb.seq().get("tokens")
+        tokens = tokens if isinstance(tokens, list) else []
         ra, rb = int(cat["rank_a"][i]), int(cat["rank_b"][i])
         fa, fb = at_a(p), at_b(p)
         target = fb.target
@@ -251,9 +323,9 @@ def compare(entry_a: dict[str, Any], entry_b: dict[str, Any], *, limit: int = 20
         return [row(i) for i in order[mask[order]][:limit].tolist()]
 
     out: dict[str, Any] = {
-        "a": entry_a.get("step"), "b": entry_b.get("step"),
-        "loss_a": sig(entry_a.get("loss"), 6) if is_num(entry_a.get("loss")) else None,
-        "loss_b": sig(entry_b.get("loss"), 6) if is_num(entry_b.get("loss")) else None,
+        "a": a, "b": b,
+        "loss_a": sig(loss_a, 6) if is_num(loss_a) else None,
+        "loss_b": sig(loss_b, 6) if is_num(loss_b) else None,
         "divergence": DIVERGENCE,
         "summary": {
             "compared": int(len(d_logp)),

@@ -16,6 +16,7 @@ The ``*_json`` functions build the response shapes (documented on each of them a
 from __future__ import annotations
 
 import bisect
+import functools
 import operator
 from typing import Any
 
@@ -23,7 +24,7 @@ import numpy as np
 
 from ..runs import BadRequest, NotFound, Query, Runs, int_param, parse_step, required_int
 from .cache import light_entry, synced
-from .compare import compare, sig_list
+from .compare import compare, compare_logged, record_sequences, sig_list
 from .runs_compare import compare_runs_route
 from .tracks import evenly_spaced
 
@@ -193,20 +194,33 @@ def diff_json(reader: Any, a: int, b: int, *, limit: int = 20, per_token: bool =
         cached = state.diffs.get(key)
         if cached is not None:
             return cached
-        read = reader.read if divergence else (lambda info: light_entry(reader, info))
-        entries = []
-        for step in (a, b):
-            info = reader.step_info(step)
-            try:
-                entry = read(info) if info is not None else None
-            except ValueError:
-                entry = None
-            if entry is None:
+        infos = [reader.step_info(step) for step in (a, b)]
+        for step, info in zip((a, b), infos):
+            if info is None:
                 raise KeyError(step)
-            entries.append(entry)
         dyn = state.dyn
-        out = compare(entries[0], entries[1], limit=limit, per_token=per_token, number=dyn.number_of,
-                      divergence=divergence)
+        # without divergences, the numbers come from the steps' columns records, as the tracks'
+        # do; a step is read (its step view where it has one) only for the rows listed
+        records = [state.columns.get(info) for info in infos] if not divergence else [None]
+        if all(record is not None for record in records):
+            sides = [(info.step, info.loss, record_sequences([(k, cols) for k, _text, cols in record[1]],
+                                                             functools.partial(light_entry, reader, info)))
+                     for info, record in zip(infos, records)]
+            out = compare_logged(*sides, limit=limit, per_token=per_token, number=lambda s: dyn.number_of_key(s.key),
+                                 divergence=False)
+        else:
+            read = reader.read if divergence else (lambda info: light_entry(reader, info))
+            entries = []
+            for step, info in zip((a, b), infos):
+                try:
+                    entry = read(info)
+                except ValueError:
+                    entry = None
+                if entry is None:
+                    raise KeyError(step)
+                entries.append(entry)
+            out = compare(entries[0], entries[1], limit=limit, per_token=per_token, number=dyn.number_of,
+                          divergence=divergence)
         if len(state.diffs) >= 16:
             state.diffs.pop(next(iter(state.diffs)))
         state.diffs[key] = out

@@ -15,6 +15,8 @@ not top-5".
 
 from __future__ import annotations
 
+import itertools
+
 from typing import Any, Hashable
 
 import numpy as np
@@ -181,9 +183,13 @@ class _Track:
             self.token_ids = ids if isinstance(ids, list) else None
             self.text = text_checksum(seq)
         if new_text or (self.target[self._at(cols)] == -2).any():  # read targets once per text and position
-            for p, (target_id, target_str) in (view_targets(seq) if is_view(seq) else targets(seq)).items():
-                if p < self.width:
-                    self.target[p], self.target_str[p] = target_id, target_str
+            found = view_targets(seq) if is_view(seq) else targets(seq)
+            at = np.fromiter(found, np.int64, len(found))
+            keep = (at >= 0) & (at < self.width)
+            self.target[at[keep]] = np.fromiter((t for t, _ in found.values()), np.int64, len(found))[keep]
+            strings = self.target_str
+            for p, (_, target_str) in zip(at[keep].tolist(), itertools.compress(found.values(), keep.tolist())):
+                strings[p] = target_str
 
     def knows_text(self, text: int, cols: Columns) -> bool:
         """Whether this track has text ``text`` and the targets at all of ``cols``' positions."""
@@ -362,7 +368,11 @@ class Dynamics:
 
     def number_of(self, seq: dict[str, Any]) -> int | None:
         """The tracked number of a logged sequence, or None when it was never added."""
-        track = self._by_key.get(sequence_key(seq))
+        return self.number_of_key(sequence_key(seq))
+
+    def number_of_key(self, key: Hashable) -> int | None:
+        """The tracked number of the sequence of :func:`sequence_key` ``key``, or None."""
+        track = self._by_key.get(key)
         return None if track is None else track.number
 
     def learned_at(self, seq: int, top: int = 1) -> np.ndarray:

@@ -266,5 +266,13 @@ def view_targets(seq: dict[str, Any]) -> dict[int, tuple[int, str | None]]:
     lists = [view.get(k) for k in ("position", "target_token_id", "target_token_str")]
     if not all(isinstance(c, list) for c in lists):
         return {}
+    pos, ids, strs = lists
+    if set(map(type, pos)) | set(map(type, ids)) <= {int} and len(pos) == len(ids) == len(strs):
+        try:  # all plain ints (the view of a converter's entry): checked in bulk
+            np.array(pos, dtype=np.int64), np.array(ids, dtype=np.int64)
+        except OverflowError:
+            pass
+        else:
+            return dict(zip(pos, zip(ids, (s if type(s) is str else None for s in strs))))
     return {p: (t if is_int(t) else -1, s if isinstance(s, str) else None)
             for p, t, s in zip(*lists) if is_int(p)}

@@ -675,8 +675,9 @@ export class Dashboard {
     const a = this.state.changeFrom;
     const params = { b: step, tokens: 1, limit: DIFF_ROWS };
     if (a !== null && a !== step) params.a = a;
-    // colours alone need no divergences (which cost the server every candidate of both steps)
-    if (!this.state.changes.open) params.divergence = 0;
+    // colours alone need neither the divergences (which cost the server every candidate of
+    // both steps) nor the rows of the changes view (the steps' tokens and strings)
+    if (!this.state.changes.open) Object.assign(params, { divergence: 0, limit: 0 });
     try {
       const diff = await this.dynGet("diff", params);
       if (!diff.__byToken) diff.__byToken = changesByToken(diff);
