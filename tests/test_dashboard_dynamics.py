@@ -110,7 +110,8 @@ def test_change_colours_and_legend(page, server):
 
 def test_colours_ask_for_no_divergences_and_the_list_does(page, server):
     """Colouring by change needs only each token's change: its diff is asked for without
-    divergences (the server then reads no candidates); the Changes list asks for them."""
+    divergences and rows (the server then reads only the steps' columns records); the
+    Changes list asks for both."""
     sent = []
     page.on("websocket", lambda ws: ws.on("framesent", lambda payload: sent.append(json.loads(payload))))
 
@@ -120,11 +121,11 @@ def test_colours_ask_for_no_divergences_and_the_list_does(page, server):
     open_at(page, server.url, "#step=30&metric=change")
     wait_step(page, 30)
     expect(probe_box(page, 2)).to_have_class("tok d0")
-    assert diffs() and all(p.get("divergence") == 0 for p in diffs())
+    assert diffs() and all(p.get("divergence") == 0 and p.get("limit") == 0 for p in diffs())
     page.locator(".changes-btn").click()
     rows = page.locator(".changes .change-row")
     expect(rows.first).to_be_visible(timeout=10000)
-    assert [p for p in diffs() if "divergence" not in p]
+    assert [p for p in diffs() if "divergence" not in p and p.get("limit") == 50]
     js = rows.first.locator("td").evaluate_all("tds => tds.map((t) => t.textContent)")
     assert any(t.replace(".", "", 1).isdigit() for t in js)  # the JS column holds numbers again
     expect(probe_box(page, 2)).to_have_class("tok d0")
