@@ -369,7 +369,14 @@ def test_logdir_runs_and_watch(tmp_path):
             write(tmp_path / "b.jsonl", 9)
             runs = recv(ws, "runs", timeout=5)
             assert [r["run"] for r in runs["runs"]] == ["a/steps", "b"]
+            # watching the run it watches sends nothing again (the latest step can weigh
+            # megabytes); the watches are handled in order, so all of it would come before b's
+            ws.send(json.dumps({"type": "watch", "run": "a/steps"}))
             ws.send(json.dumps({"type": "watch", "run": "b"}))
+            before_b = []
+            while (msg := json.loads(ws.recv(timeout=5)))["type"] != "summary" or msg["run"] != "b":
+                before_b.append(msg)
+            assert not [m for m in before_b if m.get("run") == "a/steps" and m["type"] in ("summary", "steps", "step")]
             assert recv(ws, "step", run="b")["entry"]["step"] == 9
             write(tmp_path / "b.jsonl", 10)
             assert recv(ws, "step", run="b")["entry"]["step"] == 10
@@ -479,7 +486,7 @@ def test_a_line_appended_while_the_latest_step_is_sent_is_announced(tmp_path):
     write(path, 1)
     server = SeqVizServer(make_runs(file=path))
     sent: list[dict] = []
-    server._broadcast = lambda run, obj, clients=None, feed=None: sent.append(obj)
+    server._broadcast = lambda run, obj, clients=None, feed=None, text=None: sent.append(json.loads(text) if obj is None else obj)
     server._share_problems = lambda: None
     reader = server._tail("run")
     real_refresh = reader.refresh

@@ -401,12 +401,14 @@ class SeqVizServer:
             self.clients.discard(client)
             asyncio.ensure_future(client.ws.close(1013, "client too slow: reconnect to resync"))
 
-    def _broadcast(self, run: str | None, obj: Any, clients: list[_Client] | None = None, feed: str = DASHBOARD) -> None:
-        """Send ``obj`` to the clients (default: all) of protocol ``feed`` watching ``run`` (None: every run)."""
+    def _broadcast(self, run: str | None, obj: Any, clients: list[_Client] | None = None, feed: str = DASHBOARD,
+                   text: bytes | None = None) -> None:
+        """Send ``obj`` (or its encoding ``text``) to the clients (default: all) of protocol
+        ``feed`` watching ``run`` (None: every run)."""
         targets = [c for c in (list(self.clients) if clients is None else clients)
                    if c.feed == feed and (run is None or c.run == run)]
         if targets:
-            text = _dumps(obj)  # encoded once, shared by every client
+            text = _dumps(obj) if text is None else text  # encoded once, shared by every client
             for client in targets:
                 self._send(client, None, text)
 
@@ -439,7 +441,8 @@ class SeqVizServer:
 
     def _watch_named(self, client: _Client, run: Any) -> None:
         if isinstance(run, str) and run in self._names():
-            self._watch(client, run)
+            if run != client.run:  # (the run it watches already: it has been sent all there is)
+                self._watch(client, run)
         else:
             self._send(client, {"type": "error", "message": f"unknown run {run!r}"})
 
@@ -529,12 +532,13 @@ class SeqVizServer:
         return {"type": "steps", "run": run, "steps": [s.to_json() for s in reader.indexed()],
                 "problems": [p.to_json() for p in reader.problems]}
 
-    def _latest_entry(self, run: str, reader: TrainingDataReader, view: bool = False) -> dict[str, Any] | None:
+    def _latest_entry(self, run: str, reader: TrainingDataReader, view: bool = False) -> Any:
         """The latest readable entry of ``run`` as indexed (the live loop's refresh tells
-        what is new; a refresh here would index lines no one is told of), or its step view;
-        broken lines met on the way are shared."""
+        what is new; a refresh here would index lines no one is told of), or its step view
+        (encoded: :class:`~seqviz_trackers.storage.jsonl.EncodedJSON`); broken lines met on
+        the way are shared."""
         try:
-            return reader.latest(refresh=False, view=view)
+            return reader.latest(refresh=False, view=view, encoded=view)
         except OSError:
             return None  # the file cannot be read now: the live loop reports it
         finally:
@@ -542,8 +546,9 @@ class SeqVizServer:
 
     def _send_latest(self, run: str, reader: TrainingDataReader, clients: list[_Client] | None = None) -> None:
         view = self._latest_entry(run, reader, view=True)
-        if view is not None:
-            self._broadcast(run, {"type": "step", "run": run, "entry": view}, clients)
+        if view is not None:  # the view as the columns file holds it, spliced in, not parsed and encoded again
+            text = _dumps({"type": "step", "run": run})[:-1] + b',"entry":' + client_json(view) + b"}"
+            self._broadcast(run, None, clients, text=text)
 
     def _share_problems(self) -> None:
         """Broken lines found by any reader of a run (the routes' or the live loop's) become

@@ -837,17 +837,17 @@ class TrainingDataReader:
         with self._lock:
             return next((p for p in reversed(list(self._problems.values())) if p.step == step), None)
 
-    def latest(self, refresh: bool = True, view: bool = False) -> dict[str, Any] | None:
+    def latest(self, refresh: bool = True, view: bool = False, encoded: bool = False) -> Any:
         """The entry with the highest readable step, or None when there is none.
         ``refresh=False``: among the steps indexed so far (for a caller that reports what
         each :meth:`refresh` found, and must not have lines indexed behind its back).
-        ``view``: its step view (see :meth:`read_view`)."""
+        ``view``: its step view (see :meth:`read_view`; ``encoded``: as :class:`EncodedJSON`)."""
         while True:
             steps = self.steps if refresh else self.indexed()
             if not steps:
                 return None
             try:
-                return self.read_view(steps[-1]) if view else self.read(steps[-1])
+                return self.read_view(steps[-1], encoded) if view else self.read(steps[-1])
             except ValueError:
                 continue  # that line is broken and was dropped: the one before is the latest
 
