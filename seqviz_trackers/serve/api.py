@@ -46,6 +46,7 @@ from typing import Any, Callable
 
 from ..dynamics.routes import DYNAMICS_ROUTES
 from ..dynamics.spikes import BATCH_ROUTES
+from ..format.entry import candidates
 from ..format.view import candidates_at, step_view
 from ..runs import BadRequest, NotFound, Query, Runs, int_param, parse_step, required_int, unreadable
 
@@ -143,6 +144,14 @@ def candidates_impl(runs: Runs, query: Query) -> dict[str, Any]:
     one prediction (``pos``: its position; ``seq``: the sequence's place in the entry)."""
     run = query.get("run")
     seq, pos = required_int(query, "seq"), required_int(query, "pos")
+    reader = runs.reader(run)
+    info = reader.step_info(parse_step(query.get("step")))
+    try:
+        pred = reader.prediction_at(info, seq, pos) if info is not None else None
+    except LookupError:
+        raise NotFound(f"step {info.step} of run {run!r} has no prediction at position {pos} of sequence {seq}") from None
+    if pred is not None:  # read alone, where the columns record maps the line's predictions
+        return {"run": run, "step": info.step, "seq": seq, "pos": pos, "top_k": [list(c) for c in candidates(pred)]}
     entry = _with_candidates(runs, run, query.get("step"))
     top = candidates_at(entry, seq, pos)
     if top is None:

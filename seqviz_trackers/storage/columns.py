@@ -22,7 +22,7 @@ of 2-D arrays (:meth:`ColumnsReader.records`).
 
 Record layout: ``b"SVC3"``, three little-endian uint32 (header, body and view lengths), a
 JSON header ``{"step", "offset", "length", "timestamp", "crc", "seqs": [{"key", "text", "n",
-"bound"?}], "vocab": {"<id>": str}, "line_crc"?, "view_crc"?}``, the body: per sequence ``n`` ×
+"bound"?}], "vocab": {"<id>": str}, "line_crc"?, "view_crc"?, "whole"?}``, the body: per sequence ``n`` ×
 int32 position, float32 target probability, float32 loss, float32 entropy, int32 target rank
 and int64 top-1 id, and, when its ``bound`` is true (a target outside the logged candidates,
 see :class:`~seqviz_trackers.format.entry.Columns`), ``n`` × int32 ``rank_gt`` and float32
@@ -30,7 +30,11 @@ see :class:`~seqviz_trackers.format.entry.Columns`), ``n`` × int32 ``rank_gt`` 
 has none). ``crc`` is the CRC-32 of ``seqs`` and ``vocab`` (as compact JSON) followed by the
 body, ``key`` the sequence's identity (:func:`~seqviz_trackers.dynamics.sequence_key`),
 ``text`` a checksum of its tokens, and ``vocab`` holds the display strings of top-1 ids this
-writer has not recorded before.
+writer has not recorded before. ``whole`` (true, or absent) says that every item of the
+entry's ``sequences`` is a sequence and the rows of each are all of its predictions, in the
+line's order, each position once: the n-th prediction object of the line is then row n, which
+is how one prediction is read without parsing the line
+(:meth:`~seqviz_trackers.storage.jsonl.TrainingDataReader.prediction_at`).
 
 The view is the one of the line as it reads back, or there is none: it is made from the
 entry with the line's key order (header fields first), and JSON turns nothing in it into
@@ -94,10 +98,15 @@ def encode_record(entry: dict[str, Any], offset: int, length: int, known: KnownI
     """
     known = KnownIds() if known is None else known
     seqs, bodies, vocab = [], [], {}
-    for seq in entry.get("sequences") or ():
+    listed = entry.get("sequences") or ()
+    whole = isinstance(listed, list)
+    for seq in listed:
         if not isinstance(seq, dict):
+            whole = False
             continue
         cols = columns(seq)
+        preds = seq.get("predictions")
+        whole = whole and isinstance(preds, list) and len(cols) == len(preds) and len(np.unique(cols.pos)) == len(cols)
         key = sequence_key(seq)
         bound = cols.rank_gt is not None and cols.p_lt is not None
         seqs.append({"key": [key[0], list(key[1]) if isinstance(key[1], tuple) else key[1]],
@@ -106,7 +115,7 @@ def encode_record(entry: dict[str, Any], offset: int, length: int, known: KnownI
         vocab.update((str(top), string) for top, string in known.new_strings(seq, cols).items())
     body = b"".join(bodies)
     fields = {"step": entry["step"], "offset": offset, "length": length, "timestamp": entry.get("timestamp"),
-              "crc": checksum(seqs, vocab, body), "seqs": seqs, "vocab": vocab}
+              "crc": checksum(seqs, vocab, body), "seqs": seqs, "vocab": vocab, **({"whole": True} if whole else {})}
     view = b""
     if line is not None:
         line_crc = zlib.crc32(memoryview(line)[:length])
@@ -366,6 +375,12 @@ class ColumnsReader:
             return decode_record(header, data) if good else None
         except (OSError, ValueError, KeyError, TypeError):
             return None
+
+    def whole(self, info: Any) -> bool:
+        """Whether the record of the line ``info`` has one row for each prediction of the
+        line, sequence by sequence in the line's order, with no position twice (``whole``)."""
+        found = self._lookup(info)
+        return found is not None and found[0].get("whole") is True
 
     def view(self, info: Any) -> tuple[bytes, int, bytes] | None:
         """``(the step view as JSON, the CRC-32 of the line it was made from, the view as

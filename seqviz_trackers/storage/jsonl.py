@@ -28,6 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, Iterator, Protocol
 
+import numpy as np
+
 from ..format.schema import SchemaValidationError, check_schema, find_non_finite
 
 __all__ = [
@@ -443,6 +445,10 @@ def parse_line(raw: bytes, notes: list[str] | None = None) -> dict[str, Any]:
     return entry
 
 
+#: What starts a prediction object (its first key, as the converter writes it) in a line.
+_PREDICTION_START = re.compile(rb'\{"position":')
+
+
 def _too_big(step: int) -> str:
     return f"field 'step' is {step}, past the largest step number 2**63 - 1"
 
@@ -503,6 +509,7 @@ class TrainingDataReader:
         #: the columns file beside this one (its records locate lines, and feed the dynamics
         #: views); ``columns`` shares another reader's of the same file (it is read once)
         self.columns = columns if columns is not None else ColumnsReader(self.path, self.files)
+        self._starts: list[tuple[StepInfo, Any]] = []  # see _prediction_starts
         self._clear()
 
     def _clear(self) -> None:
@@ -803,6 +810,79 @@ class TrainingDataReader:
 
         out = step_view(self.read(info))
         return EncodedJSON(client_json(out)) if encoded else out
+
+    def prediction_at(self, info: StepInfo, seq: int, pos: int) -> dict[str, Any] | None:
+        """The logged prediction at position ``pos`` of sequence ``seq`` (its place in the
+        entry) of the line ``info``, parsed alone; None when it cannot be read so (the caller
+        parses the line), LookupError when the record shows that there is none. Where the
+        columns record says the line's prediction objects are its rows, in order (``whole``),
+        the line is searched once for where each object starts (``{"position":`` starts an
+        object wherever it stands in valid JSON); the object read must then have the row's
+        position, first candidate and target probability."""
+        try:
+            found = self._prediction_starts(info)
+            if found is None:
+                return None
+            return self._prediction(info, found, seq, pos)
+        except OSError:
+            return None  # (the line is read the usual way, which says what went wrong)
+
+    def _prediction(self, info: StepInfo, found: tuple[Any, np.ndarray, np.ndarray], seq: int,
+                    pos: int) -> dict[str, Any] | None:
+        from ..format.entry import facts
+
+        record, starts, bases = found
+        seqs = record[1]
+        if not 0 <= seq < len(seqs):
+            raise LookupError(f"no sequence {seq}")
+        cols = seqs[seq][2]
+        rows = np.flatnonzero(cols.pos == pos)
+        if not len(rows):
+            raise LookupError(f"no prediction at position {pos} of sequence {seq}")
+        row = int(rows[0])
+        k = int(bases[seq]) + row
+        start = int(starts[k])
+        end = int(starts[k + 1]) if k + 1 < len(starts) else info.length
+        with self.files.open(self.path) as f:
+            f.seek(info.offset + start)
+            raw = f.read(end - start)
+        try:
+            pred, _end = json.JSONDecoder().raw_decode(raw.decode("utf-8", "surrogatepass"))
+        except (UnicodeDecodeError, ValueError):
+            return None
+        if not isinstance(pred, dict) or pred.get("position") != pos:
+            return None
+        if b"\\ud" in raw or b"\\uD" in raw:
+            pred = _replace_lone_surrogates(pred, "$", [])
+        f = facts(pred)
+        same_top = (f.top[0][0] if f.top else -1) == int(cols.top1[row])
+        prob = float(cols.prob[row])
+        same_prob = f.prob is None if math.isnan(prob) else f.prob is not None and abs(f.prob - prob) <= 1e-6 * (1 + prob)
+        return pred if same_top and same_prob else None
+
+    def _prediction_starts(self, info: StepInfo) -> tuple[Any, np.ndarray, np.ndarray] | None:
+        """(the record, where each prediction object of the line starts, the first row of
+        each sequence) for ``info``; kept for the last two lines asked about."""
+        with self._lock:
+            for cached_info, value in self._starts:
+                if cached_info is info:
+                    return value
+        if not self.columns.whole(info):
+            return None
+        record = self.columns.get(info)
+        if record is None:
+            return None
+        with self.files.open(self.path) as f:
+            f.seek(info.offset)
+            raw = f.read(info.length)
+        starts = np.fromiter((m.start() for m in _PREDICTION_START.finditer(raw)), dtype=np.int64)
+        sizes = [len(cols) for _key, _text, cols in record[1]]
+        if len(raw) != info.length or len(starts) != sum(sizes):
+            return None
+        value = (record, starts, np.cumsum([0] + sizes))
+        with self._lock:
+            self._starts = [(info, value)] + self._starts[:1]
+        return value
 
     def get_view(self, step: int, encoded: bool = False) -> Any:
         """:meth:`get_step`, as its step view (see :meth:`read_view`)."""
