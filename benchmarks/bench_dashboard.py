@@ -13,6 +13,8 @@ made by ``seqviz export --all``. On each, inside the page:
   step change, made at once while the back end builds them;
 - Compare switched on (goal <= 300 ms) and colour by change the first time (the diff asked
   for and coloured; goal <= 300 ms), each to the next frame;
+- a token clicked: until its top candidates are drawn, the first time on the step (the
+  back end reads them from the line) and then another token's;
 - scrolling the page programmatically by ``--scroll-px`` per frame through the grids: the
   frame intervals (requestAnimationFrame; goal: none > 50 ms, median <= 17 ms), the long
   animation frames Chromium reports, and the most token boxes in the DOM meanwhile.
@@ -107,6 +109,19 @@ MEASURE_METRIC = """async (metric) => {
   const t = app.timings[app.timings.length - 1];
   const coloured = document.querySelectorAll(".tok.d0, .tok.d1, .tok.d2, .tok.d3, .tok.d4, .tok.d5, .tok.d6, .tok.d7, .tok.d8").length;
   return { total: performance.now() - t0, render: t.renderMs, coloured, error: app.state.diffError };
+}""" % NEXT_FRAME
+
+MEASURE_CLICK = """async ([seq, index]) => {
+  // a token selected: until its top candidates (fetched for a step view) are drawn
+  const app = window.seqvizDashboard;
+  const t0 = performance.now();
+  app.selectToken(0, seq, index);
+  while (document.querySelector(".detail .candidates-wait") || !document.querySelector(".detail .bar-row")) {
+    if (performance.now() - t0 > 60000) return -1;
+    await new Promise((r) => setTimeout(r, 2));
+  }
+  %s
+  return performance.now() - t0;
 }""" % NEXT_FRAME
 
 MEASURE_SCROLL = """async (args) => {
@@ -263,6 +278,8 @@ def measure(browser, kind: str, url: str, steps: list[int], repeat: int, scroll_
         frame.evaluate(MEASURE_METRIC, "prob")
         out["change_again"] = frame.evaluate(MEASURE_METRIC, "change")
         frame.evaluate(MEASURE_METRIC, "prob")
+        # a token clicked: its top candidates, the first time on this step, then another's
+        out["click"] = [frame.evaluate(MEASURE_CLICK, [0, 7]), frame.evaluate(MEASURE_CLICK, [1, 9])]
         frame.evaluate("window.seqvizDashboard.options.prefetch = false")
         trace = Path(tempfile.mkstemp(suffix=".json")[1])
         browser.start_tracing(page=page, path=str(trace), categories=TRACE_CATEGORIES)
@@ -310,6 +327,8 @@ def report(case: str, kind: str, r: dict) -> None:
     c1, c2 = r["change_first"], r["change_again"]
     print(f"  {kind:<6} colour by change first {c1['total']:6.0f} ms (render {c1['render']:4.0f}; {goal(c1['total'], 300)}), "
           f"again {c2['total']:4.0f} ms; {c1['coloured']} boxes coloured{'; ' + c1['error'] if c1['error'] else ''}")
+    print(f"  {kind:<6} a token clicked, its top candidates drawn: {r['click'][0]:.0f} ms the first time on a step, "
+          f"then {r['click'][1]:.0f} ms")
     print(f"  {kind:<6} scroll {len(frames)} frames: {over} > 50 ms ({goal(over, 0)}), median {statistics.median(frames):4.1f} ms "
           f"({goal(statistics.median(frames), 17)}), p95 {pct(frames, 0.95):5.1f} ms, max {max(frames):5.1f} ms; "
           f"long animation frames {'n/a' if long is None else f'{len(long)} (max {max(long, default=0):.0f} ms)'}; "

@@ -151,6 +151,7 @@ export class Dashboard {
     this.askedRun = hash.run || null;  // the run the address named (said when it is not there)
     this.cache = new Map();
     this.inflight = new Map();
+    this.early = null;  // the latest step sent before the run was chosen (see onEvent)
     this.dynCache = new Map();  // diff / sequences / series answers of the current run
     this.loadToken = 0;
     this.timings = [];
@@ -348,6 +349,9 @@ export class Dashboard {
   }
 
   async loadRun(run) {
+    const early = this.early;
+    this.early = null;
+    if (early && early.run === run) this.remember(early.entry.step, early.entry);
     this.source.watch(run);
     this.setRuns(this.state.runs);
     this.batchView.setSummary(null);
@@ -408,7 +412,11 @@ export class Dashboard {
       return;
     }
     if (ev.run !== undefined && ev.run !== st.run) {
-      if (this.ready && !st.run && ev.type === "steps") { st.run = ev.run; this.setRuns(st.runs); } else return;
+      if (this.ready && !st.run && ev.type === "steps") { st.run = ev.run; this.setRuns(st.runs); } else {
+        // the latest step, sent at connect before the page has chosen its run: kept for loadRun
+        if (!st.run && ev.type === "step" && ev.entry) this.early = ev;
+        return;
+      }
     }
     if (ev.type === "reset") {
       this.cache.clear();
