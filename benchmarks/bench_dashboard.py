@@ -15,9 +15,10 @@ made by ``seqviz export --all``. On each, inside the page:
   for and coloured; goal <= 300 ms), each to the next frame;
 - a token clicked: until its top candidates are drawn, the first time on the step (the
   back end reads them from the line) and then another token's;
-- scrolling the page programmatically by ``--scroll-px`` per frame through the grids: the
-  frame intervals (requestAnimationFrame; goal: none > 50 ms, median <= 17 ms), the long
-  animation frames Chromium reports, and the most token boxes in the DOM meanwhile.
+- scrolling the page programmatically by ``--scroll-px`` per frame through the grids (and
+  back up from the bottom of a shorter page): the frame intervals (requestAnimationFrame;
+  goal: none > 50 ms, median <= 17 ms), the long animation frames Chromium reports, and the
+  most token boxes in the DOM meanwhile.
 
 ``--screenshots DIR`` saves the served page and the TensorBoard tab of each case there.
 ``--sizes`` adds the bytes of a step at 4 x 512 tokens: the logged entry, its view, an
@@ -137,14 +138,15 @@ MEASURE_SCROLL = """async (args) => {
   await new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r)));
   const end = scroller.scrollHeight - innerHeight;
   let last = performance.now();
+  let step = args.px;  // down, and back up from the bottom (a page shorter than the scroll)
   for (let k = 0; k < args.frames; k++) {
     await new Promise((r) => requestAnimationFrame(r));
     const now = performance.now();
     frames.push(now - last);
     last = now;
     boxes = Math.max(boxes, document.querySelectorAll(".tok").length);
-    scroller.scrollTop = Math.min(end, scroller.scrollTop + args.px);
-    if (scroller.scrollTop >= end) scroller.scrollTop = 0;
+    if (scroller.scrollTop + step > end || scroller.scrollTop + step < 0) step = -step;
+    scroller.scrollTop = Math.max(0, Math.min(end, scroller.scrollTop + step));
   }
   await new Promise((r) => setTimeout(r, 100));
   if (observer) observer.disconnect();
