@@ -32,6 +32,9 @@ _BLOCK = 16  # positions whose candidates are made Python objects at a time
 #: Block length of the blocked top-k (see ``_top_k``).
 TOPK_BLOCK = 128
 SIGNIFICANT_DIGITS = 5
+#: Candidates' probabilities: the dashboard prints at most 2 digits of them, and 20 of them
+#: per position make up a third of the line (a digit fewer: 20 B a position less).
+CANDIDATE_DIGITS = 4
 
 
 def _round_sig(x: np.ndarray, digits: int = SIGNIFICANT_DIGITS) -> np.ndarray:
@@ -174,7 +177,7 @@ def tensor_to_training_entry(
     stats = _row_stats(logits, rows, row_targets, k)
     n = rows.numel()
     top_ids = stats[:, :k].astype(np.int64)
-    top_probs = _round_sig(stats[:, k:2 * k])
+    top_probs = _round_sig(stats[:, k:2 * k], CANDIDATE_DIGITS)
     target_prob, entropy, token_loss, rank = (stats[:, 2 * k + j] for j in range(4))
     masked = np.isposinf(token_loss) & np.isfinite(entropy)  # the target's logit is -inf: p = 0
     rank[masked] = vocab

@@ -59,11 +59,12 @@ def assert_matches(entry, ref, input_ids, rel=2e-4):
             assert got["target_prob"] == pytest.approx(want["target_prob"], rel=rel, abs=1e-9)
             assert got["loss"] == pytest.approx(want["loss"], rel=rel, abs=1e-5)
             assert got["entropy"] == pytest.approx(want["entropy"], rel=rel, abs=1e-5)
-            # The k largest probabilities, each under its own id (ties may swap ids).
+            # The k largest probabilities, each under its own id (ties may swap ids), to the
+            # candidates' 4 significant digits (5e-4 apart at most)
             probs = [p for _, _, p in got["top_k"]]
-            assert probs == pytest.approx(want["top"], rel=rel, abs=1e-9)
+            assert probs == pytest.approx(want["top"], rel=max(rel, 5e-4), abs=1e-9)
             for token_id, _, p in got["top_k"]:
-                assert p == pytest.approx(float(want["probs"][token_id]), rel=rel, abs=1e-9)
+                assert p == pytest.approx(float(want["probs"][token_id]), rel=max(rel, 5e-4), abs=1e-9)
             assert len({c[0] for c in got["top_k"]}) == len(got["top_k"])
 
 

@@ -39,7 +39,7 @@ only the lines that introduce a new text; the JSONL is parsed otherwise.
 Parquet files are zstd-compressed and hold one row group per range of whole steps (about
 :data:`ROWS_PER_GROUP` rows), so a reader filtering on ``step`` skips the others. Strings,
 small integers and the candidates' probabilities (few distinct values: the converter
-rounds them to 5 significant digits) are dictionary-encoded; the other floats and the
+rounds them to 4 significant digits) are dictionary-encoded; the other floats and the
 candidate ids are split into byte streams. Needs ``pyarrow`` (the ``analysis`` extra).
 """
 
@@ -438,7 +438,7 @@ def write_parquet(reader: Any, path: str | os.PathLike[str], *, top_k: bool = Tr
     schema = token_schema(top_k)
     # Byte streams for the floats of nearly unique values and the candidate ids (zstd packs
     # them better than a dictionary would); a dictionary for everything else, the candidates'
-    # probabilities included (5 significant digits: few distinct values, each stored once per
+    # probabilities included (4 significant digits: few distinct values, each stored once per
     # row group).
     leaves = [f.name for f in schema if f.name != "top_k"] + (
         ["top_k.list.element.id", "top_k.list.element.prob"] if top_k else [])
