@@ -15,7 +15,8 @@ import numpy as np
 from ..format.entry import Candidate, Columns, by_position, candidates, columns, facts, is_num, sequence_key
 from ..format.view import is_view, view_columns
 
-__all__ = ["DIVERGENCE", "Logged", "compare", "compare_logged", "record_sequences", "js_topk_other", "logp", "sig", "sig_list", "token_context"]
+__all__ = ["DIVERGENCE", "Logged", "compare", "compare_logged", "record_sequences", "js_topk_other", "logp", "sig",
+           "sig_list", "token_context"]
 
 DIVERGENCE = {
     "name": "js_topk_other",
@@ -277,7 +278,8 @@ def compare_logged(step_a: tuple[Any, Any, list[Logged]], step_b: tuple[Any, Any
             "k": np.full(len(common), len(parts)), "pos": common,
             "p_a": ca.prob[ja], "p_b": cb.prob[jb], "rank_a": ca.rank[ja], "rank_b": cb.rank[jb],
             "d_logp": logp(cb.loss, cb.prob)[jb] - logp(ca.loss, ca.prob)[ja],
-            "div": _divergences(*_at_positions(sa.seq(), sb.seq(), common.tolist())) if divergence else np.full(len(common), np.nan),
+            "div": (_divergences(*_at_positions(sa.seq(), sb.seq(), common.tolist())) if divergence
+                    else np.full(len(common), np.nan)),
         }
         parts.append((part, seq_no, name, ib, sb, at_a, at_b))
         if per_token:
@@ -294,8 +296,9 @@ def compare_logged(step_a: tuple[Any, Any, list[Logged]], step_b: tuple[Any, Any
     flip = (cat["rank_b"] == 1).astype(np.int64) - (cat["rank_a"] == 1)
     known_d = ~np.isnan(d_logp)
     nothing = np.zeros(0, dtype=np.int64)  # (no rows asked for: no order needed)
-    order_up = np.argsort(-np.where(known_d, d_logp, -np.inf), kind="stable") if limit else nothing  # biggest gain first
-    order_down = np.argsort(np.where(known_d, d_logp, np.inf), kind="stable") if limit else nothing  # biggest loss first
+    # biggest gain first, biggest loss first
+    order_up = np.argsort(-np.where(known_d, d_logp, -np.inf), kind="stable") if limit else nothing
+    order_down = np.argsort(np.where(known_d, d_logp, np.inf), kind="stable") if limit else nothing
 
     def row(i: int) -> dict[str, Any]:
         part, seq_no, name, ib, sb, at_a, at_b = parts[int(cat["k"][i])]

@@ -16,7 +16,6 @@ not top-5".
 from __future__ import annotations
 
 import itertools
-
 from typing import Any, Hashable
 
 import numpy as np

@@ -149,7 +149,8 @@ def candidates_impl(runs: Runs, query: Query) -> dict[str, Any]:
     try:
         pred = reader.prediction_at(info, seq, pos) if info is not None else None
     except LookupError:
-        raise NotFound(f"step {info.step} of run {run!r} has no prediction at position {pos} of sequence {seq}") from None
+        raise NotFound(f"step {info.step} of run {run!r} has no prediction at position {pos} of sequence {seq}") \
+            from None
     if pred is not None:  # read alone, where the columns record maps the line's predictions
         return {"run": run, "step": info.step, "seq": seq, "pos": pos, "top_k": [list(c) for c in candidates(pred)]}
     entry = _with_candidates(runs, run, query.get("step"))

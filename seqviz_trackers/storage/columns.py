@@ -22,11 +22,11 @@ of 2-D arrays (:meth:`ColumnsReader.records`).
 
 Record layout: ``b"SVC3"``, three little-endian uint32 (header, body and view lengths), a
 JSON header ``{"step", "offset", "length", "timestamp", "crc", "seqs": [{"key", "text", "n",
-"bound"?}], "vocab": {"<id>": str}, "line_crc"?, "view_crc"?, "whole"?}``, the body: per sequence ``n`` ×
-int32 position, float32 target probability, float32 loss, float32 entropy, int32 target rank
-and int64 top-1 id, and, when its ``bound`` is true (a target outside the logged candidates,
-see :class:`~seqviz_trackers.format.entry.Columns`), ``n`` × int32 ``rank_gt`` and float32
-``p_lt``; then the view: the step view as UTF-8 JSON, zlib-compressed (empty when the record
+"bound"?}], "vocab": {"<id>": str}, "line_crc"?, "view_crc"?, "whole"?}``, the body: per
+sequence ``n`` × int32 position, float32 target probability, float32 loss, float32 entropy,
+int32 target rank and int64 top-1 id, and, when its ``bound`` is true (a target outside the
+logged candidates, see :class:`~seqviz_trackers.format.entry.Columns`), ``n`` × int32
+``rank_gt`` and float32 ``p_lt``; then the view: the step view as UTF-8 JSON, zlib-compressed (empty when the record
 has none). ``crc`` is the CRC-32 of ``seqs`` and ``vocab`` (as compact JSON) followed by the
 body, ``key`` the sequence's identity (:func:`~seqviz_trackers.dynamics.sequence_key`),
 ``text`` a checksum of its tokens, and ``vocab`` holds the display strings of top-1 ids this
@@ -106,7 +106,7 @@ def encode_record(entry: dict[str, Any], offset: int, length: int, known: KnownI
             continue
         cols = columns(seq)
         preds = seq.get("predictions")
-        whole = whole and isinstance(preds, list) and len(cols) == len(preds) and len(np.unique(cols.pos)) == len(cols)
+        whole = whole and isinstance(preds, list) and len(cols) == len(preds) == len(np.unique(cols.pos))
         key = sequence_key(seq)
         bound = cols.rank_gt is not None and cols.p_lt is not None
         seqs.append({"key": [key[0], list(key[1]) if isinstance(key[1], tuple) else key[1]],
@@ -115,7 +115,9 @@ def encode_record(entry: dict[str, Any], offset: int, length: int, known: KnownI
         vocab.update((str(top), string) for top, string in known.new_strings(seq, cols).items())
     body = b"".join(bodies)
     fields = {"step": entry["step"], "offset": offset, "length": length, "timestamp": entry.get("timestamp"),
-              "crc": checksum(seqs, vocab, body), "seqs": seqs, "vocab": vocab, **({"whole": True} if whole else {})}
+              "crc": checksum(seqs, vocab, body), "seqs": seqs, "vocab": vocab}
+    if whole:
+        fields["whole"] = True
     view = b""
     if line is not None:
         line_crc = zlib.crc32(memoryview(line)[:length])

@@ -857,7 +857,8 @@ class TrainingDataReader:
         f = facts(pred)
         same_top = (f.top[0][0] if f.top else -1) == int(cols.top1[row])
         prob = float(cols.prob[row])
-        same_prob = f.prob is None if math.isnan(prob) else f.prob is not None and abs(f.prob - prob) <= 1e-6 * (1 + prob)
+        same_prob = (f.prob is None if math.isnan(prob)
+                     else f.prob is not None and abs(f.prob - prob) <= 1e-6 * (1 + prob))  # (float32 in the record)
         return pred if same_top and same_prob else None
 
     def _prediction_starts(self, info: StepInfo) -> tuple[Any, np.ndarray, np.ndarray] | None:
