@@ -42,7 +42,8 @@ def answers(path, entry, monkeypatch) -> tuple[int, int]:
         for pos in sorted(p for p in positions if isinstance(p, int) and not isinstance(p, bool)) + [10 ** 6]:
             want = candidates_at(logged, s, pos)
             try:
-                got = api.candidates_impl(runs, {"run": path.stem, "step": str(logged["step"]), "seq": str(s), "pos": str(pos)})
+                query = {"run": path.stem, "step": str(logged["step"]), "seq": str(s), "pos": str(pos)}
+                got = api.candidates_impl(runs, query)
             except NotFound:
                 got = None
             assert (got and got["top_k"]) == want, (s, pos)
@@ -57,8 +58,10 @@ def write(path, entry) -> None:
 
 @pytest.mark.parametrize("kind", ["converter", "hostile", "learning", "seed"])
 def test_a_prediction_is_read_alone_and_answers_as_the_line_parsed(tmp_path, monkeypatch, kind):
-    entry = {"converter": lambda: make_entry(3), "hostile": lambda: make_entry(7, [HOSTILE + " caf\u00e9", "\U0001F600 \u202e"]),
-             "learning": lambda: learning_entry(100, 300), "seed": lambda: seed_entry(150, 300, with_loss=True)}[kind]()
+    entry = {"converter": lambda: make_entry(3),
+             "hostile": lambda: make_entry(7, [HOSTILE + " caf\u00e9", "\U0001F600 \u202e"]),
+             "learning": lambda: learning_entry(100, 300),
+             "seed": lambda: seed_entry(150, 300, with_loss=True)}[kind]()
     path = tmp_path / "run.jsonl"
     write(path, entry)
     alone, asked = answers(path, entry, monkeypatch)
