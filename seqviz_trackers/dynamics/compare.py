@@ -149,7 +149,7 @@ def sig_list(values: Iterable[Any]) -> list[Any]:
     out = np.where(size > 0, out, x)  # zeros keep their sign
     listed = out.tolist()
     for i in np.flatnonzero(slow).tolist():
-        listed[i] = float(f"{x[i]:.4g}")
+        listed[i] = sig(x[i])
     if not finite.all():
         for i in np.flatnonzero(~finite).tolist():
             listed[i] = None

@@ -201,8 +201,8 @@ def diff_json(reader: Any, a: int, b: int, *, limit: int = 20, per_token: bool =
         dyn = state.dyn
         # without divergences, the numbers come from the steps' columns records, as the tracks'
         # do; a step is read (its step view where it has one) only for the rows listed
-        records = [state.columns.get(info) for info in infos] if not divergence else [None]
-        if all(record is not None for record in records):
+        records = [] if divergence else [state.columns.get(info) for info in infos]
+        if records and all(record is not None for record in records):
             sides = [(info.step, info.loss, record_sequences([(k, cols) for k, _text, cols in record[1]],
                                                              functools.partial(light_entry, reader, info)))
                      for info, record in zip(infos, records)]
