@@ -320,10 +320,11 @@ def test_neighbour_steps_are_prefetched(page, server):
 
     open_dashboard(page, server.url + "#step=100")
     wait_step(page, 100)
-    end = time.monotonic() + 5
+    end = time.monotonic() + 60
     while time.monotonic() < end and page.evaluate("[0, 200].every((s) => window.seqvizDashboard.cache.has(s))") is False:
         time.sleep(0.05)
-    assert page.evaluate("[...window.seqvizDashboard.cache.keys()].sort((a, b) => a - b)") == [0, 100, 200, 300]
+    # the shown step and its neighbours (the page asks for its own: the latest is not pushed)
+    assert page.evaluate("[...window.seqvizDashboard.cache.keys()].sort((a, b) => a - b)") == [0, 100, 200]
 
 
 def test_rewritten_file_keeps_the_shown_step_and_its_position(page, server):

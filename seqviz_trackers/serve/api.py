@@ -15,7 +15,11 @@ these under the same relative names, so the dashboard's fetch adapter works on b
                                holds plus the new ones are not ``num_steps``
 - ``step?run=R&step=N``    -> the entry logged at step N (a JSON object in the schema); with
                                ``&view=1`` its step view, what the dashboard draws (no candidates,
-                               see :mod:`seqviz_trackers.format.view`)
+                               see :mod:`seqviz_trackers.format.view`); with ``&view=1&seqs=K``
+                               ``{"of": N, "view"}``: the view of only the first K of a large step's N
+                               sequences, what a dashboard draws while the whole view is on its way
+                               (``{"of": null, "view": null}`` where there is none to send, see
+                               :meth:`~seqviz_trackers.storage.jsonl.TrainingDataReader.read_view_part`)
 - ``candidates?run=R&step=N&seq=S&pos=P`` -> ``{"run", "step", "seq", "pos", "top_k": [[id, token, p]]}``:
                                the logged candidates of the prediction at position P of the
                                S-th sequence (its place in the entry), most likely first
@@ -96,16 +100,20 @@ def steps_impl(runs: Runs, run: str | None, after: int | None = None) -> dict[st
     return out
 
 
-def step_impl(runs: Runs, run: str | None, step: Any, view: Any = None) -> Any:
+def step_impl(runs: Runs, run: str | None, step: Any, view: Any = None, seqs: int | None = None) -> Any:
     """The entry logged at ``step`` in ``run``; its :func:`~seqviz_trackers.format.view.step_view`
     when ``view`` is ``"1"``, encoded already (:class:`~seqviz_trackers.storage.jsonl.EncodedJSON`,
     read from the columns file where it holds it, see
-    :meth:`~seqviz_trackers.storage.jsonl.TrainingDataReader.read_view`)."""
+    :meth:`~seqviz_trackers.storage.jsonl.TrainingDataReader.read_view`); with ``seqs``,
+    ``{"of", "view"}``: the view of the first ``seqs`` sequences of a large step
+    (:meth:`~seqviz_trackers.storage.jsonl.TrainingDataReader.read_view_part`)."""
     if view not in (None, "", "0", "1"):
         raise BadRequest(f"view must be 0 or 1, got {view!r}")
+    if seqs is not None and view != "1":
+        raise BadRequest("seqs is only for a step view (view=1)")
     reader = runs.reader(run)
     number = parse_step(step)
-    entry = reader.get_view(number, encoded=True) if view == "1" else reader.get_step(number)
+    entry = reader.get_view(number, encoded=True, seqs=seqs) if view == "1" else reader.get_step(number)
     if entry is None:
         broken = reader.problem_of(number)
         if broken is not None:  # its line turned out broken: listed in the run's problems from now on
@@ -164,7 +172,7 @@ def candidates_impl(runs: Runs, query: Query) -> dict[str, Any]:
 ROUTES: dict[str, Callable[[Runs, Query], Any]] = {
     "runs": lambda runs, q: runs_impl(runs),
     "steps": lambda runs, q: steps_impl(runs, q.get("run"), int_param(q, "after", low=-1)),
-    "step": lambda runs, q: step_impl(runs, q.get("run"), q.get("step"), q.get("view")),
+    "step": lambda runs, q: step_impl(runs, q.get("run"), q.get("step"), q.get("view"), int_param(q, "seqs")),
     "candidates": candidates_impl,
 }
 

@@ -9,7 +9,8 @@ answers, on ``http://127.0.0.1:8765/``:
 
 Server to client: on connect ``runs``, then for the watched run ``summary``, ``steps``
 (the step list and skipped lines) and ``step`` (the latest entry, as its step view: see
-:mod:`seqviz_trackers.format.view`); afterwards
+:mod:`seqviz_trackers.format.view`; not to a client that connected with ``?latest=0``, as
+the dashboard does: it asks for what it draws first, see the ``step`` route); afterwards
 ``steps_added`` + ``step`` for each batch of appended steps, ``warning`` for a
 malformed line, ``reset`` + ``steps`` when the file was truncated or replaced, and
 ``runs`` when the set of runs changes. Client to server: ``{"type": "watch", "run"}``
@@ -162,6 +163,7 @@ class _Client:
     run: str | None = None
     inflight: int = 0
     feed: str = DASHBOARD
+    latest: bool = True  # sent the latest step when it starts watching a run
 
 
 class SeqVizServer:
@@ -349,11 +351,12 @@ class SeqVizServer:
     # -- websocket -------------------------------------------------------------------
     async def _connection(self, ws: Any) -> None:
         parts = urlsplit(ws.request.path)
-        client = _Client(ws, feed=WS_PATHS.get(parts.path, DASHBOARD))
+        query = dict(parse_qsl(parts.query))
+        client = _Client(ws, feed=WS_PATHS.get(parts.path, DASHBOARD), latest=query.get("latest") != "0")
         self.clients.add(client)
         sender = asyncio.create_task(self._sender(client))
         try:
-            await self._in_live(self._open, client, dict(parse_qsl(parts.query)).get("run"))
+            await self._in_live(self._open, client, query.get("run"))
             on_message = self._on_original_message if client.feed == ORIGINAL else self._on_message
             async for message in ws:
                 on_message(client, message)
@@ -523,7 +526,8 @@ class SeqVizServer:
         self._send(client, {"type": "summary", "run": run, "summary": summary})
         self._send(client, self._steps_message(run, reader))
         if steps:
-            self._send_latest(run, reader, [client])
+            if client.latest:
+                self._send_latest(run, reader, [client])
         else:
             self._send(client, {"type": "waiting", "run": run, "message": f"waiting for the first step of {run!r}"})
 

@@ -22,7 +22,7 @@ of 2-D arrays (:meth:`ColumnsReader.records`).
 
 Record layout: ``b"SVC3"``, three little-endian uint32 (header, body and view lengths), a
 JSON header ``{"step", "offset", "length", "timestamp", "crc", "seqs": [{"key", "text", "n",
-"bound"?}], "vocab": {"<id>": str}, "line_crc"?, "view_crc"?, "whole"?}``, the body: per
+"bound"?}], "vocab": {"<id>": str}, "line_crc"?, "view_crc"?, "view_seqs"?, "whole"?}``, the body: per
 sequence ``n`` × int32 position, float32 target probability, float32 loss, float32 entropy,
 int32 target rank and int64 top-1 id, and, when its ``bound`` is true (a target outside the
 logged candidates, see :class:`~seqviz_trackers.format.entry.Columns`), ``n`` × int32
@@ -34,7 +34,9 @@ writer has not recorded before. ``whole`` (true, or absent) says that every item
 entry's ``sequences`` is a sequence and the rows of each are all of its predictions, in the
 line's order, each position once: the n-th prediction object of the line is then row n, which
 is how one prediction is read without parsing the line
-(:meth:`~seqviz_trackers.storage.jsonl.TrainingDataReader.prediction_at`).
+(:meth:`~seqviz_trackers.storage.jsonl.TrainingDataReader.prediction_at`). ``view_seqs`` says
+where the view's sequences are in its JSON (:func:`view_text`), so that its first ones are
+sent without parsing it (:func:`view_part`); records written before it have none.
 
 The view is the one of the line as it reads back, or there is none: it is made from the
 entry with the line's key order (header fields first), and JSON turns nothing in it into
@@ -121,23 +123,27 @@ def encode_record(entry: dict[str, Any], offset: int, length: int, known: KnownI
     view = b""
     if line is not None:
         line_crc = zlib.crc32(memoryview(line)[:length])
-        view = _view_section(entry, (entry["step"], length, line_crc))
+        view, spans = _view_section(entry, (entry["step"], length, line_crc))
         if view:
             fields.update(line_crc=line_crc, view_crc=zlib.crc32(view))
+            if spans is not None:
+                fields["view_seqs"] = spans
     header = json.dumps(fields, ensure_ascii=False, separators=(",", ":")).encode()
     return _PREFIX.pack(MAGIC, len(header), len(body), len(view)) + header + body + view
 
 
 #: The last step view made, by (step, length, CRC-32) of its line: the logger hands one line
 #: to two writers (the JSONL file's and the TensorBoard mirror's); the view is made once.
-_last_view: tuple[tuple[Any, int, int], bytes] | None = None
+_last_view: tuple[tuple[Any, int, int], tuple[bytes, list[int] | None]] | None = None
 _last_lock = threading.Lock()
 
 
-def _view_section(entry: dict[str, Any], key: tuple[Any, int, int]) -> bytes:
+def _view_section(entry: dict[str, Any], key: tuple[Any, int, int]) -> tuple[bytes, list[int] | None]:
     """The step view of ``entry`` as its line reads back (zlib-compressed JSON), or b"" when
-    it might not be that view: then the line is parsed instead. ``key``: the line's step,
-    length and CRC-32 (the same line gets the same view).
+    it might not be that view: then the line is parsed instead; and where each of its
+    sequences starts and ends in the JSON (``view_seqs``, see :func:`view_part`; None when
+    ``sequences`` is not a list). ``key``: the line's step, length and CRC-32 (the same
+    line gets the same view).
 
     The line is ``entry`` as JSON with the header fields first; JSON writes a tuple as a
     list, and the view reads sequences, predictions and candidate lists only as lists, so
@@ -155,29 +161,79 @@ def _view_section(entry: dict[str, Any], key: tuple[Any, int, int]) -> bytes:
     return view
 
 
-def _make_view_section(entry: dict[str, Any]) -> bytes:
+def _make_view_section(entry: dict[str, Any]) -> tuple[bytes, list[int] | None]:
     from .jsonl import HEADER
 
     seqs = entry.get("sequences")
     if isinstance(seqs, tuple):
-        return b""
+        return b"", None
     for seq in seqs if isinstance(seqs, list) else ():
         preds = seq.get("predictions") if isinstance(seq, dict) else None
         if isinstance(preds, tuple) or isinstance(preds, list) and any(
                 isinstance(p, dict) and (isinstance(p.get("top_k"), tuple) or isinstance(p.get("top_20"), tuple)) for p in preds):
-            return b""
+            return b"", None
     ordered = {key: entry[key] for key in HEADER if key in entry}
     ordered.update(entry)
     # what the view holds as it is: all but the predictions
     kept = [{k: v for k, v in seq.items() if k != "predictions"} if isinstance(seq, dict) else seq
             for seq in seqs] if isinstance(seqs, list) else seqs
     if not _str_keys([{k: v for k, v in ordered.items() if k != "sequences"}, kept]):
-        return b""
+        return b"", None
     try:
-        text = json.dumps(step_view(ordered), ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode("utf-8")
+        text, spans = view_text(step_view(ordered))
     except Exception:  # odd data the view or JSON does not take (NaN, huge numbers): the line is parsed
-        return b""
-    return zlib.compress(text, 1)
+        return b"", None
+    return zlib.compress(text, 1), spans
+
+
+def _encode(value: Any) -> bytes:
+    return json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode("utf-8")
+
+
+def view_text(view: dict[str, Any]) -> tuple[bytes, list[int] | None]:
+    """``view`` as compact JSON (the bytes ``json.dumps`` makes of it whole), and where its
+    ``sequences`` are in them: ``[start of the first, end of each]`` (byte offsets; the
+    items are separated by one comma), or None when ``sequences`` is not a list."""
+    out, size, spans = [b"{"], 1, None
+    for i, (key, value) in enumerate(view.items()):
+        if i:
+            out.append(b",")
+            size += 1
+        head = _encode(key) + b":"
+        if key == "sequences" and isinstance(value, list):
+            out.append(head + b"[")
+            size += len(head) + 1
+            spans = [size]
+            for j, seq in enumerate(value):
+                item = (b"," if j else b"") + _encode(seq)
+                out.append(item)
+                size += len(item)
+                spans.append(size)
+            out.append(b"]")
+            size += 1
+        else:
+            out.append(head + _encode(value))
+            size += len(out[-1])
+    out.append(b"}")
+    return b"".join(out), spans
+
+
+def view_part(text: bytes, spans: Any, count: int) -> bytes | None:
+    """The step view ``text`` (see :func:`view_text`) with only its first ``count``
+    sequences, cut out of the JSON without parsing it; None when ``spans`` (a record's
+    ``view_seqs``) does not fit ``text``."""
+    if not (isinstance(spans, list) and len(spans) >= 1 and all(type(x) is int for x in spans)):
+        return None
+    ends = spans[1:]
+    start, last = spans[0], (ends[-1] if ends else spans[0])
+    if not (0 < start <= last < len(text) and text[start - 1:start] == b"[" and text[last:last + 1] == b"]"):
+        return None
+    if count >= len(ends):
+        return text
+    if count == 0:
+        return text[:start] + text[last:]
+    cut = ends[count - 1]
+    return text[:cut] + text[last:] if start < cut < last and text[cut:cut + 1] == b"," else None
 
 
 def _str_keys(value: Any) -> bool:
@@ -384,11 +440,12 @@ class ColumnsReader:
         found = self._lookup(info)
         return found is not None and found[0].get("whole") is True
 
-    def view(self, info: Any) -> tuple[bytes, int, bytes] | None:
+    def view(self, info: Any) -> tuple[bytes, int, bytes, Any] | None:
         """``(the step view as JSON, the CRC-32 of the line it was made from, the view as
-        stored: zlib-compressed)`` from the record of the line ``info``, or None (no record,
-        none with a view, or a damaged one). The view is that line's only while the line has
-        that checksum: the caller compares."""
+        stored: zlib-compressed, where its sequences are: the record's view_seqs or None)``
+        from the record of the line ``info``, or None (no record, none with a view, or a
+        damaged one). The view is that line's only while the line has that checksum: the
+        caller compares."""
         found = self._lookup(info)
         if found is None:
             return None
@@ -400,7 +457,8 @@ class ColumnsReader:
             with self.files.open(self.path) as f:
                 f.seek(body + blen)
                 data = f.read(vlen)
-            return (zlib.decompress(data), line_crc, data) if zlib.crc32(data) == view_crc else None
+            return (zlib.decompress(data), line_crc, data, header.get("view_seqs")) if zlib.crc32(data) == view_crc \
+                else None
         except (OSError, zlib.error):
             return None
 

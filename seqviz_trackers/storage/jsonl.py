@@ -789,27 +789,55 @@ class TrainingDataReader:
         parsed line (``stored_only``: None instead). ``encoded``: as :class:`EncodedJSON` (what
         :func:`client_json` makes of the view), which the record holds as it is. Raises
         ValueError as :meth:`read` does."""
-        found = self.columns.view(info)
+        found = self._stored_view(info)
         if found is not None:
-            view, line_crc, deflated = found
-            with self.files.open(self.path) as f:
-                f.seek(info.offset)
-                raw = f.read(info.length)
-            if len(raw) == info.length and zlib.crc32(raw) == line_crc:
-                if encoded:
-                    out = EncodedJSON(view)
-                    out.deflated = deflated
-                    return out
-                try:
-                    return json.loads(view)
-                except ValueError:
-                    pass
+            view, deflated, _spans = found
+            if encoded:
+                out = EncodedJSON(view)
+                out.deflated = deflated
+                return out
+            try:
+                return json.loads(view)
+            except ValueError:
+                pass
         if stored_only:
             return None
         from ..format.view import step_view
 
         out = step_view(self.read(info))
         return EncodedJSON(client_json(out)) if encoded else out
+
+    def _stored_view(self, info: StepInfo) -> tuple[bytes, bytes, Any] | None:
+        """(the step view as JSON, as stored, where its sequences are) from the line's
+        columns record, when it has one and the line has the checksum it was made from."""
+        found = self.columns.view(info)
+        if found is None:
+            return None
+        view, line_crc, deflated, spans = found
+        with self.files.open(self.path) as f:
+            f.seek(info.offset)
+            raw = f.read(info.length)
+        return (view, deflated, spans) if len(raw) == info.length and zlib.crc32(raw) == line_crc else None
+
+    #: :meth:`read_view_part` cuts no stored view shorter than this (the whole arrives about
+    #: as soon as a part would).
+    PART_MIN_BYTES = 1 << 20
+
+    def read_view_part(self, info: StepInfo, count: int) -> EncodedJSON:
+        """What a dashboard draws first of a large step, while its whole view (:meth:`read_view`)
+        is on its way (encoded): ``{"of": N, "view"}``, the view of only the first ``count``
+        of the step's N sequences, cut out of the view the columns record holds where the
+        record says where its sequences are in it (``view_seqs``) and the view has
+        :data:`PART_MIN_BYTES` or more; else ``{"of": null, "view": null}`` (a small view, one
+        only the line holds, ``count`` covering all of it). Never parses the line."""
+        from .columns import view_part
+
+        found = self._stored_view(info)
+        part = view_part(found[0], found[2], count) if found is not None and len(found[0]) >= self.PART_MIN_BYTES \
+            else None
+        if part is None or len(part) == len(found[0]):
+            return EncodedJSON(b'{"of":null,"view":null}')
+        return EncodedJSON(b'{"of":%d,"view":' % (len(found[2]) - 1) + part + b"}")
 
     def prediction_at(self, info: StepInfo, seq: int, pos: int) -> dict[str, Any] | None:
         """The logged prediction at position ``pos`` of sequence ``seq`` (its place in the
@@ -885,13 +913,14 @@ class TrainingDataReader:
             self._starts = [(info, value)] + self._starts[:1]
         return value
 
-    def get_view(self, step: int, encoded: bool = False) -> Any:
-        """:meth:`get_step`, as its step view (see :meth:`read_view`)."""
+    def get_view(self, step: int, encoded: bool = False, seqs: int | None = None) -> Any:
+        """:meth:`get_step`, as its step view (see :meth:`read_view`; ``seqs``: its first
+        ``seqs`` sequences, see :meth:`read_view_part`)."""
         info = self.step_info(step)
         if info is None:
             return None
         try:
-            return self.read_view(info, encoded)
+            return self.read_view(info, encoded) if seqs is None else self.read_view_part(info, seqs)
         except ValueError:
             return None
 

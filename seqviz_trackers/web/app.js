@@ -6,7 +6,7 @@ import { LineChart } from "./chart.js";
 import { TokenGrid, paintGrids } from "./tokens.js";
 import { DetailPanel } from "./detail.js";
 import { boundText, needsCandidates, attachCandidates } from "./entry.js";
-import { getStep, InlineSource } from "./sources.js";
+import { getStep, getStepStart, InlineSource } from "./sources.js";
 import { ChangeList, changesByToken, CHANGE_TABS } from "./dynamics.js";
 import { RunCompare, runCompareHash } from "./runcompare.js";
 import { BatchView } from "./batches.js";
@@ -151,7 +151,6 @@ export class Dashboard {
     this.askedRun = hash.run || null;  // the run the address named (said when it is not there)
     this.cache = new Map();
     this.inflight = new Map();
-    this.early = null;  // the latest step sent before the run was chosen (see onEvent)
     this.dynCache = new Map();  // diff / sequences / series answers of the current run
     this.loadToken = 0;
     this.timings = [];
@@ -349,9 +348,6 @@ export class Dashboard {
   }
 
   async loadRun(run) {
-    const early = this.early;
-    this.early = null;
-    if (early && early.run === run) this.remember(early.entry.step, early.entry);
     this.source.watch(run);
     this.setRuns(this.state.runs);
     this.batchView.setSummary(null);
@@ -412,11 +408,7 @@ export class Dashboard {
       return;
     }
     if (ev.run !== undefined && ev.run !== st.run) {
-      if (this.ready && !st.run && ev.type === "steps") { st.run = ev.run; this.setRuns(st.runs); } else {
-        // the latest step, sent at connect before the page has chosen its run: kept for loadRun
-        if (!st.run && ev.type === "step" && ev.entry) this.early = ev;
-        return;
-      }
+      if (this.ready && !st.run && ev.type === "steps") { st.run = ev.run; this.setRuns(st.runs); } else return;
     }
     if (ev.type === "reset") {
       this.cache.clear();
@@ -590,7 +582,7 @@ export class Dashboard {
     const token = ++this.loadToken;
     const t0 = performance.now();
     try {
-      const entry = await this.fetchEntry(step);
+      const entry = await (st.entry || this.cache.has(step) ? this.fetchEntry(step) : this.firstEntry(step, token));
       if (token !== this.loadToken) return;
       let other = null;
       if (st.compare) other = await this.compareEntryFor(step);
@@ -606,7 +598,7 @@ export class Dashboard {
       this.renderAll();
       void this.root.offsetHeight;  // include layout in the figure
       const t2 = performance.now();
-      this.timings.push({ step, fetchMs: t1 - t0, renderMs: t2 - t1 });
+      this.timings.push({ step, fetchMs: t1 - t0, renderMs: t2 - t1, drawnAt: performance.timeOrigin + t2 });
       if (this.timings.length > 200) this.timings.shift();
       this.hideBanner("wait");
       if (this.options.prefetch !== false) setTimeout(() => { if (token === this.loadToken) this.prefetchAround(i); }, 0);
@@ -620,6 +612,25 @@ export class Dashboard {
       this.updateStepper();
       this.showBanner(`Cannot load step ${step}: ${err.message}`, "error");
     }
+  }
+
+  /** The entry of `step`, the first one the page shows. Where the back end sends a large
+   *  step's first sequences apart, they are drawn while the whole step is on its way,
+   *  unless what is shown needs all of it (Compare, colours by change). */
+  async firstEntry(step, token) {
+    const st = this.state;
+    const simple = !st.compare && !this.needDiff() && st.metric !== "vs" && !st.batch.open;
+    const start = simple ? getStepStart(this.source, st.run, step, (st.sel.seq || 0) + 1).catch(() => null) : null;
+    const whole = this.fetchEntry(step);
+    const part = await start;
+    if (part && token === this.loadToken && !st.entry && !this.cache.has(step)) {
+      part.entry.__of = part.of;
+      st.entry = part.entry;
+      this.renderAll();
+      const more = part.of - (part.entry.sequences || []).length;
+      this.showBanner(`Loading ${more} more sequence${more === 1 ? "" : "s"}\u2026`, "wait");
+    }
+    return whole;
   }
 
   /** A step that failed to load may have stopped being a step (its line is broken): ask
@@ -1003,7 +1014,7 @@ export class Dashboard {
     row("step", String(e.step));
     row("loss", fmtNum(e.loss, 4));
     row("perplexity", fmtNum(e.perplexity, 4));
-    row("sequences", String((e.sequences || []).length));
+    row("sequences", String(e.__of || (e.sequences || []).length));  // (__of: the first ones drawn)
     if (meta.model_name) row("model", String(meta.model_name));
     if (e.timestamp) row("logged", new Date(e.timestamp * 1000).toLocaleString());
   }

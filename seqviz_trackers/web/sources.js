@@ -7,6 +7,7 @@
 //
 //   getStep(source, run, step) -> Promise<entry>  a step as the dashboard draws it: its step view
 //                                (no candidates; the `candidates` route gives those of one prediction)
+//   getStepStart(source, run, step, count) -> Promise<{entry, of} | null>  its first sequences
 //
 // Events: {type:"status", state:"live"|"connecting"|"disconnected"|"polling"|"snapshot", text}
 //         {type:"runs", runs}  {type:"steps", run, steps, problems}
@@ -20,6 +21,15 @@ import { readStep, candidatesAt, unpackInts } from "./entry.js";
  *  (`step?view=1`), a page its own form; either is read by readStep() (entry.js). */
 export async function getStep(source, run, step) {
   return readStep(await source.get("step", { run, step, view: 1 }));
+}
+
+/** The first `count` sequences of a large `step`, drawn while its whole view is on its way:
+ *  `{entry, of}`, `of` the step's number of sequences. From a back end (`step?view=1&seqs=K`);
+ *  null where it sends none (a small step) and from a page (its data is at hand). */
+export async function getStepStart(source, run, step, count) {
+  if (!source.cutsSteps) return null;
+  const answer = await source.get("step", { run, step, view: 1, seqs: count });
+  return answer.view ? { entry: readStep(answer.view), of: answer.of } : null;
 }
 
 class SourceBase {
@@ -58,6 +68,7 @@ export class FetchSource extends SourceBase {
     this.lastKey = null;
     this.known = null;  // {run, steps, version}: the watched run's step list as last polled
     this.busy = false;
+    this.cutsSteps = true;
   }
   async get(route, params = {}) {
     const url = new URL(route, this.base);
@@ -146,6 +157,7 @@ export class WebSocketSource extends SourceBase {
     this.retryMs = 500;
     this.closed = false;
     this.countdown = null;
+    this.cutsSteps = true;
   }
   subscribe(listener) {
     const off = super.subscribe(listener);
@@ -157,6 +169,7 @@ export class WebSocketSource extends SourceBase {
     this.emit({ type: "status", state: "connecting", text: "Connecting\u2026" });
     const url = new URL(this.wsUrl);
     if (this.run) url.searchParams.set("run", this.run);
+    url.searchParams.set("latest", "0");  // no step pushed at watch: the page asks for what it draws first
     const ws = new WebSocket(url);
     this.ws = ws;
     ws.onopen = () => {
