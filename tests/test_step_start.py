@@ -177,12 +177,12 @@ def test_served_page_draws_the_first_sequence_while_the_step_is_on_its_way(page,
         page.goto(big.url)
         page.wait_for_selector(".seq .tok", timeout=30000)
         assert page.locator(".seq").count() == 1
-        assert page.locator(".banner").inner_text() == "Loading 2 more sequences\u2026"
+        assert page.locator(".seq-more").inner_text() == "Loading 2 more sequences\u2026"
         assert page.locator(".step-info .kv", has_text="sequences").locator(".v").inner_text() == "3"
     finally:
         release.set()
     page.locator(".seq").nth(2).locator(".tok").first.wait_for(timeout=30000)
-    assert page.locator(".seq").count() == 3 and page.locator(".banner").is_hidden()
+    assert page.locator(".seq").count() == 3 and page.locator(".seq-more").count() == 0
     tokens = big.views[1]["sequences"][2]["tokens"]
     assert page.locator(".seq").nth(2).locator(".tok").count() == len(tokens)
     assert not page.js_errors

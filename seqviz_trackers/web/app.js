@@ -627,8 +627,8 @@ export class Dashboard {
       part.entry.__of = part.of;
       st.entry = part.entry;
       this.renderAll();
-      const more = part.of - (part.entry.sequences || []).length;
-      this.showBanner(`Loading ${more} more sequence${more === 1 ? "" : "s"}\u2026`, "wait");
+      const more = part.of - (part.entry.sequences || []).length;  // said where they will be (nothing above moves)
+      this.seqsEl.append(el("div", "seq-more hint", `Loading ${more} more sequence${more === 1 ? "" : "s"}\u2026`));
     }
     return whole;
   }
@@ -804,6 +804,7 @@ export class Dashboard {
         this.seqsEl.append(v.root);
       }
       while (this.views.length > seqs.length) this.views.pop().destroy();
+      for (const more of this.seqsEl.querySelectorAll(".seq-more")) more.remove();
       shown = seqs.map((seq, i) => {
         const v = this.views[i];
         const figures = v.render(seq, i, byToken ? { ...ctx, change: byToken.get(i) } : ctx);
