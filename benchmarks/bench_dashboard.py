@@ -7,7 +7,8 @@ TensorBoard tab (a real ``tensorboard --logdir`` process, the plugin's iframe) a
 made by ``seqviz export --all``. On each, inside the page:
 
 - open: from navigation to the first painted frame with token boxes (goal <= 1.5 s; a large
-  step's first sequences are drawn before the rest), and until the whole step is drawn;
+  step's first sequences are drawn before the rest), and until the whole step is drawn
+  (``--opens N``: N more opens, medians and ranges of both);
 - step change cold (the step not fetched yet; goal <= 300 ms) and warm (its neighbours
   prefetched, as after reading a step for a moment; goal <= 100 ms), to the next frame; the
   cold figure once the tracks the page asks for at open are built, and beside it the first
@@ -227,8 +228,24 @@ def poll(frame, expr: str, timeout_s: float = 120):
     raise TimeoutError(expr)
 
 
+def open_times(browser, kind: str, url: str) -> tuple[float, float]:
+    """One more open of ``url``: (first token box painted, whole step drawn), ms from navigation."""
+    page = browser.new_page(viewport=VIEWPORT)
+    page.add_init_script(FIRST_PAINT)
+    try:
+        page.goto(url)
+        origin = page.evaluate("performance.timeOrigin")
+        frame = find_frame(page, kind)
+        first = poll(frame, "window.__seqvizFirstTok || 0")
+        whole = poll(frame, "window.seqvizDashboard && window.seqvizDashboard.timings.length > 0 && "
+                            "window.seqvizDashboard.timings[0].drawnAt")
+        return first - origin, whole - origin
+    finally:
+        page.close()
+
+
 def measure(browser, kind: str, url: str, steps: list[int], repeat: int, scroll_frames: int, scroll_px: int,
-            shot: Path | None) -> dict:
+            shot: Path | None, opens: int = 0) -> dict:
     started = time.perf_counter()
     uncached = 0
     page = browser.new_page(viewport=VIEWPORT)
@@ -302,6 +319,7 @@ def measure(browser, kind: str, url: str, steps: list[int], repeat: int, scroll_
             page.screenshot(path=str(shot.with_name(shot.stem + "_middle.png")))
         out["errors"] = errors
         out["uncached"] = uncached
+        out["opens"] = [open_times(browser, kind, url) for _ in range(opens)]
         out["wall"] = time.perf_counter() - started
         return out
     finally:
@@ -323,6 +341,11 @@ def report(case: str, kind: str, r: dict) -> None:
     over = sum(f > 50 for f in frames)
     print(f"  {kind:<6} open {r['open']:6.0f} ms ({goal(r['open'], 1500)}; {r['boxes_open']} boxes), "
           f"every sequence drawn at {r['open_whole']:.0f} ms")
+    if r["opens"]:
+        first, whole = zip(*r["opens"])
+        print(f"  {kind:<6} opened {len(first)} times more: first token box painted median {statistics.median(first):.0f} ms "
+              f"({min(first):.0f}-{max(first):.0f}), every sequence drawn median {statistics.median(whole):.0f} ms "
+              f"({min(whole):.0f}-{max(whole):.0f})")
     print(f"  {kind:<6} step change cold {med(r['cold'])} ({goal(statistics.median(x['total'] for x in r['cold']), 300)}); "
           f"the first, while the tracks asked for at open are built: {r['cold_at_open']['total']:.0f} ms")
     print(f"  {kind:<6} of a cold step change, the step view's request + answer + JSON.parse alone: median "
@@ -353,6 +376,7 @@ def main() -> None:
     parser.add_argument("--backends", default="serve,tb,export")
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--repeat", type=int, default=4)
+    parser.add_argument("--opens", type=int, default=0, help="open each page this many times more (open figures only)")
     parser.add_argument("--scroll-frames", type=int, default=240)
     parser.add_argument("--scroll-px", type=int, default=60, help="px scrolled per frame (60: 3,600 px/s)")
     parser.add_argument("--screenshots", type=Path, help="save the served page and the TensorBoard tab here")
@@ -393,14 +417,14 @@ def main() -> None:
                     handle = start_in_thread(file=jsonl, port=0)
                     try:
                         report(case, "serve", measure(browser, "serve", handle.url, steps, args.repeat,
-                                                      args.scroll_frames, args.scroll_px, shot("serve")))
+                                                      args.scroll_frames, args.scroll_px, shot("serve"), args.opens))
                     finally:
                         handle.stop()
                 if "tb" in backends:
                     proc = TensorBoardProcess(logdir, load_fast=True, log_path=root / "tb.log")
                     try:
                         report(case, "tb", measure(browser, "tb", proc.url + "/#seqviz", steps, args.repeat,
-                                                   args.scroll_frames, args.scroll_px, shot("tb")))
+                                                   args.scroll_frames, args.scroll_px, shot("tb"), args.opens))
                     finally:
                         proc.stop()
                 if "export" in backends:
@@ -409,7 +433,7 @@ def main() -> None:
                     export_page(jsonl, page_path)
                     print(f"  export: {page_path.stat().st_size / 1e6:.1f} MB page made in {time.perf_counter() - t:.0f} s")
                     report(case, "export", measure(browser, "export", page_path.as_uri(), steps, args.repeat,
-                                                   args.scroll_frames, args.scroll_px, None))
+                                                   args.scroll_frames, args.scroll_px, None, args.opens))
                 print(f"  load average after: {os.getloadavg()[0]:.1f}")
         browser.close()
 

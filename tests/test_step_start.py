@@ -186,3 +186,17 @@ def test_served_page_draws_the_first_sequence_while_the_step_is_on_its_way(page,
     tokens = big.views[1]["sequences"][2]["tokens"]
     assert page.locator(".seq").nth(2).locator(".tok").count() == len(tokens)
     assert not page.js_errors
+
+
+def test_the_whole_view_after_its_first_sequences_is_not_read_again(tmp_path, monkeypatch):
+    monkeypatch.setattr(TrainingDataReader, "PART_MIN_BYTES", 0)
+    reader = write_run(tmp_path / "run.jsonl", [learning_entry(step, 300) for step in (0, 100)])
+    looked = []
+    real = columns_mod.ColumnsReader.view
+    monkeypatch.setattr(columns_mod.ColumnsReader, "view", lambda self, info: looked.append(info.step) or real(self, info))
+    info = reader.step_info(100)
+    part = json.loads(reader.read_view_part(info, 1))
+    whole = json.loads(reader.read_view(info, encoded=True))
+    assert part["view"]["sequences"] == whole["sequences"][:1] and looked == [100]
+    reader.read_view(reader.step_info(0), encoded=True)
+    assert looked == [100, 0]  # another step: read from its record

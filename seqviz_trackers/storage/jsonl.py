@@ -510,6 +510,7 @@ class TrainingDataReader:
         #: views); ``columns`` shares another reader's of the same file (it is read once)
         self.columns = columns if columns is not None else ColumnsReader(self.path, self.files)
         self._starts: list[tuple[StepInfo, Any]] = []  # see _prediction_starts
+        self._last_view: tuple[StepInfo, Any] | None = None  # see _stored_view
         self._clear()
 
     def _clear(self) -> None:
@@ -809,7 +810,11 @@ class TrainingDataReader:
 
     def _stored_view(self, info: StepInfo) -> tuple[bytes, bytes, Any] | None:
         """(the step view as JSON, as stored, where its sequences are) from the line's
-        columns record, when it has one and the line has the checksum it was made from."""
+        columns record, when it has one and the line has the checksum it was made from;
+        kept for the last line asked about (its first sequences, then the whole view)."""
+        last = self._last_view
+        if last is not None and last[0] is info:
+            return last[1]
         found = self.columns.view(info)
         if found is None:
             return None
@@ -817,7 +822,10 @@ class TrainingDataReader:
         with self.files.open(self.path) as f:
             f.seek(info.offset)
             raw = f.read(info.length)
-        return (view, deflated, spans) if len(raw) == info.length and zlib.crc32(raw) == line_crc else None
+        if len(raw) != info.length or zlib.crc32(raw) != line_crc:
+            return None
+        self._last_view = (info, (view, deflated, spans))
+        return self._last_view[1]
 
     #: :meth:`read_view_part` cuts no stored view shorter than this (the whole arrives about
     #: as soon as a part would).
